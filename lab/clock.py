@@ -1,0 +1,83 @@
+"""The lab's virtual clock and the time notation of scenario files.
+
+Rehearsing a rotation means jumping over days (48 h notice, 12 h servicelet ticks, a day of
+cross-site replication) in seconds, so the org never reads the wall clock directly. A clock
+started from the wall clock keeps ticking with it (a bot computing "now + 1 min" from its
+own clock then agrees with the lab); a clock started at a fixed `[lab] now` stands still
+until advanced, which keeps rehearsals and tests repeatable.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime, timedelta
+
+_DURATION = re.compile(r"^([+-]?)(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> timedelta | None:
+    """"15m", "24h", "2d", "90s", "+30d", "-13h" -> timedelta; "never" -> None.
+
+    Raises ValueError with a readable reason for anything else.
+    """
+    cleaned = text.strip().lower()
+    if cleaned == "never":
+        return None
+    match = _DURATION.match(cleaned)
+    if not match:
+        raise ValueError(
+            f"{text!r} is not a duration (use e.g. \"90s\", \"15m\", \"24h\", \"2d\", \"-13h\""
+            " or \"never\")"
+        )
+    sign, number, unit = match.groups()
+    seconds = float(number) * _UNITS[unit]
+    return timedelta(seconds=-seconds if sign == "-" else seconds)
+
+
+def parse_time(value: str | datetime) -> datetime:
+    """ISO-8601 text (or a TOML datetime) -> timezone-aware UTC; naive values count as UTC."""
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an ISO-8601 time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def format_duration(delta: timedelta) -> str:
+    """A compact human form ("49h", "30m", "2d") used in logs and state."""
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+class Clock:
+    """Virtual time: a start, an offset moved by `advance`, and optionally the wall clock."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.ticking = start is None
+        self._start = parse_time(start) if start is not None else datetime.now(UTC)
+        self._started_at = time.monotonic()
+        self._offset = timedelta(0)
+
+    def now(self) -> datetime:
+        elapsed = timedelta(0)
+        if self.ticking:
+            elapsed = timedelta(seconds=time.monotonic() - self._started_at)
+        return self._start + elapsed + self._offset
+
+    def advance(self, delta: timedelta) -> None:
+        if delta < timedelta(0):
+            raise ValueError("the lab clock only moves forward")
+        self._offset += delta
