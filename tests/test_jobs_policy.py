@@ -1,0 +1,102 @@
+"""RQ wiring: serializer, retry policy, error lines, and the non-forking worker."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
+from rq.timeouts import JobTimeoutException
+
+from config.settings import ConfigError, settings_from_dict
+from workers.exchange import ExchangeError
+from workers.jobs import failure_reason, is_permanent
+from workers.queues import (
+    CHANGE_QUEUE,
+    READ_QUEUE,
+    READ_RETRY_INTERVALS,
+    SERIALIZER,
+    enqueue_change,
+    enqueue_read,
+    queue,
+    read_retry,
+)
+from workers.worker import run
+
+
+def test_queues_use_json_never_pickle(redis_url: str) -> None:
+    connection = redis.Redis.from_url(redis_url)
+    assert SERIALIZER is JSONSerializer
+    for name in (READ_QUEUE, CHANGE_QUEUE):
+        assert queue(name, connection).serializer is JSONSerializer
+
+
+def test_read_jobs_retry_and_change_jobs_do_not(redis_url: str) -> None:
+    connection = redis.Redis.from_url(redis_url)
+    read = enqueue_read(connection, "workers.jobs.status_job", "contoso", meta={"kind": "status"},
+                        on_success="bot.notify.status_ready", on_failure="bot.notify.job_failed")
+    change = enqueue_change(connection, "workers.jobs.status_job", ("contoso",),
+                            meta={"kind": "change"}, on_success="bot.notify.status_ready",
+                            on_failure="bot.notify.job_failed")
+    read = Job.fetch(read.id, connection=connection, serializer=SERIALIZER)
+    change = Job.fetch(change.id, connection=connection, serializer=SERIALIZER)
+    assert read.origin == READ_QUEUE and change.origin == CHANGE_QUEUE
+    assert read.retries_left == len(READ_RETRY_INTERVALS) == 3
+    assert read.retry_intervals == [5, 15, 30]
+    assert change.retries_left is None
+    assert read.timeout == 300 and change.timeout == 1800
+    # Callbacks are stored by name and resolved by the worker: workers/ never imports bot/.
+    assert read.success_callback is not None and read.success_callback.__module__ == "bot.notify"
+    assert read.failure_callback is not None and read.failure_callback.__name__ == "job_failed"
+    assert read_retry().max == 3
+
+
+@pytest.mark.parametrize(
+    ("exc", "permanent"),
+    [
+        (ExchangeError("auth", "ex1.contoso.com", "opening", "HTTP 401"), True),
+        (ExchangeError("nolanguage", "ex1.contoso.com", "Get-X", "syntax"), True),
+        (ExchangeError("error", "ex1.contoso.com", "Get-X", "denied"), True),
+        (ExchangeError("unreachable", "ex1.contoso.com", "opening", "refused"), False),
+        (ExchangeError("endpoint_broken", "ex1.contoso.com", "opening", "Cafe"), False),
+        (ConfigError("exauth.toml", "org", 'no org named "x"'), True),
+        (ConnectionError("reset"), False),
+        (RuntimeError("something odd"), False),
+    ],
+    ids=["auth", "nolanguage", "cmdlet-error", "unreachable", "endpoint-broken", "config",
+         "connection", "unexpected"],
+)
+def test_permanent_errors_are_not_retried(exc: BaseException, permanent: bool) -> None:
+    assert is_permanent(exc) is permanent
+
+
+def test_failure_reasons_are_one_line() -> None:
+    auth = ExchangeError("auth", "ex1.contoso.com", "opening the Exchange endpoint", "HTTP 401")
+    assert failure_reason(type(auth), auth) == str(auth)
+    assert "\n" not in str(auth)
+    assert failure_reason(JobTimeoutException, JobTimeoutException("x"), 300) == (
+        "the check took longer than its 300 s time limit and was stopped")
+    assert failure_reason(ConnectionError, ConnectionError("reset by peer\nmore")) == (
+        "network error: reset by peer")
+    odd = ValueError("bad value\n  File 'x.py', line 3")
+    assert failure_reason(ValueError, odd) == "ValueError: bad value"
+    assert failure_reason(KeyError, KeyError()) == "KeyError"
+    config = ConfigError("exauth.toml", "org", 'no org named "x" (configured: lab)')
+    assert failure_reason(ConfigError, config) == str(config)
+    assert failure_reason(None, None) == "the worker stopped without saying why"
+
+
+def test_worker_runs_jobs_in_its_own_process(redis_url: str, monkeypatch: pytest.MonkeyPatch
+                                             ) -> None:
+    """SimpleWorker: no fork per job, so the Exchange session cache survives between jobs."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    settings = settings_from_dict({}, source="test.toml")
+    connection = redis.Redis.from_url(redis_url)
+    jobs = [queue(READ_QUEUE, connection).enqueue("os.getpid") for _ in range(2)]
+    jobs.append(queue(CHANGE_QUEUE, connection).enqueue("os.getpid"))
+    assert run(settings, burst=True) == 0
+    for job in jobs:
+        job = Job.fetch(job.id, connection=connection, serializer=SERIALIZER)
+        assert job.return_value() == os.getpid()

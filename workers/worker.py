@@ -1,0 +1,47 @@
+"""`exauth worker`: one RQ worker process for both exauth queues.
+
+Worker class: rq's `SimpleWorker`, which runs each job in the worker process itself.
+RQ's default `Worker` forks a fresh child per job (and `SpawnWorker` starts a new
+interpreter), so everything a job builds dies with it. workers/exchange.py keeps a
+process-wide cache of open PowerShell Remoting sessions because opening one on real
+Exchange costs seconds; only a worker that does not fork keeps that cache warm from one
+job to the next. The price is that a job that crashes the interpreter takes the worker
+with it; the container restart policy brings it back and RQ's abandoned-job handling
+re-queues the job. Job timeouts still apply (SimpleWorker uses SIGALRM in the main thread).
+
+The change queue is listed first so an approved rotation never waits behind a burst of
+status checks. The scheduler is on because read-job retries are scheduled with delays.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from rq import SimpleWorker
+
+from config.settings import Settings
+from workers.exchange import close_all
+from workers.queues import CHANGE_QUEUE, READ_QUEUE, SERIALIZER, connect, queue
+
+log = logging.getLogger(__name__)
+
+
+def run(settings: Settings, burst: bool = False) -> int:
+    """Work the exauth queues; with `burst`, until they are empty (tests, one-shot runs)."""
+    connection = connect(settings.redis.url)
+    queues = [queue(CHANGE_QUEUE, connection), queue(READ_QUEUE, connection)]
+    worker = SimpleWorker(queues, connection=connection, serializer=SERIALIZER)
+    try:
+        worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+    finally:
+        _close_sessions()
+        connection.close()
+    return 0
+
+
+def _close_sessions() -> None:
+    """Close the Exchange sessions this process opened (they hold server-side shells)."""
+    try:
+        close_all()
+    except Exception as exc:
+        log.warning("closing Exchange sessions failed: %s", exc)
