@@ -1,0 +1,186 @@
+"""workers.execute and the pure parts of workers.operations: fingerprints, placeholders,
+recognising our own effects, choosing the action; and hostile text reaching the lab only
+as literal bound parameter values."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from config.settings import settings_for_lab
+from lab.serve import LabHandle
+from workers import execute, operations
+from workers.exchange import ExchangeClient, ExchangeError, Secret
+from workers.plan import NEW_THUMBPRINT
+
+HOSTILE = "ex9'; Remove-Item C:\\ -Recurse; $(Stop-Computer) `\"x\"\n\u202etxt.exe ✓"
+T1, T2, T3 = "A" * 40, "B" * 40, "C" * 40
+
+
+def status(current: str | None = T1, nxt: str | None = None, previous: str | None = None,
+           **extra: Any) -> dict[str, Any]:
+    def cert(t: str | None, present: list[str]) -> dict[str, Any] | None:
+        return None if t is None else {"thumbprint": t, "present_on": present, "missing_on": [],
+                                       "not_after": "2031-01-01T00:00:00+00:00"}
+
+    return {
+        "servers": [{"name": "ex1", "fqdn": "ex1.contoso.lab"},
+                    {"name": "ex2", "fqdn": "ex2.contoso.lab"}],
+        "auth": {"current": cert(current, ["ex1.contoso.lab", "ex2.contoso.lab"]),
+                 "next": cert(nxt, ["ex1.contoso.lab"]), "previous": cert(previous, [])},
+        "backend": [{"server": "ex2.contoso.lab", "thumbprint": None, "problem": "no_certificate"}],
+        "actions": extra.get("actions", []),
+    }
+
+
+def op(kind: str = "stage_new", **fields: Any) -> dict[str, Any]:
+    return {"id": "op1", "kind": kind, "targets": ["ex2.contoso.lab"], "recorded": {},
+            "steps": [], **fields}
+
+
+def test_fingerprint_names_what_changed() -> None:
+    before = execute.fingerprint(status(), op())
+    after = execute.fingerprint(status(nxt=T2), op())
+    changed = execute.differences(before, after)
+    assert changed == ["next: None -> BBBBBBBB…"]
+    assert execute.differences(before, execute.fingerprint(status(), op())) == []
+
+
+def test_fingerprint_of_backend_and_import_covers_the_target_servers() -> None:
+    repair = op("repair_backend")
+    assert execute.fingerprint(status(), repair)["backend"] == {
+        "ex2.contoso.lab": [None, "no_certificate"]}
+    fixed = status()
+    fixed["backend"][0].update(thumbprint=T3, problem=None)
+    assert execute.differences(execute.fingerprint(status(), repair),
+                               execute.fingerprint(fixed, repair))
+    imp = op("import_next")
+    assert execute.fingerprint(status(nxt=T2), imp)["present"] == {"ex2.contoso.lab": False}
+
+
+def test_resolve_fills_placeholders_and_binds_bools_and_positionals(redis_url: str) -> None:
+    conn = redis.Redis.from_url(redis_url)
+    doc = op(recorded={"new_thumbprint": T2})
+    step = {"cmdlet": "New-IISSiteBinding", "server": "ex2.contoso.lab", "parameters": [
+        ["CertificateThumbPrint", NEW_THUMBPRINT], ["", "/noforce"],
+        ["PrivateKeyExportable", True], ["Confirm", False], ["Password", "<secret:pfx>"]]}
+    bound = execute.resolve(conn, doc, step, status(), None)  # type: ignore[arg-type]
+    names = [name for name, _ in bound]
+    assert names == ["CertificateThumbPrint", None, "PrivateKeyExportable", "Confirm", "Password"]
+    assert bound[0][1] == T2 and bound[1][1] == "/noforce" and bound[3][1] is False
+    assert bound[2][1] is True  # a [bool]: the client sends True as a value, None = switch
+    assert isinstance(bound[4][1], Secret)  # sent as a SecureString, never shown
+    assert "***" in repr(bound[4][1])
+    password = bound[4][1].value
+    assert password not in repr(bound)
+    assert len(password) >= 24 and conn.ttl(execute.secret_key("op1", "pfx")) > 0
+    # The same operation gets the same secret back (export and import must match).
+    assert execute.secret(conn, "op1", "pfx") == password
+    execute.forget_secrets(conn, "op1")
+    assert conn.get(execute.secret_key("op1", "pfx")) is None
+
+
+def test_a_step_without_a_recorded_thumbprint_is_refused(redis_url: str) -> None:
+    conn = redis.Redis.from_url(redis_url)
+    step = {"cmdlet": "Set-AuthConfig", "server": "ex1", "parameters": [
+        ["NewCertificateThumbprint", NEW_THUMBPRINT]]}
+    with pytest.raises(execute.StepRefused):
+        execute.resolve(conn, op(), step, status(), None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("step", "world", "done"), [
+    ({"cmdlet": "Set-AuthConfig", "parameters": [["NewCertificateThumbprint", NEW_THUMBPRINT]]},
+     status(nxt=T2), True),
+    ({"cmdlet": "Set-AuthConfig", "parameters": [["NewCertificateThumbprint", NEW_THUMBPRINT]]},
+     status(nxt=T3), False),
+    ({"cmdlet": "Set-AuthConfig", "parameters": [["PublishCertificate", None]]},
+     status(current=T2), True),
+    ({"cmdlet": "Set-AuthConfig", "parameters": [["ClearPreviousCertificate", None]]},
+     status(previous=T1), False),
+    ({"cmdlet": "Set-AuthConfig", "parameters": [["ClearPreviousCertificate", None]]},
+     status(), True),
+    ({"cmdlet": "Remove-ExchangeCertificate", "parameters": [
+        ["Server", "ex2.contoso.lab"], ["Thumbprint", T1]]}, status(), False),
+    ({"cmdlet": "Restart-WebAppPool", "parameters": [["Name", "MSExchangeOWAAppPool"]]},
+     status(), False),
+])
+def test_already_done_recognises_our_own_effects(step: dict[str, Any], world: dict[str, Any],
+                                                  done: bool) -> None:
+    step = {"server": "ex1.contoso.lab", **step}
+    assert (execute.already_done(op(recorded={"new_thumbprint": T2}), step, world)
+            is not None) is done
+
+
+def test_choose_action_first_change_and_named_kinds() -> None:
+    acts = [{"kind": "repair_backend", "servers": ["ex2.contoso.lab"], "reason": "r"},
+            {"kind": "stage_new", "servers": ["ex1.contoso.lab"], "reason": "s"}]
+    world = status(actions=acts)
+    assert operations.choose_action(world)["kind"] == "repair_backend"
+    assert operations.choose_action(world, "repair_backend", ["EX2"])["servers"] == [
+        "ex2.contoso.lab"]
+    with pytest.raises(operations.NothingToDo, match="no Exchange server named"):
+        operations.choose_action(world, "repair_backend", [HOSTILE])
+    blocked = status(actions=[{"kind": "blocked", "servers": ["ex2"], "reason": "down"}])
+    with pytest.raises(operations.NothingToDo, match="blocked"):
+        operations.choose_action(blocked)
+    waiting = status(actions=[{"kind": "wait_for_publish", "servers": [], "reason": "soon"}])
+    with pytest.raises(operations.NothingToDo, match="soon"):
+        operations.choose_action(waiting)
+
+
+def test_hostile_text_reaches_the_lab_only_as_literal_values(
+        make_lab: Callable[..., LabHandle]) -> None:
+    handle = make_lab("healthy")
+    org = settings_for_lab(handle.info, handle.password, writer=handle.writer).orgs[0]
+    client = ExchangeClient(org)
+    for endpoint, cmdlet, name in (("exchange", "Get-ExchangeServer", "Identity"),
+                                   ("host", "Get-IISSiteBinding", "Name"),
+                                   ("host", "Restart-WebAppPool", "Name")):
+        step = {"server": handle.writer, "endpoint": endpoint, "cmdlet": cmdlet,
+                "parameters": [[name, HOSTILE]]}
+        with pytest.raises(ExchangeError):
+            execute.invoke(client, step, [(name, HOSTILE)])
+        call = handle.org.calls()[-1]
+        assert call["command"] == cmdlet
+        assert call["parameters"] == {name: HOSTILE}
+    commands = {c["command"] for c in handle.org.calls()}
+    assert commands <= {"Get-ExchangeServer", "Get-IISSiteBinding", "Restart-WebAppPool"}
+    assert all(p["works"] for s in handle.org.state()["pools"].values() for p in s.values())
+
+
+def test_breakglass_confirms_each_step_and_audits_the_local_user(
+        make_lab: Callable[..., LabHandle], redis_url: str, tmp_path: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import getpass
+
+    from bot import breakglass
+    from config.settings import load_settings
+    from tests.test_operations_lab import make_config
+    from workers import audit
+
+    handle = make_lab("backend-deleted")
+    monkeypatch.setenv("EXAUTH_CONFIG", str(make_config(handle, tmp_path / "x.toml", redis_url)))
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    execute.set_clock(handle.org.now)
+    asked: list[str] = []
+    lines: list[str] = []
+    try:
+        settings = load_settings()
+        assert breakglass.run(settings, None, ask=lambda q: "no", isatty=lambda: False,
+                              out=lines.append) == 2
+        code = breakglass.run(settings, None, ask=lambda q: asked.append(q) or "yes",
+                              isatty=lambda: True, out=lines.append)
+    finally:
+        execute.set_clock(None)
+    assert code == 0, lines
+    assert len(asked) == 4  # create, remove the empty binding, bind, iisreset
+    assert any("New-ExchangeCertificate -Server ex2.contoso.lab -Services None" in x
+               for x in lines)
+    binding = handle.org.state()["bindings"]["ex2"]["backend"]
+    assert binding["in_store"]
+    entries = audit.entries(redis.Redis.from_url(redis_url), "lab", 200)
+    assert {e["actor"] for e in entries if e["action"].startswith("breakglass")} == {
+        f"local:{getpass.getuser()}"}

@@ -1,0 +1,132 @@
+"""RQ job functions of operations, and how they are enqueued.
+
+Job arguments are ids only (org name, operation id, step index, approval request id): no
+parameters, no thumbprints from chat, no secrets. A worker loads its own settings and
+re-reads Exchange. Every change job goes on the change queue under `approval.job_id` of the
+approval it carries out, so a double click, a Slack retry or an RQ redelivery cannot
+enqueue or run it twice (and `approval.claim_for_run` refuses a second run anyway).
+
+Callbacks are dotted paths into `bot/` (bot.ops_notify), passed as strings so `workers/`
+never imports `bot/`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+from rq.job import Job
+
+from config.settings import OrgSettings, load_settings
+from workers import approval, execute, operation, operations
+from workers.decide import actions
+from workers.exchange import ExchangeClient
+from workers.queues import (
+    connect,
+    enqueue_change,
+)
+
+ON_SUCCESS = "bot.ops_notify.operation_updated"
+ON_FAILURE = "bot.ops_notify.operation_job_failed"
+ON_SWEEP = "bot.ops_notify.sweep_done"
+
+
+def _op_org(op_id: str) -> tuple[OrgSettings, redis.Redis]:
+    """The settings of the operation's org (the job carries only the id) and a connection."""
+    settings = load_settings()
+    conn = connect(settings.redis.url)
+    return settings.org(operation.require(conn, op_id)["org"]), conn
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+
+def start_operation_job(
+    org_name: str, kind: str | None, requester: str, servers: list[str] | None = None,
+    override: bool = False,
+) -> dict[str, Any]:
+    """Read the org, choose the action (`kind`, or the first the status recommends), create
+    the operation and carry it to its first approval."""
+    settings = load_settings()
+    org, conn = settings.org(org_name), connect(settings.redis.url)
+    client = ExchangeClient(org)
+    obs, status = execute.observe(org, client)
+    if override:
+        status = {**status, "actions": actions(obs, override_unreachable=True)}
+    action = operations.choose_action(status, kind, servers or None)
+    op = operations.start(conn, org, obs, status, action, requester, override=override)
+    return operations.advance(conn, org, op["id"], client=client)
+
+
+def run_step_job(op_id: str, step_index: int, request_id: str) -> dict[str, Any]:
+    """Run one approved step (exactly once), then carry the operation on."""
+    org, conn = _op_org(op_id)
+    client = ExchangeClient(org)
+    result = execute.run_step(conn, org, op_id, step_index, request_id, client=client)
+    followed = operations.advance(conn, org, op_id, client=client)
+    followed["events"] = [{"step": step_index, "state": result["state"],
+                           "detail": result["detail"]}, *followed["events"]]
+    return followed
+
+
+def advance_job(op_id: str) -> dict[str, Any]:
+    org, conn = _op_org(op_id)
+    return operations.advance(conn, org, op_id)
+
+
+def resume_job(op_id: str, actor: str) -> dict[str, Any]:
+    org, conn = _op_org(op_id)
+    return operations.resume(conn, org, op_id, actor=actor)
+
+
+def resume_due_job() -> list[dict[str, Any]]:
+    """The sweep: every waiting operation whose time has come, and every step left running
+    by a worker that died (older than the job timeout), is carried on."""
+    settings = load_settings()
+    conn = connect(settings.redis.url)
+    out = []
+    ids = {op["id"] for op in operations.due(conn)}
+    for op in operation.open_ops(conn):
+        index = operations.next_index(op)
+        if index is not None and op["steps"][index]["state"] == "running" and \
+                operations.is_stale(op["steps"][index]):
+            ids.add(op["id"])
+    for op_id in sorted(ids):
+        op = operation.load(conn, op_id)
+        if op is None:
+            continue
+        org = settings.org(op["org"])
+        try:
+            out.append(operations.resume(conn, org, op_id, actor="exauth"))
+        except Exception as exc:  # one operation's trouble must not stop the sweep
+            out.append({"op_id": op_id, "org": op["org"], "state": "error",
+                        "events": [{"step": None, "state": "failed",
+                                    "detail": execute.error_line(exc)}]})
+    return out
+
+
+# --- enqueueing ---------------------------------------------------------------------------
+
+
+def enqueue_step(
+    conn: redis.Redis, record: Mapping[str, Any], *, meta: Mapping[str, Any] | None = None,
+    on_success: str = ON_SUCCESS, on_failure: str = ON_FAILURE,
+) -> Job:
+    """Enqueue the approved step under its approval's job id (one job per approval round)."""
+    op_id, step = str(record["op_id"]), int(record["step"])
+    job = enqueue_change(conn, "workers.ops_jobs.run_step_job",
+                         (op_id, step, str(record["request_id"])),
+                         meta={"op_id": op_id, **(meta or {})}, on_success=on_success,
+                         on_failure=on_failure, job_id=approval.job_id(dict(record)))
+    approval.mark_enqueued(conn, op_id, step, job.id)
+    return job
+
+
+def enqueue(
+    conn: redis.Redis, func: str, args: tuple[Any, ...], *, meta: Mapping[str, Any],
+    on_success: str = ON_SUCCESS, on_failure: str = ON_FAILURE,
+) -> Job:
+    """Enqueue an operation job (start, advance, resume, sweep) on the change queue."""
+    return enqueue_change(conn, f"workers.ops_jobs.{func}", args, meta=meta,
+                          on_success=on_success, on_failure=on_failure)
