@@ -1,0 +1,293 @@
+"""The `exauth` command line.
+
+Thin on purpose: parse options, load settings, call the worker functions inline (no Redis
+for `status`/`plan`), render. Every failure becomes one line on stderr and an exit code,
+never a traceback. Exit codes of `status` follow the monitoring-plugin convention
+(0 ok, 1 warning, 2 critical, 3 could not check) so cron and monitoring can use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NoReturn
+
+import click
+
+from config.settings import ConfigError, OrgSettings, Settings, config_path, load_settings
+from workers.exchange import ExchangeError
+
+EXIT_UNKNOWN = 3  # monitoring "could not check": also used for config errors
+
+
+@dataclass
+class Context:
+    """What every subcommand needs: where the config is (None: look it up)."""
+
+    config: str | None
+
+
+def fail(message: str, code: int = EXIT_UNKNOWN) -> NoReturn:
+    """End the command with one readable line; tracebacks never reach the user."""
+    click.echo(f"exauth: {message}", err=True)
+    sys.exit(code)
+
+
+def configured(ctx: Context, org_name: str | None = None) -> Settings:
+    """The settings from the config file, and `org_name` (if given) must be one of its orgs;
+    any problem ends the command in one line."""
+    try:
+        settings = load_settings(ctx.config)
+    except ConfigError as exc:
+        fail(str(exc))
+    if org_name is not None:
+        selected_orgs(settings, org_name)
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Config file (default: $EXAUTH_CONFIG, else ./exauth.toml).",
+)
+@click.pass_context
+def main(ctx: click.Context, config_file: str | None) -> None:
+    """exauth: keep Exchange's Auth Certificate and back end certificates healthy."""
+    ctx.obj = Context(config=config_file)
+
+
+# --- settings, or the built-in lab when nothing is configured ---------------------------
+
+
+@contextlib.contextmanager
+def settings_or_lab(ctx: Context) -> Iterator[Settings]:
+    """Load the configured settings; with no config file at all, serve the default lab.
+
+    The fallback lets a fresh install show a real status table without any setup; it is
+    announced on stderr so nobody mistakes the lab for their org.
+    """
+    if config_path(ctx.config) is not None or ctx.config is not None:
+        yield configured(ctx)
+        return
+
+    from config.settings import settings_for_lab
+    from lab.serve import start
+
+    with start("healthy") as handle:
+        click.echo(
+            "exauth: no config file (--config, $EXAUTH_CONFIG or ./exauth.toml); "
+            "showing the built-in lab org (scenario 'healthy') served on "
+            f"{handle.base_url}",
+            err=True,
+        )
+        yield settings_for_lab(handle.info, handle.info["password"])
+
+
+def selected_orgs(settings: Settings, name: str | None) -> list[OrgSettings]:
+    if name is None:
+        if not settings.orgs:
+            fail("no [[org]] is configured")
+        return list(settings.orgs)
+    try:
+        return [settings.org(name)]
+    except ConfigError:
+        known = ", ".join(o.name for o in settings.orgs) or "none"
+        fail(f"unknown org {name!r} (configured: {known})")
+
+
+def emit_json(documents: list[dict[str, Any]]) -> None:
+    """One org prints its object; several print an array of them."""
+    payload: Any = documents[0] if len(documents) == 1 else documents
+    click.echo(json.dumps(payload, indent=2, default=str))
+
+
+def guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run work that talks to Exchange; turn any escaped error into one line."""
+    try:
+        return func(*args, **kwargs)
+    except (ConfigError, ExchangeError) as exc:
+        fail(str(exc))
+    except Exception as exc:  # the user sees one line, not a traceback
+        fail(f"{type(exc).__name__}: {exc}")
+
+
+# --- status / plan -----------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--org", "org_name", default=None, help="Only this org (default: every org).")
+@click.option("--json", "as_json", is_flag=True, help="Print the status JSON.")
+@click.pass_obj
+def status(ctx: Context, org_name: str | None, as_json: bool) -> None:
+    """Collect and print the certificate status of each org."""
+    from bot.console import print_status
+    from workers.report import exit_code
+    from workers.status import status as collect_status
+
+    with settings_or_lab(ctx) as settings:
+        results = [guarded(collect_status, org) for org in selected_orgs(settings, org_name)]
+    if as_json:
+        emit_json(results)
+    else:
+        for result in results:
+            print_status(result)
+    sys.exit(max(exit_code(r) for r in results))
+
+
+@main.command()
+@click.option("--org", "org_name", default=None, help="Only this org (default: every org).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.pass_obj
+def plan(ctx: Context, org_name: str | None, as_json: bool) -> None:
+    """Show the decision and the exact cmdlets a fix would run, without running them."""
+    from bot.console import print_plan
+    from workers.plan import plan as make_plan
+    from workers.status import status as collect_status
+
+    documents = []
+    with settings_or_lab(ctx) as settings:
+        for org in selected_orgs(settings, org_name):
+            result = guarded(collect_status, org)
+            # Plan against the time the org was read, so dates in the steps match the status.
+            checked = datetime.fromisoformat(result["checked_at"].replace("Z", "+00:00"))
+            steps = make_plan(result, writer=org.writer or "", now=checked)
+            documents.append({"org": org.name, "checked_at": result["checked_at"],
+                              "actions": steps})
+    if as_json:
+        emit_json(documents)
+    else:
+        for document in documents:
+            print_plan(document)
+
+
+# --- config --------------------------------------------------------------------------------
+
+
+@main.group("config")
+def config_group() -> None:
+    """Configuration helpers."""
+
+
+@config_group.command("check")
+@click.pass_obj
+def config_check(ctx: Context) -> None:
+    """Validate the config file and try every configured endpoint."""
+    from bot.console import print_check
+    from workers.check import check
+
+    if config_path(ctx.config) is None:
+        fail("no config file found (--config, $EXAUTH_CONFIG or ./exauth.toml)")
+    rows = guarded(check, configured(ctx))
+    ok = print_check(rows)
+    sys.exit(0 if ok else 2)
+
+
+# --- lab -----------------------------------------------------------------------------------
+
+
+@main.group("lab")
+def lab_group() -> None:
+    """The built-in simulated Exchange org (real WS-Man/PSRP on loopback)."""
+
+
+@lab_group.command("serve")
+@click.option("--scenario", default="healthy", show_default=True,
+              help="A built-in scenario name or a path to a scenario TOML file.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535),
+              help="0 picks a free port.")
+@click.option("--latency-ms", default=0, show_default=True, type=click.IntRange(0, 60_000),
+              help="Delay added to every request.")
+@click.option("--open-ms", default=0, show_default=True, type=click.IntRange(0, 600_000),
+              help="Extra delay when a session is opened (Exchange's is seconds).")
+@click.option("--write-config", "write_config", default=None, type=click.Path(dir_okay=False),
+              help="Write an exauth config with one org named 'lab' pointing at this lab.")
+def lab_serve(scenario: str, host: str, port: int, latency_ms: int, open_ms: int,
+              write_config: str | None) -> None:
+    """Serve a lab org; prints one JSON line with its endpoints when ready."""
+    from lab.serve import main as serve_main
+
+    sys.exit(serve_main(scenario, host, port, latency_ms, open_ms, write_config))
+
+
+@lab_group.command("scenarios")
+def lab_scenarios() -> None:
+    """List the built-in scenarios."""
+    from lab.scenario import builtin_names, describe
+
+    for name in builtin_names():
+        click.echo(f"{name:<20} {describe(name)}")
+
+
+# --- long-running processes ----------------------------------------------------------------
+
+
+@main.command("bot")
+@click.option("--http", "http_mode", is_flag=True,
+              help="Serve Slack's HTTP requests instead of Socket Mode.")
+@click.option("--port", default=3000, show_default=True, type=click.IntRange(1, 65535))
+@click.pass_obj
+def bot_command(ctx: Context, http_mode: bool, port: int) -> None:
+    """Run the Slack bot (Socket Mode when $SLACK_APP_TOKEN is set, else --http)."""
+    from bot.app import run
+
+    sys.exit(guarded(run, configured(ctx), http=http_mode, port=port))
+
+
+@main.command("worker")
+@click.option("--burst", is_flag=True, help="Work until the queues are empty, then exit.")
+@click.pass_obj
+def worker_command(ctx: Context, burst: bool) -> None:
+    """Run an RQ worker for the exauth queues."""
+    from workers.worker import run
+
+    sys.exit(guarded(run, configured(ctx), burst=burst))
+
+
+@main.command("fix")
+@click.option("--org", "org_name", default=None, help="The org (default: the only one).")
+@click.pass_obj
+def fix_command(ctx: Context, org_name: str | None) -> None:
+    """Break-glass: run the recommended operation from a terminal, confirming each step."""
+    from bot.breakglass import run
+
+    sys.exit(guarded(run, configured(ctx, org_name), org_name))
+
+
+@main.command("audit")
+@click.option("--org", "org_name", default=None, help="Only this org (default: every org).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
+@click.pass_obj
+def audit_command(ctx: Context, org_name: str | None, limit: int, as_json: bool) -> None:
+    """Show the audit log: every decision and step outcome, newest first."""
+    from workers import audit
+    from workers.queues import connect
+
+    settings = configured(ctx, org_name)
+    entries = guarded(audit.entries, connect(settings.redis.url), org_name, limit)
+    if as_json:
+        click.echo(json.dumps(entries, indent=2, default=str))
+    else:
+        for entry in entries:
+            click.echo(audit.format_entry(entry))
+
+
+@main.command("cron")
+@click.pass_obj
+def cron_command(ctx: Context) -> None:
+    """Run the single scheduler that enqueues each org's warning sweep on its cron."""
+    from workers.cron import run
+
+    sys.exit(guarded(run, configured(ctx)))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
