@@ -1,0 +1,250 @@
+"""The bot in HTTP mode answering REAL signed requests, with real Redis/RQ and a Slack mock.
+
+Each test POSTs a slash command exactly as Slack does (form body, v0 signature) to the
+bot's HTTP server on an ephemeral port, then looks at what landed in RQ and what the bot
+said to the (mock) Slack Web API.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import requests
+
+from bot.after_ack import DEDUPE_PREFIX
+from bot.app import create_app
+from bot.http import SlackHttpServer
+from config.settings import Settings, settings_from_dict
+from tests.slack_mock import (
+    BOT_TOKEN,
+    SIGNING_SECRET,
+    SlackMock,
+    signed_headers,
+    slash_command_body,
+)
+from workers.queues import READ_QUEUE, queue
+
+CONTOSO = "C0CONTOSO"
+FABRIKAM = "C0FABRIKAM"
+
+
+def org_table(name: str, channel: str) -> dict[str, Any]:
+    return {"name": name, "channel": channel, "writer": f"ex1.{name}.com",
+            "exchange": {"url": f"https://ex1.{name}.com/PowerShell", "username": "svc",
+                         "password_env": "EXAUTH_TEST_UNUSED_PASSWORD"}}
+
+
+@pytest.fixture()
+def slack() -> Iterator[SlackMock]:
+    mock = SlackMock().start()
+    yield mock
+    mock.stop()
+
+
+@pytest.fixture()
+def settings(slack: SlackMock, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.delenv("SLACK_API_URL", raising=False)
+    monkeypatch.delenv("SLACK_APP_TOKEN", raising=False)
+    return settings_from_dict({"slack": {"api_url": slack.api_url},
+                               "org": [org_table("contoso", CONTOSO),
+                                       org_table("fabrikam", FABRIKAM)]},
+                              source="test.toml")
+
+
+@pytest.fixture()
+def bot(settings: Settings, redis_url: str) -> Iterator[SlackHttpServer]:
+    server = SlackHttpServer(create_app(settings, redis_url=redis_url), "127.0.0.1", 0)
+    server.start_background()
+    yield server
+    server.stop()
+
+
+def post(bot: SlackHttpServer, slack: SlackMock, text: str, *, channel: str = CONTOSO,
+         trigger: str = "trig-1", secret: str = SIGNING_SECRET, timestamp: int | None = None,
+         extra: dict[str, str] | None = None) -> requests.Response:
+    body = slash_command_body(text, channel_id=channel, trigger_id=trigger,
+                              response_url=slack.response_url(trigger))
+    headers = {**signed_headers(body, secret=secret, timestamp=timestamp), **(extra or {})}
+    return requests.post(f"http://127.0.0.1:{bot.port}/slack/events", data=body,
+                         headers=headers, timeout=10)
+
+
+def read_jobs(redis_url: str) -> list[Any]:
+    return queue(READ_QUEUE, redis.Redis.from_url(redis_url)).get_jobs()
+
+
+def wait_jobs(redis_url: str, count: int, timeout: float = 10.0) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = read_jobs(redis_url)
+        if len(jobs) >= count or time.monotonic() > deadline:
+            return jobs
+        time.sleep(0.02)
+
+
+def job_hash(redis_url: str, job_id: str) -> dict[str, str]:
+    """The job exactly as stored in Redis."""
+    stored = redis.Redis.from_url(redis_url).hgetall(f"rq:job:{job_id}")
+    return {k.decode(): v.decode(errors="replace") for k, v in stored.items()}
+
+
+def settle() -> None:
+    """Give a listener that should do nothing the time it would need to do something."""
+    time.sleep(0.5)
+
+
+def test_status_acks_posts_placeholder_and_enqueues(bot: SlackHttpServer, slack: SlackMock,
+                                                    redis_url: str) -> None:
+    response = post(bot, slack, "status")
+    assert response.status_code == 200
+    assert response.text == ""  # a bare ack: the placeholder in the channel is the answer
+
+    placeholder = slack.wait_for("chat.postMessage")[0]
+    assert placeholder.params["channel"] == CONTOSO
+    assert placeholder.params["text"] == "Checking contoso..."
+    assert placeholder.headers["authorization"] == f"Bearer {BOT_TOKEN}"
+
+    jobs = wait_jobs(redis_url, 1)
+    assert len(jobs) == 1
+    job = jobs[0]
+    assert job.func_name == "workers.jobs.status_job"
+    assert job.args == ("contoso",) or list(job.args) == ["contoso"]
+    assert job.meta["reply"] == {"channel": CONTOSO, "ts": placeholder.response["ts"]}
+    assert job.meta["kind"] == "status" and job.meta["requested_by"] == "U0ALICE"
+    stored_job = job_hash(redis_url, job.id)
+    assert stored_job["success_callback_name"] == "bot.notify.status_ready"
+    assert stored_job["failure_callback_name"] == "bot.notify.job_failed"
+    assert job.retries_left == 3 and job.retry_intervals == [5, 15, 30]
+    assert job.timeout == 300
+
+    # Stored as JSON (never pickle) and without any secret.
+    raw = redis.Redis.from_url(redis_url).hget(f"rq:job:{job.id}", "data")
+    assert raw is not None
+    stored = json.loads(zlib.decompress(raw).decode())  # RQ zlib-compresses the payload
+    assert stored[0] == "workers.jobs.status_job"
+    dump = json.dumps({**stored_job, "data": stored})
+    assert BOT_TOKEN not in dump and SIGNING_SECRET not in dump
+
+
+def test_plan_uses_plan_job(bot: SlackHttpServer, slack: SlackMock, redis_url: str) -> None:
+    assert post(bot, slack, "plan fabrikam", channel=FABRIKAM).status_code == 200
+    assert slack.wait_for("chat.postMessage")[0].params["text"] == "Planning for fabrikam..."
+    job = wait_jobs(redis_url, 1)[0]
+    assert job.func_name == "workers.jobs.plan_job"
+    assert list(job.args) == ["fabrikam"]
+    assert job_hash(redis_url, job.id)["success_callback_name"] == "bot.notify.plan_ready"
+
+
+@pytest.mark.parametrize("case", ["bad-signature", "wrong-secret", "stale-timestamp",
+                                  "future-timestamp"])
+def test_unverified_requests_get_401(case: str, bot: SlackHttpServer, slack: SlackMock,
+                                     redis_url: str) -> None:
+    if case == "bad-signature":
+        body = slash_command_body("status", channel_id=CONTOSO, trigger_id="t")
+        headers = signed_headers(body)
+        headers["X-Slack-Signature"] = "v0=" + "0" * 64
+        response = requests.post(f"http://127.0.0.1:{bot.port}/slack/events", data=body,
+                                 headers=headers, timeout=10)
+    elif case == "wrong-secret":
+        response = post(bot, slack, "status", secret="not-the-signing-secret")
+    elif case == "stale-timestamp":
+        response = post(bot, slack, "status", timestamp=int(time.time()) - 6 * 60)
+    else:
+        response = post(bot, slack, "status", timestamp=int(time.time()) + 6 * 60)
+    assert response.status_code == 401
+    settle()
+    assert read_jobs(redis_url) == []
+    assert slack.calls_of("chat.postMessage") == []
+
+
+def test_recent_timestamp_within_five_minutes_is_accepted(bot: SlackHttpServer,
+                                                          slack: SlackMock,
+                                                          redis_url: str) -> None:
+    assert post(bot, slack, "status", timestamp=int(time.time()) - 4 * 60).status_code == 200
+    assert len(wait_jobs(redis_url, 1)) == 1
+
+
+def test_same_trigger_id_enqueues_once(bot: SlackHttpServer, slack: SlackMock,
+                                       redis_url: str) -> None:
+    assert post(bot, slack, "status", trigger="dup-1").status_code == 200
+    assert len(wait_jobs(redis_url, 1)) == 1
+    second = post(bot, slack, "status", trigger="dup-1")
+    assert second.status_code == 200  # acked, so Slack stops re-sending
+    settle()
+    assert len(read_jobs(redis_url)) == 1
+    assert len(slack.calls_of("chat.postMessage")) == 1
+    assert redis.Redis.from_url(redis_url).ttl(DEDUPE_PREFIX + "dup-1") > 0
+    # a new trigger is a new request
+    assert post(bot, slack, "status", trigger="dup-2").status_code == 200
+    assert len(wait_jobs(redis_url, 2)) == 2
+
+
+def test_slack_retry_header_enqueues_nothing(bot: SlackHttpServer, slack: SlackMock,
+                                             redis_url: str) -> None:
+    response = post(bot, slack, "status", trigger="retry-1",
+                    extra={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
+    assert response.status_code == 200
+    settle()
+    assert read_jobs(redis_url) == []
+    assert slack.calls_of("chat.postMessage") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "channel", "fragment"),
+    [
+        ("help", "C0RANDOM", "Usage: `/exauth help`"),
+        ("orgs", "C0RANDOM", "- `contoso` in <#C0CONTOSO>"),
+        ("reboot now", CONTOSO, "Unknown subcommand `reboot`"),
+        ("status nowhere", CONTOSO, "Unknown org `nowhere` (configured: contoso, fabrikam)"),
+        ("status", "C0RANDOM", "No org is configured for this channel"),
+        ("status fabrikam", CONTOSO, "`fabrikam` is managed in <#C0FABRIKAM>"),
+    ],
+    ids=["help", "orgs", "unknown-subcommand", "unknown-org", "unowned-channel",
+         "other-orgs-channel"],
+)
+def test_short_ephemeral_answers(text: str, channel: str, fragment: str, bot: SlackHttpServer,
+                                 slack: SlackMock, redis_url: str) -> None:
+    response = post(bot, slack, text, channel=channel)
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["response_type"] == "ephemeral"
+    assert fragment in answer["text"]
+    settle()
+    assert read_jobs(redis_url) == []
+    assert slack.calls_of("chat.postMessage") == []
+
+
+def test_bot_not_in_channel_says_how_to_fix(bot: SlackHttpServer, slack: SlackMock,
+                                            redis_url: str) -> None:
+    slack.fail_next("chat.postMessage", "not_in_channel")
+    assert post(bot, slack, "status", trigger="nic").status_code == 200
+    answer = slack.wait_for("response")[0]
+    assert answer.params["response_type"] == "ephemeral"
+    assert "not_in_channel" in answer.params["text"] and "/invite @exauth" in answer.params["text"]
+    settle()
+    assert read_jobs(redis_url) == []
+
+
+def test_rate_limited_placeholder_is_retried_as_slack_asks(bot: SlackHttpServer,
+                                                           slack: SlackMock,
+                                                           redis_url: str) -> None:
+    slack.rate_limit_next("chat.postMessage", retry_after=0)
+    assert post(bot, slack, "status", trigger="rl").status_code == 200
+    calls = slack.wait_for("chat.postMessage", 2)
+    assert [c.status for c in calls] == [429, 200]
+    job = wait_jobs(redis_url, 1)[0]
+    assert job.meta["reply"]["ts"] == calls[1].response["ts"]
+
+
+def test_health_endpoint_and_unknown_path(bot: SlackHttpServer) -> None:
+    assert requests.get(f"http://127.0.0.1:{bot.port}/healthz", timeout=5).text == "ok"
+    assert requests.post(f"http://127.0.0.1:{bot.port}/other", timeout=5).status_code == 404
