@@ -1,0 +1,219 @@
+"""Status collection timings against the lab, with realistic per-request latency.
+
+Prints, in one run:
+  1. status time for a 1-server and a 50-server org with 20 ms injected latency per request,
+     and their ratio (aim: <= 2x, i.e. servers are asked concurrently and cheaply);
+  2. first vs second status in one process with a 1.5 s session open (aim: second <= 0.5x
+     first, i.e. sessions are reused).
+
+The lab runs in its own process (`lab.serve.main`, exactly what `exauth lab serve` runs), so
+the client's CPU is not shared with the lab's under one GIL - as with real Exchange, where
+the servers do their own serializing. Beside each time the bench prints the CPU seconds the
+client and the lab spent, which says whether a figure is bound by waiting or by work.
+No assertions: these are figures to watch.
+
+    .venv/bin/python bench/status_bench.py [--servers 50] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from config.settings import OrgSettings, settings_for_lab  # noqa: E402
+from workers.exchange import ExchangeClient, SessionCache  # noqa: E402
+from workers.findings import AUTH_SUBJECT  # noqa: E402
+from workers.status import collect  # noqa: E402
+
+LATENCY_MS = 20
+OPEN_MS = 1500
+READY_TIMEOUT = 60.0
+# The child process: serve a scenario file until SIGTERM, print the ready line first.
+_SERVE = (
+    "import sys; from lab.serve import main; "
+    "sys.exit(main(sys.argv[1], latency_ms=int(sys.argv[2]), open_ms=int(sys.argv[3])))"
+)
+
+
+def scaled_toml(servers: int, sites: int = 2) -> str:
+    """A healthy org of `servers` servers (the lab's scenario format, DESIGN.md), shaped
+    like `lab.scenario.scaled` (which builds the same org in memory)."""
+    names = [f"ex{i + 1}" for i in range(servers)]
+    site = [f"Site-{chr(ord('A') + i % sites)}" for i in range(servers)]
+    lines = [f"# healthy org with {servers} servers in {sites} sites (benchmark)", "[lab]",
+             "serialization_signing = true",
+             'replication = { same_site = "15m", cross_site = "24h" }', ""]
+    for i, name in enumerate(names):
+        lines += ["[[server]]", f'name = "{name}"', f'fqdn = "{name}.contoso.lab"',
+                  f'site = "{site[i]}"', 'version = "Version 15.2 (Build 1544.4)"',
+                  'roles = ["Mailbox"]', f"writer = {'true' if i == 0 else 'false'}", ""]
+    installed = ", ".join(f'"{n}"' for n in names)
+    lines += ["[[certificate]]", 'id = "auth"', f'subject = "{AUTH_SUBJECT}"',
+              'friendly_name = "Microsoft Exchange Server Auth Certificate"',
+              "days_left = 1100", 'signature = "sha256"', "key_size = 2048",
+              'services = ["SMTP"]', f"installed_on = [{installed}]", ""]
+    for name in names:
+        lines += ["[[certificate]]", f'id = "backend-{name}"', f'subject = "CN={name}"',
+                  'friendly_name = "Microsoft Exchange"',
+                  f'sans = ["{name}", "{name}.contoso.lab"]', "days_left = 1500",
+                  'signature = "sha256"', "key_size = 2048",
+                  'services = ["IMAP", "POP", "IIS", "SMTP"]', f'installed_on = ["{name}"]', ""]
+    lines += ["[auth_config]", 'current = "auth"', ""]
+    for name in names:
+        lines += ["[[backend]]", f'server = "{name}"', f'certificate = "backend-{name}"', ""]
+    return "\n".join(lines)
+
+
+# --- the lab in its own process -----------------------------------------------------------
+
+
+@dataclass
+class LabProcess:
+    """A lab served by a child process: its ready line, and its CPU use so far."""
+
+    process: subprocess.Popen[str]
+    info: dict[str, Any]
+
+    def org(self) -> OrgSettings:
+        return settings_for_lab(self.info, str(self.info["password"])).org()
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU of the lab process (Linux /proc), None where unknown."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return None
+
+
+@contextmanager
+def lab_process(scenario: Path | str, *, latency_ms: int = 0, open_ms: int = 0) -> Iterator[
+    LabProcess
+]:
+    command = [sys.executable, "-c", _SERVE, str(scenario), str(latency_ms), str(open_ms)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        yield LabProcess(process, _ready_line(process))
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _ready_line(process: subprocess.Popen[str]) -> dict[str, Any]:
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stdout is not None
+    stdout = process.stdout
+    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
+    try:
+        line = lines.get(timeout=READY_TIMEOUT)
+    except queue.Empty:
+        raise SystemExit(f"the lab printed no ready line within {READY_TIMEOUT:.0f} s") from None
+    if not line:
+        raise SystemExit(f"the lab exited before it was ready (exit code {process.wait()})")
+    return dict(json.loads(line))
+
+
+# --- measuring -----------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    seconds: float
+    client_cpu: float
+    lab_cpu: float | None
+    listed: int
+    opened: int
+    peak: int
+
+
+def timed_status(lab: LabProcess, cache: SessionCache, workers: int | None) -> Run:
+    org = lab.org()
+    opens = cache.stats.opens
+    cache.stats.reset_peak()
+    lab_before = lab.cpu_seconds()
+    cpu_before = time.process_time()
+    began = time.perf_counter()
+    obs = collect(org, client=ExchangeClient(org, cache=cache, max_workers=workers))
+    elapsed = time.perf_counter() - began
+    client_cpu = time.process_time() - cpu_before
+    lab_after = lab.cpu_seconds()
+    lab_cpu = None if lab_before is None or lab_after is None else lab_after - lab_before
+    listed = sum(1 for s in obs.servers if s.reachable and s.certificates is not None)
+    return Run(elapsed, client_cpu, lab_cpu, listed, cache.stats.opens - opens,
+               cache.stats.peak_in_flight)
+
+
+def _line(label: str, run: Run) -> str:
+    lab = f"{run.lab_cpu:5.2f} s" if run.lab_cpu is not None else "   ? s"
+    return (f"{label} {run.seconds * 1000:7.0f} ms  (cpu: client {run.client_cpu:5.2f} s, "
+            f"lab {lab}; {run.opened:3d} sessions opened, {run.peak:2d} at once, "
+            f"{run.listed} servers listed)")
+
+
+def scale_figures(workdir: Path, sizes: tuple[int, ...], workers: int | None) -> None:
+    times: dict[int, float] = {}
+    for servers in sizes:
+        path = workdir / f"scaled-{servers}.toml"
+        path.write_text(scaled_toml(servers), encoding="utf-8")
+        with lab_process(path, latency_ms=LATENCY_MS) as lab:
+            cache = SessionCache()
+            cold = timed_status(lab, cache, workers)
+            warm = timed_status(lab, cache, workers)
+            cache.close_all()
+        times[servers] = cold.seconds
+        print(_line(f"  {servers:>3} server(s): first status", cold))
+        print(_line(f"  {servers:>3} server(s): second status", warm))
+    if len(times) == 2:
+        small, large = sorted(times)
+        ratio = times[large] / times[small]
+        print(f"  ratio {large}/{small} (first status): {ratio:.2f}x   aim: <= 2x")
+
+
+def reuse_figures(workers: int | None) -> None:
+    with lab_process("healthy", open_ms=OPEN_MS) as lab:
+        cache = SessionCache()
+        first = timed_status(lab, cache, workers)
+        second = timed_status(lab, cache, workers)
+        cache.close_all()
+    print(_line("  first status ", first))
+    print(_line("  second status", second))
+    print(f"  ratio second/first: {second.seconds / first.seconds:.2f}x   aim: <= 0.5x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--servers", type=int, default=50, help="size of the large org")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="servers asked at once (default: the config's max_concurrency)")
+    args = parser.parse_args(argv)
+    bound = args.workers or "max_concurrency default"
+    print(f"status collection, {LATENCY_MS} ms latency per request, lab in its own process, "
+          f"concurrency: {bound}:")
+    with tempfile.TemporaryDirectory(prefix="exauth-bench-") as tmp:
+        scale_figures(Path(tmp), (1, args.servers), args.workers)
+    print(f"session reuse, {OPEN_MS} ms per session open:")
+    reuse_figures(args.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
