@@ -16,11 +16,12 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
+
+import pytest
 
 BOT_TOKEN = "xoxb-test-0000-exauth"
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -42,7 +43,7 @@ class Call:
 
 
 class SlackMock:
-    """Start with `SlackMock().start()` (or the `running()` context manager)."""
+    """Start with `SlackMock().start()` (or the `slack` fixture)."""
 
     def __init__(self) -> None:
         self.calls: list[Call] = []
@@ -254,13 +255,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def running() -> Iterator[SlackMock]:
+@pytest.fixture()
+def slack() -> Iterator[SlackMock]:
+    """A running mock for one test (a pytest plugin: tests/conftest.py loads this module)."""
     mock = SlackMock().start()
-    try:
-        yield mock
-    finally:
-        mock.stop()
+    yield mock
+    mock.stop()
 
 
 # --- what Slack sends to the bot: signed slash-command requests ----------------------------

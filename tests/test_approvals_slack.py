@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -38,15 +38,13 @@ OUTSIDER = "U0EVE"
 
 
 @pytest.fixture()
-def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlackMock]:
-    mock = SlackMock().start()
-    mock.usergroups["S0ADMINS"] = [GROUP_MEMBER, REQUESTER]
+def slack(slack: SlackMock, monkeypatch: pytest.MonkeyPatch) -> SlackMock:
+    """The plugin's mock, with the approvers' user group and the bot's env pointing at it."""
+    slack.usergroups["S0ADMINS"] = [GROUP_MEMBER, REQUESTER]
     monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
     monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
-    monkeypatch.setenv("SLACK_API_URL", mock.api_url)
-
-    yield mock
-    mock.stop()
+    monkeypatch.setenv("SLACK_API_URL", slack.api_url)
+    return slack
 
 
 @pytest.fixture()

@@ -41,13 +41,6 @@ def org_table(name: str, channel: str) -> dict[str, Any]:
 
 
 @pytest.fixture()
-def slack() -> Iterator[SlackMock]:
-    mock = SlackMock().start()
-    yield mock
-    mock.stop()
-
-
-@pytest.fixture()
 def settings(slack: SlackMock, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
     monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)

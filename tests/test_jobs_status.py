@@ -40,13 +40,6 @@ from workers.worker import run as run_worker
 CHANNEL = "C0LABOPS"
 
 
-@pytest.fixture()
-def slack() -> Iterator[SlackMock]:
-    mock = SlackMock().start()
-    yield mock
-    mock.stop()
-
-
 class Stack:
     """The bot in HTTP mode wired to a lab through a config file."""
 

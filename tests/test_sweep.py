@@ -35,13 +35,6 @@ HEALTHY = Path(__file__).resolve().parent.parent / "lab" / "scenarios" / "health
 
 
 @pytest.fixture()
-def slack() -> Iterator[SlackMock]:
-    mock = SlackMock().start()
-    yield mock
-    mock.stop()
-
-
-@pytest.fixture()
 def conn(redis_url: str) -> Iterator[redis.Redis]:
     connection = redis.Redis.from_url(redis_url)
     yield connection
