@@ -57,8 +57,7 @@ def server(name: str, *certs: CertFacts, site: str = "Site-A", reachable: bool =
 
 def org(*servers: ServerObs, current: str | None = CUR, next: str | None = None,
         effective: datetime | None = None, previous: str | None = None, hybrid: bool = False,
-        writer: str | None = "ex1.contoso.lab", extra: Iterable[CertFacts] = (),
-        now: datetime = NOW) -> OrgObs:
+        writer: str | None = "ex1.contoso.lab", now: datetime = NOW) -> OrgObs:
     return OrgObs(
         org="contoso",
         checked_at=now,
@@ -67,7 +66,6 @@ def org(*servers: ServerObs, current: str | None = CUR, next: str | None = None,
         servers=tuple(servers),
         hybrid=hybrid,
         writer=writer,
-        extra_certs=tuple(extra),
     )
 
 

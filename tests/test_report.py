@@ -84,12 +84,6 @@ def test_thumbprint_nobody_has_is_thumbprint_only() -> None:
     assert previous["missing_on"] == [E1]
 
 
-def test_extra_certs_supply_facts_for_a_thumbprint_no_store_lists() -> None:
-    status = build_status(org(server("ex1"), extra=[cert(CUR, 5)]))
-    assert status["auth"]["current"]["days_left"] == 5
-    assert status["auth"]["current"]["present_on"] == []
-
-
 @pytest.mark.parametrize(
     ("delta", "days"),
     [(timedelta(days=59, hours=23), 59), (timedelta(hours=1), 0), (timedelta(hours=-1), -1),

@@ -68,15 +68,12 @@ def is_auth_subject(subject: str) -> bool:
 
 
 def find_facts(obs: OrgObs, thumbprint: str) -> CertFacts | None:
-    """The facts of a certificate from any server store, else from `obs.extra_certs`."""
+    """The facts of a certificate from any server's store (None when no store lists it)."""
     wanted = thumbprint.upper()
     for server in obs.servers:
         for cert in server.certificates or ():
             if cert.thumbprint.upper() == wanted:
                 return cert
-    for cert in obs.extra_certs:
-        if cert.thumbprint.upper() == wanted:
-            return cert
     return None
 
 

@@ -7,7 +7,7 @@ every rule can be tested without a network. Times are timezone-aware UTC datetim
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 
@@ -70,6 +70,3 @@ class OrgObs:
     servers: tuple[ServerObs, ...]
     hybrid: bool = False
     writer: str | None = None  # fqdn of the org's writer server (config)
-    # Facts of certificates no server store lists (AuthConfig may name one). The status
-    # collector asks nothing by thumbprint and leaves this empty; tests fill it.
-    extra_certs: tuple[CertFacts, ...] = field(default=())
