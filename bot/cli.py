@@ -40,12 +40,15 @@ def fail(message: str, code: int = EXIT_UNKNOWN) -> NoReturn:
 def configured(ctx: Context, org_name: str | None = None) -> Settings:
     """The settings from the config file, and `org_name` (if given) must be one of its orgs;
     any problem ends the command in one line."""
+    from workers import audit
+
     try:
         settings = load_settings(ctx.config)
     except ConfigError as exc:
         fail(str(exc))
     if org_name is not None:
         selected_orgs(settings, org_name)
+    audit.use_mirror(settings.audit.jsonl)
     return settings
 
 

@@ -328,11 +328,34 @@ class RedisSettings(_EnvFirst):
         return value
 
 
+class AuditSettings(_Strict):
+    """`[audit]`: the audit log lives in Redis; `jsonl` also appends each entry to a file.
+
+    A file outside Redis survives a lost Redis and can be shipped to a SIEM; its directory
+    must exist when the config is read, so a typo fails at start, not at the first entry.
+    """
+
+    jsonl: str | None = None
+
+    @field_validator("jsonl")
+    @classmethod
+    def _jsonl(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        if not value.strip() or path.is_dir():
+            raise ValueError(f'must name a file (got "{value}")')
+        if not path.parent.is_dir():
+            raise ValueError(f'directory "{path.parent}" does not exist')
+        return str(path)
+
+
 class Settings(_Strict):
     """The whole configuration."""
 
     slack: SlackSettings = Field(default_factory=SlackSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     orgs: list[OrgSettings] = Field(default_factory=list, alias="org")
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)

@@ -186,3 +186,27 @@ def test_format_entry_is_one_line() -> None:
     )
     assert "\n" not in line
     assert line.startswith("t o U1 approve op/1 -> ok")
+
+
+def test_a_configured_mirror_gets_every_entry_the_process_records(
+    conn: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from bot.cli import main
+
+    mirror = tmp_path / "audit.jsonl"
+    config = tmp_path / "exauth.toml"
+    config.write_text(f'[redis]\nurl = "{redis_url}"\n[audit]\njsonl = "{mirror}"\n')
+    try:
+        result = CliRunner().invoke(main, ["--config", str(config), "audit", "--json"])
+        assert result.exit_code == 0, result.output
+        assert not mirror.exists()  # reading the log records nothing
+        entry_id = audit.record(conn, org="contoso", actor="U1", action="approval.approve",
+                                target="op-1", outcome="ok", now=T0)
+    finally:
+        audit.use_mirror(None)
+    assert [json.loads(line)["id"] for line in mirror.read_text().splitlines()] == [entry_id]
+    audit.record(conn, org="contoso", actor="U1", action="approval.deny", target="op-2",
+                 outcome="ok", now=T0)
+    assert len(mirror.read_text().splitlines()) == 1  # use_mirror(None): Redis only again

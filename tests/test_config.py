@@ -92,6 +92,12 @@ def test_minimal_org_gets_documented_defaults() -> None:
     assert org.exchange.max_concurrency == 16
 
 
+def test_audit_mirror_is_off_unless_configured(tmp_path: Path) -> None:
+    assert settings_from_dict(MINIMAL).audit.jsonl is None
+    target = tmp_path / "audit.jsonl"
+    assert settings_from_dict(with_change("audit.jsonl", str(target))).audit.jsonl == str(target)
+
+
 def test_per_server_urls() -> None:
     data = with_change("org[0].endpoints", {"EX9.contoso.com": {"host_url": "https://h9:1/w"}})
     org = settings_from_dict(data).org()
@@ -136,6 +142,10 @@ BAD_CONFIGS = [
     ("slack.api_url", "not a url", "slack.api_url: must be an http:// or https:// URL"),
     ("redis.url", "http://redis", "redis.url: must be a redis://"),
     ("redis.db", 3, "redis.db: unknown key"),
+    ("audit.jsonl", "/nonexistent-dir/audit.jsonl",
+     'audit.jsonl: directory "/nonexistent-dir" does not exist'),
+    ("audit.jsonl", "/tmp", 'audit.jsonl: must name a file (got "/tmp")'),
+    ("audit.path", "/tmp/a.jsonl", "audit.path: unknown key"),
 ]
 
 

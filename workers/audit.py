@@ -4,7 +4,8 @@ It lives in Redis Streams, not in RQ job results, because job results expire and
 must not. Every entry goes to the org-wide stream `exauth:audit` and, with the SAME entry id,
 to the org's own stream `exauth:audit:<org>`, in one Lua call; reading one org therefore
 never scans the others, and an entry can be matched across both streams by its id. An
-optional JSONL mirror (one JSON object per line, appended) gives a copy outside Redis.
+optional JSONL mirror (one JSON object per line, appended; `[audit] jsonl`, set for the
+process by `use_mirror` when it starts) gives a copy outside Redis.
 
 Secrets never reach an entry: `redact` runs over `detail` (by key name, by value type, and
 over free text), and the free-text scrubber runs over every other field too, so a caller
@@ -166,6 +167,19 @@ def org_stream(org: str) -> str:
     return f"{STREAM}:{org}"
 
 
+_mirror: Path | None = None
+
+
+def use_mirror(path: str | os.PathLike[str] | None) -> None:
+    """Mirror every entry this process records to `path` (None: Redis only).
+
+    A process-wide choice, made once by the entry points from `[audit] jsonl`, so the many
+    places that record an entry need not carry the setting.
+    """
+    global _mirror
+    _mirror = None if path is None else Path(path)
+
+
 def record(
     conn: redis.Redis,
     *,
@@ -180,7 +194,8 @@ def record(
 ) -> str:
     """Append one entry; returns its stream id (the same id in both streams).
 
-    `mirror` names a JSONL file to append the same entry to (created 0600 if missing).
+    `mirror` names a JSONL file to append the same entry to (created 0600 if missing);
+    by default the one `use_mirror` set, if any.
     """
     when = now or datetime.now(UTC)
     if when.tzinfo is None:
@@ -197,8 +212,9 @@ def record(
     argv = [part for pair in fields.items() for part in pair]
     raw = conn.eval(_RECORD, 2, STREAM, org_stream(org), *argv)
     entry_id = raw.decode() if isinstance(raw, bytes) else str(raw)
-    if mirror is not None:
-        _append_jsonl(Path(mirror), _entry(entry_id, fields))
+    target_file = Path(mirror) if mirror is not None else _mirror
+    if target_file is not None:
+        _append_jsonl(target_file, _entry(entry_id, fields))
     return entry_id
 
 
