@@ -69,8 +69,6 @@ CASES: list[tuple[str, OrgObs, list[tuple[str, list[str]]]]] = [
      [("replace_now", [E1, E2])]),
     ("current-expired-no-next", three(-1), [("replace_now", ALL)]),
     ("current-on-no-server", org(server("ex1"), server("ex2")), [("replace_now", [E1, E2])]),
-    ("current-known-only-by-thumbprint-lookup",
-     org(server("ex1"), extra=[cert(CUR)]), [("replace_now", [E1])]),
     ("current-expired-next-usable", staged(cur_days=-1, effective=timedelta(days=3)),
      [("publish_next", ALL)]),
     ("current-expired-next-missing-somewhere", staged(cur_days=-1, missing=("ex3",)),
