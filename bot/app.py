@@ -86,8 +86,19 @@ def create_app(settings: Settings, *, redis_url: str | None = None,
 
 
 def is_redelivery(request: BoltRequest) -> bool:
-    """Slack sets X-Slack-Retry-Num when it re-sends a request it thinks went unanswered."""
-    return bool(request.headers.get("x-slack-retry-num"))
+    """Slack sets X-Slack-Retry-Num when it re-sends a request it thinks went unanswered.
+
+    In Socket Mode bolt copies an envelope's `retry_attempt` into that header, and a first
+    delivery says 0 there: only a number above 0 marks a re-delivery.
+    """
+    values = request.headers.get("x-slack-retry-num")
+    if not values:
+        return False
+    first = values[0] if isinstance(values, list | tuple) else values
+    try:
+        return int(first) > 0
+    except (TypeError, ValueError):
+        return bool(first)
 
 
 def start_op(decision: RunOp, handlers: Approvals, command: dict[str, Any],

@@ -22,8 +22,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
+from websockets.sync.server import ServerConnection, serve
 
 BOT_TOKEN = "xoxb-test-0000-exauth"
+APP_TOKEN = "xapp-1-A0EXAUTH-0000-exauthtest"
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 TEAM_ID = "T0EXAUTH"
 BOT_USER_ID = "U0EXBOT"
@@ -55,6 +57,7 @@ class SlackMock:
         self._ts = 0
         self._changed = threading.Condition(self._lock)
         self._server: ThreadingHTTPServer | None = None
+        self.socket_url = ""  # what apps.connections.open hands out (a SocketModeMock's)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -143,6 +146,12 @@ class SlackMock:
         if method == "response":
             return {"ok": True}
         auth = headers.get("authorization", "")
+        if method == "apps.connections.open":  # the one method that takes the app token
+            if auth != f"Bearer {APP_TOKEN}":
+                return {"ok": False, "error": "invalid_auth"}
+            if not self.socket_url:
+                return {"ok": False, "error": "socket_mode_not_enabled"}
+            return {"ok": True, "url": self.socket_url}
         if auth != f"Bearer {BOT_TOKEN}" and params.get("token") != BOT_TOKEN:
             return {"ok": False, "error": "not_authed" if not auth else "invalid_auth"}
         errors = self._errors.get(method)
@@ -266,10 +275,10 @@ def slack() -> Iterator[SlackMock]:
 # --- what Slack sends to the bot: signed slash-command requests ----------------------------
 
 
-def slash_command_body(text: str, *, channel_id: str, trigger_id: str, user_id: str = "U0ALICE",
-                       response_url: str = "", command: str = "/exauth") -> str:
-    """The form-encoded body Slack POSTs for a slash command."""
-    return urlencode({
+def slash_command(text: str, *, channel_id: str, trigger_id: str, user_id: str = "U0ALICE",
+                  response_url: str = "", command: str = "/exauth") -> dict[str, str]:
+    """The fields of a slash command, as Slack sends them in either mode."""
+    return {
         "token": "legacy-verification-token-unused",
         "team_id": TEAM_ID, "team_domain": "exauth-test",
         "channel_id": channel_id, "channel_name": "exchange-ops",
@@ -277,7 +286,12 @@ def slash_command_body(text: str, *, channel_id: str, trigger_id: str, user_id: 
         "command": command, "text": text, "api_app_id": "A0EXAUTH",
         "is_enterprise_install": "false",
         "response_url": response_url, "trigger_id": trigger_id,
-    })
+    }
+
+
+def slash_command_body(text: str, **fields: str) -> str:
+    """The form-encoded body Slack POSTs for a slash command (HTTP mode)."""
+    return urlencode(slash_command(text, **fields))
 
 
 def signed_headers(body: str, *, secret: str = SIGNING_SECRET,
@@ -287,3 +301,66 @@ def signed_headers(body: str, *, secret: str = SIGNING_SECRET,
     digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
     return {"Content-Type": "application/x-www-form-urlencoded",
             "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
+
+
+# --- Socket Mode: Slack's side of the WebSocket ------------------------------------------
+
+
+class SocketModeMock:
+    """The WebSocket end of Socket Mode (websockets' sync server on 127.0.0.1).
+
+    Set `slack.socket_url = socket.url` so apps.connections.open hands it out. On connect it
+    says hello as Slack does; `deliver` sends an envelope, and every message the app sends
+    back (its acks) is kept in `acks` by envelope_id.
+    """
+
+    def __init__(self) -> None:
+        self.acks: dict[str, dict[str, Any]] = {}
+        self.connections = 0
+        self._changed = threading.Condition()
+        self._current: ServerConnection | None = None
+        self._server = serve(self._handle, "127.0.0.1", 0, compression=None)
+        threading.Thread(target=self._server.serve_forever, name="socket-mode-mock",
+                         daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self._server.socket.getsockname()[1]}/link/?ticket=t"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+
+    def _handle(self, connection: ServerConnection) -> None:
+        connection.send(json.dumps({"type": "hello", "num_connections": 1,
+                                    "connection_info": {"app_id": "A0EXAUTH"}}))
+        with self._changed:
+            self._current = connection
+            self.connections += 1
+            self._changed.notify_all()
+        for raw in connection:  # until the app disconnects
+            message = json.loads(raw)
+            with self._changed:
+                self.acks[str(message.get("envelope_id"))] = message
+                self._changed.notify_all()
+
+    def wait_connected(self, timeout: float = 20.0) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._current is not None, timeout):
+                raise AssertionError("Socket Mode mock: the app never connected")
+
+    def deliver(self, kind: str, payload: dict[str, Any], *, envelope_id: str,
+                retry_attempt: int = 0) -> None:
+        """Send one envelope (e.g. kind "slash_commands") as Slack does."""
+        assert self._current is not None, "wait_connected() first"
+        envelope: dict[str, Any] = {"envelope_id": envelope_id, "type": kind, "payload": payload,
+                                    "accepts_response_payload": kind != "events_api"}
+        if kind == "events_api" or retry_attempt:  # Slack numbers Events API deliveries
+            envelope.update(retry_attempt=retry_attempt,
+                            retry_reason="timeout" if retry_attempt else "")
+        self._current.send(json.dumps(envelope))
+
+    def wait_ack(self, envelope_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        with self._changed:
+            if not self._changed.wait_for(lambda: envelope_id in self.acks, timeout):
+                raise AssertionError(f"Socket Mode mock: no ack for {envelope_id}")
+            return self.acks[envelope_id]

@@ -241,3 +241,19 @@ def test_rate_limited_placeholder_is_retried_as_slack_asks(bot: SlackHttpServer,
 def test_health_endpoint_and_unknown_path(bot: SlackHttpServer) -> None:
     assert requests.get(f"http://127.0.0.1:{bot.port}/healthz", timeout=5).text == "ok"
     assert requests.post(f"http://127.0.0.1:{bot.port}/other", timeout=5).status_code == 404
+
+
+@pytest.mark.parametrize(("headers", "redelivered"), [
+    ({}, False),
+    ({"x-slack-retry-num": "0"}, False),  # Socket Mode: bolt mirrors retry_attempt 0 here
+    ({"x-slack-retry-num": "1"}, True),
+    ({"x-slack-retry-num": "3"}, True),
+    ({"x-slack-retry-num": "soon"}, True),  # unreadable but present: treat as a retry
+])
+def test_only_a_retry_number_above_zero_is_a_redelivery(headers: dict[str, str],
+                                                        redelivered: bool) -> None:
+    from slack_bolt import BoltRequest
+
+    from bot.app import is_redelivery
+
+    assert is_redelivery(BoltRequest(body="", headers=headers)) is redelivered

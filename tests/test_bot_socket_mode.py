@@ -1,0 +1,166 @@
+"""`exauth bot` in Socket Mode, its default, end to end as a process.
+
+Slack's side is played by the Web API mock (apps.connections.open hands out the socket URL)
+and a WebSocket server (tests/slack_mock.SocketModeMock) that says hello and delivers
+envelopes the way Slack does. The bot is the real `exauth bot` process with only
+$SLACK_APP_TOKEN and $SLACK_BOT_TOKEN set; its jobs go through real Redis to a real RQ
+worker that reads the lab over WS-Man/PSRP, and the placeholder is edited in place.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from config.settings import load_settings
+from lab.serve import LabHandle, config_toml
+from tests.slack_mock import APP_TOKEN, BOT_TOKEN, SlackMock, SocketModeMock, slash_command
+from workers.queues import READ_QUEUE, queue
+from workers.worker import run as run_worker
+
+CHANNEL = "C0SOCKET"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture()
+def socket_mode(slack: SlackMock) -> Iterator[SocketModeMock]:
+    mock = SocketModeMock()
+    slack.socket_url = mock.url
+    yield mock
+    mock.stop()
+
+
+class Bot:
+    """A running `exauth bot` process and what it wrote to stderr once stopped."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.stderr = ""
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            _, self.stderr = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, self.stderr = self.proc.communicate()
+        return self.proc.returncode
+
+
+@pytest.fixture()
+def start_bot(make_lab: Callable[..., LabHandle], slack: SlackMock, redis_url: str,
+              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Bot]]:
+    bots: list[Bot] = []
+
+    def _start(app_token: str = APP_TOKEN) -> Bot:
+        lab = make_lab("healthy")
+        password_file = tmp_path / "lab.password"
+        password_file.write_text(lab.password)
+        text = config_toml(lab.info, str(password_file), writer=lab.writer)
+        config = tmp_path / "exauth.toml"
+        config.write_text(f'[slack]\napi_url = "{slack.api_url}"\n\n'
+                          + text.replace('channel = ""', f'channel = "{CHANNEL}"'))
+        # The worker (this process) finds the same config and Redis as the bot.
+        monkeypatch.setenv("EXAUTH_CONFIG", str(config))
+        monkeypatch.setenv("REDIS_URL", redis_url)
+        monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("SLACK_") and k != "PYTHONPATH"}
+        env.update(EXAUTH_CONFIG=str(config), REDIS_URL=redis_url, SLACK_BOT_TOKEN=BOT_TOKEN,
+                   SLACK_APP_TOKEN=app_token, PYTHONPATH=str(ROOT))
+        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "bot"], cwd=tmp_path,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        bot = Bot(proc)
+        bots.append(bot)
+        return bot
+
+    yield _start
+    for bot in bots:
+        bot.stop()
+
+
+def queued(redis_url: str, count: int, timeout: float = 10) -> int:
+    q = queue(READ_QUEUE, redis.Redis.from_url(redis_url))
+    deadline = time.monotonic() + timeout
+    while q.count < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return q.count
+
+
+def test_status_over_socket_mode_acks_posts_and_updates_the_placeholder(
+        start_bot: Callable[..., Bot], slack: SlackMock, socket_mode: SocketModeMock,
+        redis_url: str) -> None:
+    bot = start_bot()
+    socket_mode.wait_connected()
+    command = slash_command("status", channel_id=CHANNEL, trigger_id="trig-1",
+                            response_url=slack.response_url())
+    socket_mode.deliver("slash_commands", command, envelope_id="env-1")
+
+    ack = socket_mode.wait_ack("env-1")
+    assert ack["envelope_id"] == "env-1"
+    placeholder = slack.wait_for("chat.postMessage")[0]
+    assert placeholder.params["channel"] == CHANNEL
+    assert queued(redis_url, 1) == 1
+
+    assert run_worker(load_settings(), burst=True) == 0
+    update = slack.wait_for("chat.update")[-1]
+    assert update.params["ts"] == placeholder.response["ts"]
+    assert "OK" in update.params["text"], update.params["text"]
+
+    bot.stop()
+    assert "Traceback" not in bot.stderr
+    assert APP_TOKEN not in bot.stderr and BOT_TOKEN not in bot.stderr
+
+
+def test_a_redelivered_envelope_is_acked_and_enqueues_nothing_more(
+        start_bot: Callable[..., Bot], slack: SlackMock, socket_mode: SocketModeMock,
+        redis_url: str) -> None:
+    start_bot()
+    socket_mode.wait_connected()
+    command = slash_command("status", channel_id=CHANNEL, trigger_id="trig-2",
+                            response_url=slack.response_url())
+    socket_mode.deliver("slash_commands", command, envelope_id="env-2")
+    socket_mode.wait_ack("env-2")
+    socket_mode.deliver("slash_commands", command, envelope_id="env-2b", retry_attempt=1)
+    socket_mode.wait_ack("env-2b")
+    assert queued(redis_url, 1) == 1
+    time.sleep(0.5)  # a second enqueue would come right after the second ack
+    assert queued(redis_url, 2, timeout=0) == 1
+    assert len(slack.calls_of("chat.postMessage")) == 1
+
+
+def test_a_bad_command_gets_its_help_in_the_ack(
+        start_bot: Callable[..., Bot], slack: SlackMock, socket_mode: SocketModeMock,
+        redis_url: str) -> None:
+    start_bot()
+    socket_mode.wait_connected()
+    command = slash_command("frobnicate", channel_id=CHANNEL, trigger_id="trig-3")
+    socket_mode.deliver("slash_commands", command, envelope_id="env-3")
+    ack = socket_mode.wait_ack("env-3")
+    assert "frobnicate" in ack["payload"]["text"]
+    assert ack["payload"]["response_type"] == "ephemeral"
+    assert queued(redis_url, 1, timeout=0.3) == 0
+
+
+def test_a_wrong_app_token_ends_the_bot_with_one_line(
+        start_bot: Callable[..., Bot], socket_mode: SocketModeMock) -> None:
+    bot = start_bot(app_token="xapp-1-wrong")
+    try:
+        bot.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the bot kept running with a token Slack refused")
+    bot.stop()
+    assert bot.proc.returncode != 0
+    assert "Traceback" not in bot.stderr
+    assert "invalid_auth" in bot.stderr
+    assert "xapp-1-wrong" not in bot.stderr
+    assert socket_mode.connections == 0
