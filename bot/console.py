@@ -156,7 +156,7 @@ def print_check(rows: list[dict[str, Any]]) -> bool:
         ok = ok and good
         table.add_row(row.get("org", ""), row.get("server", ""), row.get("endpoint", ""),
                       row.get("url", ""),
-                      Text("ok" if good else row.get("error") or "failed",
+                      Text("ok" if good else row.get("message") or "failed",
                            style="green" if good else "red"))
     console.print(table)
     return ok

@@ -185,6 +185,20 @@ def test_fix_without_a_terminal_changes_nothing(make_lab: Callable[..., LabHandl
     assert not [c for c in handle.org.calls() if c["command"].startswith(("New-", "Set-"))]
 
 
+def table_rows(output: str) -> list[list[str]]:
+    """The body rows of a rich table, each cell whole again where rich wrapped it."""
+    rows: list[list[str]] = []
+    for line in output.splitlines():
+        if not line.startswith("│"):
+            continue
+        cells = [cell.strip() for cell in line.strip("│").split("│")]
+        if cells[0] or not rows:
+            rows.append(cells)
+        else:  # a wrapped row goes on: empty cells where nothing wrapped
+            rows[-1] = [f"{a} {b}".strip() for a, b in zip(rows[-1], cells, strict=True)]
+    return rows
+
+
 def test_config_check_reports_each_endpoint(make_lab: Callable[..., LabHandle],
                                             tmp_path: Path) -> None:
     handle = make_lab("unreachable")
@@ -192,10 +206,30 @@ def test_config_check_reports_each_endpoint(make_lab: Callable[..., LabHandle],
     result = exauth("--config", str(config), "config", "check", cwd=tmp_path)
     assert result.returncode == 2, result.stderr  # ex3 is down
     assert "Traceback" not in result.stdout + result.stderr
-    rows = [line for line in result.stdout.splitlines() if "contoso.lab" in line]
+    rows = table_rows(result.stdout)
     assert len(rows) == 6  # three servers, two endpoints each
-    assert sum("ok" in row.split("│")[-2] for row in rows) == 4
-    assert all("ex3" in row for row in rows if "ok" not in row.split("│")[-2])
+    results = {(row[1], row[2]): row[-1] for row in rows}
+    assert [key for key, text in results.items() if text == "ok"] == [
+        (f"ex{n}.contoso.lab", endpoint) for n in (1, 2) for endpoint in ("exchange", "host")]
+    for endpoint in ("exchange", "host"):  # what failed says why, not just "failed"
+        reason = results[("ex3.contoso.lab", endpoint)]
+        assert "ex3.contoso.lab" in reason and "reachable from here" in reason, reason
+
+
+def test_config_check_says_why_an_endpoint_fails(make_lab: Callable[..., LabHandle],
+                                                 tmp_path: Path) -> None:
+    handle = make_lab("healthy")
+    config = write_config(handle.info, str(tmp_path / "exauth.toml"))
+    password_file = next(tmp_path.glob("*.password"), None)
+    assert password_file is not None, list(tmp_path.iterdir())
+    password_file.write_text("not-the-password")
+    result = exauth("--config", str(config), "config", "check", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout
+    rows = table_rows(result.stdout)
+    assert len(rows) == 6
+    for row in rows:
+        assert "access denied" in row[-1], row
+    assert "not-the-password" not in result.stdout + result.stderr
 
 
 def test_config_check_without_a_file_says_so(tmp_path: Path) -> None:
