@@ -23,7 +23,7 @@ import fnmatch
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from lab import objects
@@ -796,6 +796,23 @@ def get_child_item(call: Call) -> list[Any]:
     return out
 
 
+def get_date(call: Call) -> list[Any]:
+    """The server's clock, which in the lab is the virtual clock (moved by /_lab/clock).
+
+    `-Format o` is the round-trip format Windows PowerShell 5.1 prints: local time with 7
+    fractional digits and the offset; the lab's servers run on UTC. Without -Format a
+    DateTime object comes back, as from the real cmdlet.
+    """
+    now = call.org.now().astimezone(UTC)
+    fmt = call.get("Format")
+    if fmt is None:
+        return [now]
+    if str(fmt) not in ("o", "O"):
+        raise call.fail(f"Get-Date: the lab knows -Format o, not '{fmt}'.",
+                        category="InvalidArgument", code="FormatNotSupported")
+    return [now.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0+00:00"]
+
+
 def restart_web_app_pool(call: Call) -> list[Any]:
     name = call.get("Name")
     pool = next((p for p in POOLS if p.lower() == str(name or "").strip().lower()), None)
@@ -978,6 +995,7 @@ def _commands() -> dict[str, Command]:
             ("Name", "BindingInformation", "Protocol"), changes=True),
         Command("Get-ChildItem", host, {"Path": "str", "LiteralPath": "str"},
                 get_child_item, ("Path",)),
+        Command("Get-Date", host, {"Format": "str"}, get_date),
         Command("Restart-WebAppPool", host, {"Name": "str"}, restart_web_app_pool, ("Name",),
                 changes=True),
         Command("Restart-Service", host, {"Name": "list", "Force": "switch"},

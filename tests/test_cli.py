@@ -236,3 +236,22 @@ def test_config_check_without_a_file_says_so(tmp_path: Path) -> None:
     result = exauth("config", "check", cwd=tmp_path)
     assert result.returncode == 3
     assert_one_line_error(result, "no config file")
+
+
+def test_status_follows_a_lab_clock_moved_through_the_control_api(
+        make_lab: Callable[..., LabHandle], tmp_path: Path) -> None:
+    """`exauth lab serve` in one terminal, `exauth status` in another: the second process
+    sees the lab's time, so the certificate the lab let expire is expired here too."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.fixtures_lab import control
+
+    handle = make_lab("expiring-sha1")
+    config = write_config(handle.info, str(tmp_path / "exauth.toml"))
+    control(handle, "POST", "clock", {"advance": "45d"})
+    result = exauth("--config", str(config), "status", "--json", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr  # critical
+    status = json.loads(result.stdout)
+    assert status["auth"]["current"]["days_left"] < 0
+    checked = datetime.fromisoformat(status["checked_at"].replace("Z", "+00:00"))
+    assert checked - datetime.now(UTC) > timedelta(days=44)

@@ -367,6 +367,24 @@ def test_exchange_cmdlets_on_host_need_the_snapin(lab: LabHandle) -> None:
         assert prop(config, "CurrentCertificateThumbprint") == state(lab)["auth_config"]["current"]
 
 
+def test_get_date_on_host_is_the_virtual_clock(lab: LabHandle) -> None:
+    control(lab, "POST", "clock", {"advance": "30d"})
+    with pool_for(lab, "ex1", "host") as pool:
+        text = run(pool, "Get-Date", Format="o").ok()[0]
+        moment = run(pool, "Get-Date").ok()[0]
+        refused = run(pool, "Get-Date", Format="dd.MM.yyyy").non_terminating
+    # The round-trip format of Windows PowerShell 5.1: 7 fractional digits and the offset.
+    assert len(text) == len("2026-11-22T04:31:17.8920530+00:00") and text.endswith("+00:00")
+    lab_now = now(lab)
+    parsed = datetime.fromisoformat(text[:26] + text[27:])
+    assert timedelta(0) <= lab_now - parsed < timedelta(minutes=1)
+    # A DateTime object, which pypsrp hands over as ISO text.
+    assert timedelta(0) <= lab_now - datetime.fromisoformat(moment) < timedelta(minutes=1)
+    assert "-Format o" in str(refused)
+    with pool_for(lab, "ex1") as pool:  # not an Exchange cmdlet: NoLanguage has no Get-Date
+        assert "Get-Date" in str(run(pool, "Get-Date").terminating)
+
+
 def test_services_pools_and_iisreset_on_host(lab: LabHandle) -> None:
     with pool_for(lab, "ex1", "host") as pool:
         run(pool, "Restart-WebAppPool", "MSExchangeOWAAppPool").ok()

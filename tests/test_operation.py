@@ -385,6 +385,25 @@ def test_waits_of_days_come_back_when_due(conn: redis.Redis) -> None:
     ]
 
 
+def test_each_org_s_waits_are_due_on_that_org_s_clock(conn: redis.Redis) -> None:
+    from workers.operations import due
+
+    contoso = new_op(conn, "contoso", resume_at=T0 + timedelta(hours=49))
+    lab = new_op(conn, "lab", resume_at=T0 + timedelta(hours=49))
+    asked: list[str] = []
+
+    def org_now(name: str) -> datetime:  # the lab's clock runs 3 days ahead of contoso's
+        asked.append(name)
+        return T0 + (timedelta(days=3) if name == "lab" else timedelta(hours=1))
+
+    assert [d["id"] for d in due(conn, org_now)] == [lab["id"]]
+    assert sorted(asked) == ["contoso", "lab"]  # once per org with an operation waiting
+    operation.close(conn, lab["id"], "done", now=T0)
+    asked.clear()
+    assert due(conn, org_now) == [] and asked == ["contoso"]
+    assert [d["id"] for d in due(conn, lambda _: T0 + timedelta(hours=49))] == [contoso["id"]]
+
+
 def test_close_frees_the_org_and_cannot_be_reopened(conn: redis.Redis) -> None:
     op = new_op(conn)
     closed = operation.close(conn, op["id"], "done", now=T0)

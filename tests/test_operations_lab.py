@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +157,35 @@ def test_staged_rotation_on_expiring_sha1(env_for: Callable[..., Env]) -> None:
     assert [a["kind"] for a in status["actions"]] == ["none"]
     actions = [e["action"] for e in audit.entries(env.conn, env.org.name, limit=500)]
     assert "operation.start" in actions and "operation.close" in actions
+
+
+def test_a_lab_clock_moved_ahead_is_followed_by_a_worker_that_keeps_wall_time(
+        env_for: Callable[..., Env]) -> None:
+    """As with `exauth lab serve` and separate bot and worker processes: nothing here knows
+    the lab's clock but what the lab itself says (its writer's Get-Date)."""
+    env = env_for("expiring-sha1")
+    execute.set_clock(None)  # this process keeps wall time
+    env.handle.org.advance(timedelta(days=30))  # 10 days left on the lab's clock
+    before = status_now(env)
+    assert before["auth"]["current"]["days_left"] <= 10
+    op_id = start(env)
+    op = drive(env, op_id)
+
+    assert op["kind"] == "stage_new" and op["state"] == "done", [
+        (s["title"], s["state"], s["outcome"]) for s in op["steps"]]
+    staged = [c for c in env.handle.org.calls() if c["command"] == "Set-AuthConfig"
+              and "NewCertificateEffectiveDate" in c["parameters"]]
+    assert len(staged) == 1 and staged[0]["outcome"] == "ok", staged
+    effective = datetime.fromisoformat(
+        str(staged[0]["parameters"]["NewCertificateEffectiveDate"]).replace("Z", "+00:00"))
+    called = datetime.fromisoformat(staged[0]["time"].replace("Z", "+00:00"))
+    assert effective > called > datetime.now(UTC) + timedelta(days=29)  # the lab's future
+    assert env.handle.org.state()["auth_config"]["current"] == op["recorded"]["new_thumbprint"]
+
+
+def status_now(env: Env) -> dict[str, Any]:
+    _, status = execute.observe(env.org, ops_jobs.ExchangeClient(env.org))
+    return status
 
 
 def test_emergency_replacement_on_expired(env_for: Callable[..., Env]) -> None:

@@ -231,3 +231,51 @@ def test_unreadable_store_certificate_the_binding_does_not_name_is_ignored() -> 
     backend = obs.servers[0].backend
     assert backend is not None and backend.error is None
     assert backend.cert is not None and backend.cert.thumbprint == _CannedClient.GOOD
+
+
+# --- whose clock: the org's ---------------------------------------------------------------
+
+
+def test_status_is_judged_on_the_orgs_own_clock(make_lab: Callable[..., Any]) -> None:
+    """A lab whose clock was moved is seen at its time by any process, not at ours."""
+    from datetime import UTC, datetime, timedelta
+
+    handle = make_lab("expiring-sha1")
+    before = status(lab_org(handle))
+    assert 30 <= before["auth"]["current"]["days_left"] < 60
+    handle.org.advance(timedelta(days=45))
+    after = status(lab_org(handle))
+    checked = datetime.fromisoformat(after["checked_at"])
+    assert abs(checked - handle.org.now()) < timedelta(minutes=1)
+    assert checked - datetime.now(UTC) > timedelta(days=44)
+    assert after["auth"]["current"]["days_left"] < 0
+    assert kinds(after) == ["replace_now"]
+    writer = _writer(handle).split(".")[0]
+    clock_reads = [c for c in handle.org.calls() if c["command"] == "Get-Date"]
+    assert {(c["server"], c["endpoint"]) for c in clock_reads} == {(writer, "host")}
+    assert len(clock_reads) == 2  # one per status run
+
+
+def test_without_the_writers_clock_status_uses_this_machines(
+        make_lab: Callable[..., Any]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    handle = make_lab("healthy")
+    handle.org.advance(timedelta(days=10))
+    writer = _writer(handle).split(".")[0]
+    handle.org.add_fault({"server": writer, "endpoint": "host", "cmdlet": "Get-Date",
+                          "kind": "error", "message": "clock unavailable"})
+    report = status(lab_org(handle))
+    checked = datetime.fromisoformat(report["checked_at"])
+    assert abs(checked - datetime.now(UTC)) < timedelta(minutes=1)
+    assert kinds(report) == ["none"]  # the failed clock read is no finding
+
+
+def test_a_time_given_by_the_caller_asks_no_clock(make_lab: Callable[..., Any]) -> None:
+    handle = make_lab("healthy")
+    from datetime import datetime, timedelta
+
+    report = run_status(handle)
+    checked = datetime.fromisoformat(report["checked_at"])
+    assert abs(checked - handle.org.now()) < timedelta(minutes=1)
+    assert not [c for c in handle.org.calls() if c["command"] == "Get-Date"]

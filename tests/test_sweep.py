@@ -281,3 +281,13 @@ def test_a_deleted_back_end_certificate_warns_at_once_and_daily(
     assert len(posts(slack)) == 1
     run_sweep(org, conn, slack, org.advance(days=1), "b3")  # next day: reminded
     assert len(posts(slack)) == 2
+
+
+def test_the_sweep_job_counts_days_on_the_orgs_clock(
+        lab_org: Callable[..., Org], conn: redis.Redis, slack: SlackMock) -> None:
+    """The cron's sweep passes no time: a lab moved 45 days ahead is swept at its time."""
+    org = lab_org(40)
+    org.advance(days=45)
+    result = sweep(org.org, conn, now=None, run_id="clock-1")
+    assert abs(datetime.fromisoformat(result["swept_at"]) - org.now()) < timedelta(minutes=1)
+    assert any(n["days_left"] < 0 for n in result["notices"]), result["notices"]

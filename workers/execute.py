@@ -41,7 +41,7 @@ from workers.model import OrgObs
 from workers.plan import EXPORTED_FILE_DATA, NEW_THUMBPRINT, effective_date
 from workers.queues import CHANGE_TIMEOUT
 from workers.report import build_status
-from workers.status import collect
+from workers.status import collect, org_clock
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,11 @@ EXCHANGE_VERBS = ("ExchangeCertificate", "AuthConfig", "ExchangeServer", "Hybrid
 WORLD_CHANGED = "world changed since approval"
 CHECK_EVERY = timedelta(hours=4)  # replication checks (cross-site can take a day)
 
-# The clock the decisions use. Real orgs: wall time; the lab has a virtual clock that
-# tests (and rehearsals) plug in with `set_clock(handle.org.now)`.
+# Two clocks. What Exchange will do (expiry, effective dates, publication, when a waiting
+# operation is due) is judged on the org's own clock: a fresh read's `checked_at`
+# (workers.status asks the writer), see `org_time` and `org_now`; `resume_at` is kept on it.
+# This process's clock, `now()`, keeps the books (timestamps of steps and operations).
+# Tests that run a lab in-process plug its virtual clock in with `set_clock(handle.org.now)`.
 _clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
 
 
@@ -65,6 +68,17 @@ def set_clock(clock: Callable[[], datetime] | None) -> None:
 
 def now() -> datetime:
     return _clock().astimezone(UTC)
+
+
+def org_time(status: dict[str, Any]) -> datetime:
+    """The org's time at that read (its `checked_at`)."""
+    return datetime.fromisoformat(str(status["checked_at"]).replace("Z", "+00:00"))
+
+
+def org_now(org: OrgSettings, client: ExchangeClient | None = None) -> datetime:
+    """The org's clock now (its writer's), else ours: a lab's clock moved ahead by days is
+    followed by every exauth process, so an operation waiting on it is due when it says."""
+    return org_clock(client or ExchangeClient(org), org.writer) or now()
 
 
 class StepRefused(Exception):
@@ -84,8 +98,8 @@ class Outcome:
 
 
 def observe(org: OrgSettings, client: ExchangeClient) -> tuple[OrgObs, dict[str, Any]]:
-    """A fresh read of the org (observation and status JSON)."""
-    obs = collect(org, now=now(), client=client)
+    """A fresh read of the org (observation and status JSON), on the org's clock."""
+    obs = collect(org, client=client)
     return obs, build_status(obs)
 
 
@@ -226,8 +240,9 @@ def resolve(
 
 
 def _effective(op: dict[str, Any], status: dict[str, Any]) -> datetime:
-    """Recomputed when the step runs: it must lie in the future then (DOMAIN 5.3, 6)."""
-    moment = now()
+    """Recomputed when the step runs: it must lie in the future then (DOMAIN 5.3, 6), on
+    the clock Exchange will judge it by."""
+    moment = org_time(status)
     if op["kind"] != "stage_new":
         return moment + timedelta(minutes=1)
     current = (status.get("auth") or {}).get("current") or {}
@@ -399,7 +414,7 @@ def read_step(
     auth = status.get("auth") or {}
     current, nxt = _thumb(auth.get("current")), _thumb(auth.get("next"))
     new = (op.get("recorded") or {}).get(NEW_THUMBPRINT_KEY)
-    moment = now()
+    moment = org_time(status)
     title = step["title"]
     if step["cmdlet"] == "Get-AuthConfig" and step["index"] == 0:
         return _reread(op, auth, moment)

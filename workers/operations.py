@@ -16,6 +16,7 @@ approval - and the operation continues. No step is ever re-run without a new app
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,6 +34,7 @@ CHANGE_KINDS = operation.KINDS
 OLD_CERT_GRACE = timedelta(hours=24)  # DOMAIN 5.7: the new cert current for 24 h first
 MAX_READ_STEPS = 200  # one advance never loops forever
 BATCHED = ("Restart-WebAppPool", "Remove-ExchangeCertificate")
+END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)  # every waiting operation, due or not
 
 
 class NothingToDo(Exception):
@@ -101,7 +103,7 @@ def start(
 ) -> dict[str, Any]:
     """Persist a new operation for `action` (OperationBusy when the org has one open)."""
     moment = execute.now()
-    built = plan_steps(status, action, writer=org.writer, now=moment)
+    built = plan_steps(status, action, writer=org.writer, now=execute.org_time(status))
     targets = list(action.get("servers") or [])
     watched = targets if action["kind"] == "repair_backend" else [_writer_fqdn(status, org)]
     op = operation.create(
@@ -273,8 +275,8 @@ def _gate(op: dict[str, Any], step: dict[str, Any], status: dict[str, Any]
         return execute.Outcome("skipped", "never remove the current Auth Certificate")
     published = (op.get("recorded") or {}).get(execute.PUBLISHED_AT_KEY)
     if published:
-        ready = datetime.fromisoformat(published) + OLD_CERT_GRACE
-        if execute.now() < ready:
+        ready = datetime.fromisoformat(published) + OLD_CERT_GRACE  # on the org's clock
+        if execute.org_time(status) < ready:
             return execute.Outcome("wait", f"the old certificate may go at {ready.isoformat()} "
                                            "(24 h after the new one became current)", ready)
     return None
@@ -366,9 +368,18 @@ def deny(conn: redis.Redis, org: OrgSettings, op_id: str, index: int, *, user: s
         _close(conn, org, op, "cancelled", f"step {index} denied by {user}: {reason}")
 
 
-def due(conn: redis.Redis) -> list[dict[str, Any]]:
-    """Open operations whose resume time has come (by the decision clock)."""
-    return operation.due_for_resume(conn, execute.now())
+def due(conn: redis.Redis, org_now: Callable[[str], datetime]) -> list[dict[str, Any]]:
+    """Open operations whose resume time has come on their org's clock (`org_now(name)`,
+    asked once per org that has an operation waiting)."""
+    waiting = operation.due_for_resume(conn, END_OF_TIME)
+    clocks: dict[str, datetime] = {}
+    out = []
+    for op in waiting:
+        if op["org"] not in clocks:
+            clocks[op["org"]] = org_now(op["org"])
+        if datetime.fromisoformat(op["resume_at"]) <= clocks[op["org"]]:
+            out.append(op)
+    return out
 
 
 def summary(op: dict[str, Any], events: list[dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -12,6 +12,12 @@ snap-in when that is broken) and its "Exchange Back End" binding with the store 
 it names (host endpoint, one invocation of two statements). That is one listing of
 certificates per server: it answers presence and duplicates, nothing is asked by thumbprint.
 
+Time is the org's own: the writer's host endpoint is asked `Get-Date -Format o` alongside the
+per-server reads, and `checked_at` (which every "days left", "overdue" and "effective in"
+is measured from) is that time; when the writer cannot say, this machine's clock. Exchange
+judges expiry and publishes on its own clock, and a lab's virtual clock is seen the same
+way by every exauth process, not only by one that runs the lab.
+
 Every read asks only for the properties the parsers use (`| Select-Object -Property`):
 one real ExchangeServer is 100-200 KB of CLIXML, and reading whole objects made a 50-server
 org cost seconds of client CPU before a single server was asked anything.
@@ -69,7 +75,8 @@ BINDING_PROPERTIES = (
 )
 STORE_PROPERTIES = ("Thumbprint", "RawData", "PSChildName", "Subject", "NotBefore", "NotAfter")
 
-Part = Literal["certificates", "backend"]
+Part = Literal["clock", "certificates", "backend"]
+CLOCK = Statement.of("Get-Date", Format="o")  # ISO 8601 with offset, in PowerShell 5.1 too
 
 
 def status(org: OrgSettings, *, now: datetime | None = None) -> dict[str, Any]:
@@ -80,9 +87,10 @@ def status(org: OrgSettings, *, now: datetime | None = None) -> dict[str, Any]:
 def collect(
     org: OrgSettings, *, now: datetime | None = None, client: ExchangeClient | None = None
 ) -> OrgObs:
-    """Observe one org. Raises ExchangeError when no server answers the org-wide reads."""
+    """Observe one org. Raises ExchangeError when no server answers the org-wide reads.
+
+    `now` fixes the time the observation is judged at; None asks the org (see above)."""
     client = client or ExchangeClient(org)
-    checked_at = (now or datetime.now(UTC)).astimezone(UTC)
     known = [org.writer, *org.endpoints]
 
     auth = _auth_config(
@@ -96,13 +104,17 @@ def collect(
 
     # Only in-scope servers are asked; the report applies the same rule to what it shows.
     in_scope = [s for s in servers if is_in_scope(s.roles, s.version)]
-    jobs: list[tuple[ServerObs, Part]] = [
-        (server, part) for server in in_scope for part in ("certificates", "backend")
+    # The clock goes with them (it costs no extra wait), unless the caller fixed the time.
+    jobs: list[tuple[str, Part]] = [("" if now else org.writer, "clock")] + [
+        (server.fqdn, part) for server in in_scope for part in ("certificates", "backend")
     ]
+    asked_at = datetime.now(UTC)
     results = client.map(lambda job: _ask(client, *job), jobs)
+    org_time = results.pop(0)
+    checked_at = (now or (org_time if isinstance(org_time, datetime) else asked_at)).astimezone(UTC)
     observed = {s.fqdn.lower(): s for s in servers}
-    for (server, part), result in zip(jobs, results, strict=True):
-        observed[server.fqdn.lower()] = _merge(observed[server.fqdn.lower()], part, result, client)
+    for (fqdn, part), result in zip(jobs[1:], results, strict=True):
+        observed[fqdn.lower()] = _merge(observed[fqdn.lower()], part, result, client)
 
     return OrgObs(
         org=org.name,
@@ -126,13 +138,24 @@ def _server(obj: Any) -> ServerObs:
     return ServerObs(name=name, fqdn=fqdn.lower(), site=site, version=version, roles=roles)
 
 
+def org_clock(client: ExchangeClient, fqdn: str) -> datetime | None:
+    """That server's clock (its host endpoint's Get-Date), or None when it cannot say."""
+    try:
+        output = client.host_statements(fqdn, [CLOCK])
+        return parse_datetime(next((o for o in output if o is not None), None))
+    except (ExchangeError, ValueError):
+        return None
+
+
 # --- per server ------------------------------------------------------------------------------
 
 
-def _ask(client: ExchangeClient, server: ServerObs, part: Part) -> Any:
+def _ask(client: ExchangeClient, fqdn: str, part: Part) -> Any:
+    if part == "clock":
+        return org_clock(client, fqdn) if fqdn else None
     if part == "certificates":
-        return _certificates(client, server.fqdn)
-    return _backend(client, server.fqdn)
+        return _certificates(client, fqdn)
+    return _backend(client, fqdn)
 
 
 def _certificates(client: ExchangeClient, fqdn: str) -> tuple[CertFacts, ...]:

@@ -61,7 +61,7 @@ def sweep_job(org_name: str, run_id: str | None = None) -> dict[str, Any]:
     org = settings.org(org_name)
     conn = connect(settings.redis.url)
     try:
-        return sweep(org, conn, now=datetime.now(UTC), run_id=run_id or _run_id())
+        return sweep(org, conn, now=None, run_id=run_id or _run_id())
     finally:
         conn.close()
 
@@ -70,11 +70,14 @@ def sweep(
     org: OrgSettings,
     conn: redis.Redis,
     *,
-    now: datetime,
+    now: datetime | None,
     run_id: str,
     read_status: StatusFunc | None = None,
 ) -> dict[str, Any]:
-    """One sweep; returns the JSON the Slack callback needs (org, channel, notices...)."""
+    """One sweep; returns the JSON the Slack callback needs (org, channel, notices...).
+
+    `now` None: the org's own clock, as `/exauth status` reads it (this machine's when the
+    org cannot be read); warnings' bands, daily repeats and snoozes all count on it."""
     collect = read_status or _status
     error: str | None = None
     status: dict[str, Any] | None = None
@@ -83,6 +86,9 @@ def sweep(
     except Exception as exc:
         error = failure_reason(type(exc), exc)
         log.warning("sweep %s: status failed: %s", org.name, error)
+    if now is None:
+        now = (datetime.fromisoformat(str(status["checked_at"]).replace("Z", "+00:00"))
+               if status is not None else datetime.now(UTC))
 
     if status is not None:
         found = subjects(status)
@@ -162,7 +168,7 @@ def enqueue_sweep(conn: redis.Redis, org_name: str, *, run_id: str | None = None
     )
 
 
-def _status(org: OrgSettings, *, now: datetime) -> dict[str, Any]:
+def _status(org: OrgSettings, *, now: datetime | None) -> dict[str, Any]:
     from workers.status import status
 
     return status(org, now=now)
