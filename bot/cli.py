@@ -278,6 +278,8 @@ def audit_command(ctx: Context, org_name: str | None, limit: int, as_json: bool)
     entries = guarded(audit.entries, connect(settings.redis.url), org_name, limit)
     if as_json:
         click.echo(json.dumps(entries, indent=2, default=str))
+    elif not entries:
+        click.echo(f"No audit entries{f' for {org_name}' if org_name else ''}.")
     else:
         for entry in entries:
             click.echo(audit.format_entry(entry))

@@ -163,6 +163,8 @@ def test_audit_lists_recorded_entries(make_lab: Callable[..., LabHandle], tmp_pa
     from workers import audit
 
     config = lab_config_with_redis(make_lab("healthy"), tmp_path, redis_url)
+    empty = exauth("--config", str(config), "audit", "--org", "lab", cwd=tmp_path)
+    assert (empty.returncode, empty.stdout.strip()) == (0, "No audit entries for lab.")
     audit.record(redis.Redis.from_url(redis_url), org="lab", actor="U0BOB", action="approve",
                  target="op-1/2", outcome="approved")
     result = exauth("--config", str(config), "audit", "--org", "lab", "--json", cwd=tmp_path)
