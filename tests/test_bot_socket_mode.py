@@ -4,11 +4,13 @@ Slack's side is played by the Web API mock (apps.connections.open hands out the 
 and a WebSocket server (tests/slack_mock.SocketModeMock) that says hello and delivers
 envelopes the way Slack does. The bot is the real `exauth bot` process with only
 $SLACK_APP_TOKEN and $SLACK_BOT_TOKEN set; its jobs go through real Redis to a real RQ
-worker that reads the lab over WS-Man/PSRP, and the placeholder is edited in place.
+worker that reads the lab over WS-Man/PSRP, and the placeholder is edited in place; an
+Approve click arrives as an `interactive` envelope and runs its step on the lab.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from bot import cards
 from config.settings import load_settings
 from lab.serve import LabHandle, config_toml
 from tests.slack_mock import APP_TOKEN, BOT_TOKEN, SlackMock, SocketModeMock, slash_command
@@ -26,6 +29,7 @@ from workers.queues import READ_QUEUE, queue
 from workers.worker import run as run_worker
 
 CHANNEL = "C0SOCKET"
+APPROVER = "U0BOB"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -38,10 +42,11 @@ def socket_mode(slack: SlackMock) -> Iterator[SocketModeMock]:
 
 
 class Bot:
-    """A running `exauth bot` process and what it wrote to stderr once stopped."""
+    """A running `exauth bot` process, the lab it is configured for, and what it wrote to
+    stderr once stopped."""
 
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
+    def __init__(self, proc: subprocess.Popen[str], lab: LabHandle) -> None:
+        self.proc, self.lab = proc, lab
         self.stderr = ""
 
     def stop(self) -> int:
@@ -60,14 +65,14 @@ def start_bot(make_lab: Callable[..., LabHandle], slack: SlackMock, redis_url: s
               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Bot]]:
     bots: list[Bot] = []
 
-    def _start(app_token: str = APP_TOKEN) -> Bot:
-        lab = make_lab("healthy")
+    def _start(app_token: str = APP_TOKEN, scenario: str = "healthy") -> Bot:
+        lab = make_lab(scenario)
         password_file = tmp_path / "lab.password"
         password_file.write_text(lab.password)
         text = config_toml(lab.info, str(password_file), writer=lab.writer)
         config = tmp_path / "exauth.toml"
-        config.write_text(f'[slack]\napi_url = "{slack.api_url}"\n\n'
-                          + text.replace('channel = ""', f'channel = "{CHANNEL}"'))
+        config.write_text(f'[slack]\napi_url = "{slack.api_url}"\n\n' + text.replace(
+            'channel = ""', f'channel = "{CHANNEL}"\napprovers = ["{APPROVER}"]'))
         # The worker (this process) finds the same config and Redis as the bot.
         monkeypatch.setenv("EXAUTH_CONFIG", str(config))
         monkeypatch.setenv("REDIS_URL", redis_url)
@@ -79,7 +84,7 @@ def start_bot(make_lab: Callable[..., LabHandle], slack: SlackMock, redis_url: s
         proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "bot"], cwd=tmp_path,
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True)
-        bot = Bot(proc)
+        bot = Bot(proc, lab)
         bots.append(bot)
         return bot
 
@@ -164,3 +169,51 @@ def test_a_wrong_app_token_ends_the_bot_with_one_line(
     assert "invalid_auth" in bot.stderr
     assert "xapp-1-wrong" not in bot.stderr
     assert socket_mode.connections == 0
+
+
+def test_an_approve_click_over_socket_mode_runs_the_step(
+        start_bot: Callable[..., Bot], slack: SlackMock, socket_mode: SocketModeMock) -> None:
+    lab = start_bot(scenario="expiring-sha1").lab
+    socket_mode.wait_connected()
+    fix = slash_command("fix", channel_id=CHANNEL, trigger_id="trig-fix",
+                        response_url=slack.response_url())
+    socket_mode.deliver("slash_commands", fix, envelope_id="env-fix")
+    socket_mode.wait_ack("env-fix")
+    value = None
+    for _ in range(50):  # the start job posts the card; a worker runs it
+        run_worker(load_settings(), burst=True)
+        value = approve_value(slack)
+        if value:
+            break
+        time.sleep(0.1)
+    assert value, [c.method for c in slack.calls]
+
+    socket_mode.deliver("interactive", {
+        "type": "block_actions", "user": {"id": APPROVER}, "team": {"id": "T0EXAUTH"},
+        "api_app_id": "A0EXAUTH", "token": "x", "trigger_id": "trig-click",
+        "channel": {"id": CHANNEL}, "container": {"type": "message", "message_ts": "1.1"},
+        "message": {"ts": "1.1", "text": "card"},
+        "actions": [{"type": "button", "action_id": cards.APPROVE_ACTION, "value": value,
+                     "block_id": "b", "action_ts": "1"}],
+    }, envelope_id="env-click")
+    socket_mode.wait_ack("env-click")
+    for _ in range(50):
+        run_worker(load_settings(), burst=True)
+        if [c for c in lab.org.calls() if c["command"] == "New-ExchangeCertificate"]:
+            break
+        time.sleep(0.1)
+    created = [c for c in lab.org.calls() if c["command"] == "New-ExchangeCertificate"]
+    assert len(created) == 1 and created[0]["outcome"] == "ok", created
+
+
+def approve_value(slack: SlackMock) -> str | None:
+    for call in reversed(slack.calls):
+        if call.method not in ("chat.postMessage", "chat.update"):
+            continue
+        blocks = call.params.get("blocks") or []
+        blocks = json.loads(blocks) if isinstance(blocks, str) else blocks
+        for block in blocks:
+            for element in block.get("elements") or [] if block.get("type") == "actions" else []:
+                if element.get("action_id") == cards.APPROVE_ACTION:
+                    return str(element["value"])
+    return None
