@@ -83,7 +83,7 @@ class Approvals:
                 approvers=org.approvers, user_groups=groups,
                 allow_self_approval=org.allow_self_approval, request_id=request_id)
         audit.record(self.conn, org=org.name, actor=user, action=f"approval.{decision}",
-                     target=f"{op_id}/{index}", outcome=result.code,
+                     target=operation.step_ref(op_id, index), outcome=result.code,
                      detail={"reason": reason} if reason else {})
         if result.ok and decision == "approve":
             card = op.get("card") or {}

@@ -82,7 +82,7 @@ def run(
             reason="declined at the terminal", approvers=[user], allow_self_approval=True,
             request_id=step.get("request_id"))
         audit.record(conn, org=org.name, actor=user, action=f"breakglass.{decision.code}",
-                     target=f"{op['id']}/{index}", outcome=decision.code)
+                     target=operation.step_ref(op["id"], index), outcome=decision.code)
         if answer != "yes":
             operations.deny(conn, org, op["id"], index, user=user,
                             reason="declined at the terminal")

@@ -195,6 +195,13 @@ def test_deny_modal_needs_a_reason_and_cancels_with_it_literally(
     wait_until(lambda: (operation.load(env.conn, op_id) or {})["state"] == "cancelled")
     denied = [e for e in audit.entries(env.conn, "lab", 100) if e["action"] == "approval.deny"]
     assert denied and denied[0]["detail"]["reason"] == hostile
+    # Steps are numbered as the card numbers them, from 1, in the audit and the reason.
+    index = ops_jobs.operations.next_index(op)
+    assert index is not None
+    assert denied[0]["target"] == f"{op_id}/{index + 1}"
+    closed = [e for e in audit.entries(env.conn, "lab", 100) if e["action"] == "operation.close"]
+    assert closed and closed[0]["detail"]["reason"].startswith(f"step {index + 1} denied by")
+    assert f"denied step {index + 1}:" in slack.calls_of("chat.postMessage")[-1].params["text"]
     assert not auth_creations(env.handle)
     changing = ("New-", "Set-", "Remove-", "Import-", "Restart-", "Enable-", "iisreset")
     assert not [c for c in env.handle.org.calls() if c["command"].startswith(changing)]

@@ -616,7 +616,7 @@ def finish_step(
     op = operation.require(conn, op_id)
     step = op["steps"][index]
     audit.record(conn, org=org.name, actor=actor, action=f"step:{step['cmdlet']}",
-                 target=f"{op_id}/{index} {step['server']}", outcome=state,
+                 target=f"{operation.step_ref(op_id, index)} {step['server']}", outcome=state,
                  detail={"title": step["title"], "detail": outcome.detail})
     if state == "failed" and op["state"] in operation.OPEN_STATES:
         operation.close(conn, op_id, "failed", now=now())

@@ -92,6 +92,12 @@ def op_key(op_id: str) -> str:
     return PREFIX + op_id
 
 
+def step_ref(op_id: str, index: int) -> str:
+    """A step as people refer to it (audit targets, messages): numbered from 1, as on the
+    card and at the terminal, while `steps` is indexed from 0."""
+    return f"{op_id}/{index + 1}"
+
+
 def org_index(org: str) -> str:
     if not isinstance(org, str) or not org:
         raise OperationError("an operation needs a non-empty org name")

@@ -243,7 +243,7 @@ def request(
 
     operation.update(conn, op_id, mutate, now=execute.now())
     audit.record(conn, org=org.name, actor=op["requester"], action="approval.request",
-                 target=f"{op_id}/{index}", outcome="pending",
+                 target=operation.step_ref(op_id, index), outcome="pending",
                  detail={"command": command(op, op["steps"][index]),
                          "expires_at": record["expires_at"]})
     return record
@@ -365,7 +365,7 @@ def deny(conn: redis.Redis, org: OrgSettings, op_id: str, index: int, *, user: s
                        now=execute.now())
     op = operation.require(conn, op_id)
     if op["state"] in operation.OPEN_STATES:
-        _close(conn, org, op, "cancelled", f"step {index} denied by {user}: {reason}")
+        _close(conn, org, op, "cancelled", f"step {index + 1} denied by {user}: {reason}")
 
 
 def due(conn: redis.Redis, org_now: Callable[[str], datetime]) -> list[dict[str, Any]]:
