@@ -19,6 +19,7 @@ serves POST /slack/events on bot.http.SlackHttpServer (waitress).
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
 from functools import partial
@@ -26,6 +27,7 @@ from typing import Any
 
 from slack_bolt import Ack, App, BoltRequest, Respond
 from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_bolt.error import BoltError
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
@@ -163,7 +165,18 @@ def run(settings: Settings, *, http: bool = False, port: int = 3000) -> int:
     if http and settings.slack.signing_secret is None:
         raise SlackNotConfigured("$SLACK_SIGNING_SECRET is not set: HTTP mode needs it to "
                                  "verify that requests come from Slack")
-    app = create_app(settings)
+    try:
+        app = create_app(settings)  # bolt checks the bot token with auth.test here
+    except SlackApiError as exc:
+        raise SlackNotConfigured(f"Slack refused $SLACK_BOT_TOKEN "
+                                 f"({exc.response.get('error')})") from None
+    except BoltError as exc:  # bolt's word for an auth.test that said no
+        said = re.search(r"'error': '([^']+)'", str(exc))
+        raise SlackNotConfigured(f"Slack refused $SLACK_BOT_TOKEN "
+                                 f"({said.group(1) if said else exc})") from None
+    except OSError as exc:  # urllib's URLError included
+        raise SlackNotConfigured(f"cannot reach Slack's Web API at {api_url(settings)}: "
+                                 f"{getattr(exc, 'reason', None) or exc}") from None
     if http:
         server = SlackHttpServer(app, "0.0.0.0", port)
         # stop() waits for the I/O thread, which is this one: call it from another.
@@ -178,5 +191,10 @@ def run(settings: Settings, *, http: bool = False, port: int = 3000) -> int:
     handler = SocketModeHandler(app, app_token.get_secret_value(),
                                 web_client=WebClient(base_url=api_url(settings)))
     log.info("exauth bot: Socket Mode")
-    handler.start()
+    try:
+        handler.start()
+    except SlackApiError as exc:  # apps.connections.open refused the app-level token
+        raise SlackNotConfigured(
+            f"Slack refused $SLACK_APP_TOKEN ({exc.response.get('error')}): it must be an "
+            "app-level token (xapp-...) with the connections:write scope") from None
     return 0

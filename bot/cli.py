@@ -240,8 +240,17 @@ def lab_scenarios() -> None:
 def bot_command(ctx: Context, http_mode: bool, port: int) -> None:
     """Run the Slack bot (Socket Mode when $SLACK_APP_TOKEN is set, else --http)."""
     from bot.app import run
+    from bot.slack import SlackNotConfigured
 
-    sys.exit(guarded(run, configured(ctx), http=http_mode, port=port))
+    settings = configured(ctx)
+
+    def start() -> int:
+        try:
+            return run(settings, http=http_mode, port=port)
+        except SlackNotConfigured as exc:  # a token or Slack itself: say which, plainly
+            fail(str(exc))
+
+    sys.exit(guarded(start))
 
 
 @main.command("worker")

@@ -65,13 +65,14 @@ def start_bot(make_lab: Callable[..., LabHandle], slack: SlackMock, redis_url: s
               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Bot]]:
     bots: list[Bot] = []
 
-    def _start(app_token: str = APP_TOKEN, scenario: str = "healthy") -> Bot:
+    def _start(app_token: str = APP_TOKEN, scenario: str = "healthy", *,
+               bot_token: str = BOT_TOKEN, api_url: str | None = None) -> Bot:
         lab = make_lab(scenario)
         password_file = tmp_path / "lab.password"
         password_file.write_text(lab.password)
         text = config_toml(lab.info, str(password_file), writer=lab.writer)
         config = tmp_path / "exauth.toml"
-        config.write_text(f'[slack]\napi_url = "{slack.api_url}"\n\n' + text.replace(
+        config.write_text(f'[slack]\napi_url = "{api_url or slack.api_url}"\n\n' + text.replace(
             'channel = ""', f'channel = "{CHANNEL}"\napprovers = ["{APPROVER}"]'))
         # The worker (this process) finds the same config and Redis as the bot.
         monkeypatch.setenv("EXAUTH_CONFIG", str(config))
@@ -79,7 +80,7 @@ def start_bot(make_lab: Callable[..., LabHandle], slack: SlackMock, redis_url: s
         monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("SLACK_") and k != "PYTHONPATH"}
-        env.update(EXAUTH_CONFIG=str(config), REDIS_URL=redis_url, SLACK_BOT_TOKEN=BOT_TOKEN,
+        env.update(EXAUTH_CONFIG=str(config), REDIS_URL=redis_url, SLACK_BOT_TOKEN=bot_token,
                    SLACK_APP_TOKEN=app_token, PYTHONPATH=str(ROOT))
         proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "bot"], cwd=tmp_path,
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -156,18 +157,26 @@ def test_a_bad_command_gets_its_help_in_the_ack(
     assert queued(redis_url, 1, timeout=0.3) == 0
 
 
-def test_a_wrong_app_token_ends_the_bot_with_one_line(
-        start_bot: Callable[..., Bot], socket_mode: SocketModeMock) -> None:
-    bot = start_bot(app_token="xapp-1-wrong")
+@pytest.mark.parametrize(("tokens", "line"), [
+    ({"app_token": "xapp-1-wrong"}, "exauth: Slack refused $SLACK_APP_TOKEN (invalid_auth)"),
+    ({"bot_token": "xoxb-wrong"}, "exauth: Slack refused $SLACK_BOT_TOKEN (invalid_auth)"),
+    ({"api_url": "http://127.0.0.1:9/api/"},
+     "exauth: cannot reach Slack's Web API at http://127.0.0.1:9/api/"),
+], ids=["app-token", "bot-token", "no-slack"])
+def test_what_keeps_the_bot_from_slack_ends_it_with_one_line(
+        tokens: dict[str, str], line: str, start_bot: Callable[..., Bot],
+        socket_mode: SocketModeMock) -> None:
+    bot = start_bot(**tokens)
     try:
-        bot.proc.wait(timeout=20)
+        bot.proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        pytest.fail("the bot kept running with a token Slack refused")
+        pytest.fail("the bot kept running without Slack")
     bot.stop()
     assert bot.proc.returncode != 0
     assert "Traceback" not in bot.stderr
-    assert "invalid_auth" in bot.stderr
-    assert "xapp-1-wrong" not in bot.stderr
+    last = bot.stderr.strip().splitlines()[-1]
+    assert last.startswith(line), bot.stderr
+    assert "wrong" not in bot.stderr  # the refused token itself is never printed
     assert socket_mode.connections == 0
 
 
