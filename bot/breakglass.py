@@ -16,7 +16,7 @@ from collections.abc import Callable
 from config.settings import Settings
 from workers import approval, audit, execute, operation, operations
 from workers.exchange import ExchangeClient, ExchangeError
-from workers.queues import connect
+from workers.queues import connect, shown
 
 
 def run(
@@ -37,7 +37,7 @@ def run(
     try:
         conn.ping()
     except Exception:
-        out(f"exauth fix: Redis at {settings.redis.url} is not reachable; the audit log and "
+        out(f"exauth fix: Redis at {shown(settings.redis.url)} is not reachable; the audit log and "
             "writer lock live there, so nothing was done")
         return 2
     busy = operation.open_ops(conn, org.name)

@@ -257,3 +257,18 @@ def test_status_follows_a_lab_clock_moved_through_the_control_api(
     assert status["auth"]["current"]["days_left"] < 0
     checked = datetime.fromisoformat(status["checked_at"].replace("Z", "+00:00"))
     assert checked - datetime.now(UTC) > timedelta(days=44)
+
+
+@pytest.mark.parametrize("command", ["worker", "cron"])
+def test_worker_and_cron_without_redis_say_so_without_its_password(
+        command: str, make_lab: Callable[..., LabHandle], tmp_path: Path) -> None:
+    config = write_config(make_lab("healthy").info, str(tmp_path / "exauth.toml"))
+    url = "redis://:s3cret-redis-pw@127.0.0.1:1/0"
+    result = exauth("--config", str(config), command, cwd=tmp_path, env={"REDIS_URL": url},
+                    timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "s3cret-redis-pw" not in result.stderr + result.stdout
+    [line] = [ln for ln in result.stderr.splitlines() if "Redis" in ln]
+    assert line.startswith(f"exauth {command}: Redis at redis://:***@127.0.0.1:1/0 is not "
+                           "reachable"), line

@@ -100,3 +100,15 @@ def test_worker_runs_jobs_in_its_own_process(redis_url: str, monkeypatch: pytest
     for job in jobs:
         job = Job.fetch(job.id, connection=connection, serializer=SERIALIZER)
         assert job.return_value() == os.getpid()
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ("redis://:pw@redis:6379/0", "redis://:***@redis:6379/0"),
+    ("rediss://exauth:pw@cache.contoso.com/2", "rediss://exauth:***@cache.contoso.com/2"),
+    ("unix:///run/redis.sock", "unix:///run/redis.sock"),
+])
+def test_a_redis_url_in_a_message_never_shows_its_password(url: str, expected: str) -> None:
+    from workers.queues import shown
+
+    assert shown(url) == expected

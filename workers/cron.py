@@ -38,7 +38,14 @@ from rq.cron import CronJob, CronScheduler
 
 from config.settings import Settings
 from workers import lock, ops_jobs
-from workers.queues import FAILURE_TTL, READ_QUEUE, READ_TIMEOUT, RESULT_TTL, connect
+from workers.queues import (
+    FAILURE_TTL,
+    READ_QUEUE,
+    READ_TIMEOUT,
+    RESULT_TTL,
+    connect,
+    unreachable,
+)
 from workers.sweep import SWEEP_FUNC, enqueue_sweep
 
 log = logging.getLogger(__name__)
@@ -271,7 +278,7 @@ def run(settings: Settings, *, say: Say | None = None) -> int:
     try:
         connection.ping()
     except redis.RedisError as exc:
-        tell(f"exauth cron: Redis at {settings.redis.url} is not reachable ({exc}).")
+        tell(f"exauth cron: {unreachable(settings.redis.url, exc)}.")
         return 1
     try:
         scheduler = SweepScheduler(connection, settings, say=tell)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from redis import Redis
 from rq import Callback, Queue, Retry
@@ -47,6 +48,23 @@ def read_retry() -> Retry:
 
 def connect(url: str) -> Redis:
     return Redis.from_url(url)
+
+
+def shown(url: str) -> str:
+    """A Redis URL fit for a message: its password (redis://:secret@host) masked."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.hostname or ""
+    netloc = f"{user}***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def unreachable(url: str, exc: BaseException) -> str:
+    """The one line a process says when Redis does not answer (no password in it)."""
+    detail = str(exc).replace(url, shown(url))
+    return f"Redis at {shown(url)} is not reachable ({detail})"
 
 
 def queue(name: str, connection: Redis) -> Queue:

@@ -16,12 +16,14 @@ status checks. The scheduler is on because read-job retries are scheduled with d
 from __future__ import annotations
 
 import logging
+import sys
 
+from redis import RedisError
 from rq import SimpleWorker
 
 from config.settings import Settings
 from workers.exchange import close_all
-from workers.queues import CHANGE_QUEUE, READ_QUEUE, SERIALIZER, connect, queue
+from workers.queues import CHANGE_QUEUE, READ_QUEUE, SERIALIZER, connect, queue, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,12 @@ log = logging.getLogger(__name__)
 def run(settings: Settings, burst: bool = False) -> int:
     """Work the exauth queues; with `burst`, until they are empty (tests, one-shot runs)."""
     connection = connect(settings.redis.url)
+    try:
+        connection.ping()
+    except RedisError as exc:
+        print(f"exauth worker: {unreachable(settings.redis.url, exc)}.", file=sys.stderr,
+              flush=True)
+        return 1
     queues = [queue(CHANGE_QUEUE, connection), queue(READ_QUEUE, connection)]
     worker = SimpleWorker(queues, connection=connection, serializer=SERIALIZER)
     try:
