@@ -104,16 +104,17 @@ def collect(
 
     # Only in-scope servers are asked; the report applies the same rule to what it shows.
     in_scope = [s for s in servers if is_in_scope(s.roles, s.version)]
-    # The clock goes with them (it costs no extra wait), unless the caller fixed the time.
-    jobs: list[tuple[str, Part]] = [("" if now else org.writer, "clock")] + [
+    # The writer's clock is asked with them (no extra wait), unless the caller fixed the time.
+    clock: list[tuple[str, Part]] = [] if now else [(org.writer, "clock")]
+    jobs = clock + [
         (server.fqdn, part) for server in in_scope for part in ("certificates", "backend")
     ]
     asked_at = datetime.now(UTC)
     results = client.map(lambda job: _ask(client, *job), jobs)
-    org_time = results.pop(0)
-    checked_at = (now or (org_time if isinstance(org_time, datetime) else asked_at)).astimezone(UTC)
+    told = results.pop(0) if clock else None
+    checked_at = (now or (told if isinstance(told, datetime) else asked_at)).astimezone(UTC)
     observed = {s.fqdn.lower(): s for s in servers}
-    for (fqdn, part), result in zip(jobs[1:], results, strict=True):
+    for (fqdn, part), result in zip(jobs[len(clock):], results, strict=True):
         observed[fqdn.lower()] = _merge(observed[fqdn.lower()], part, result, client)
 
     return OrgObs(
@@ -152,7 +153,7 @@ def org_clock(client: ExchangeClient, fqdn: str) -> datetime | None:
 
 def _ask(client: ExchangeClient, fqdn: str, part: Part) -> Any:
     if part == "clock":
-        return org_clock(client, fqdn) if fqdn else None
+        return org_clock(client, fqdn)
     if part == "certificates":
         return _certificates(client, fqdn)
     return _backend(client, fqdn)
