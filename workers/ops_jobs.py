@@ -86,13 +86,14 @@ def resume_due_job() -> list[dict[str, Any]]:
     by a worker that died (older than the job timeout), is carried on."""
     settings = load_settings()
     conn = connect(settings.redis.url)
-    out = []
+
     def org_now(name: str) -> datetime:
         try:
             return execute.org_now(settings.org(name))
         except ConfigError:  # no longer configured: its operations wait on our clock
             return execute.now()
 
+    out = []
     ids = {op["id"] for op in operations.due(conn, org_now)}
     for op in operation.open_ops(conn):
         index = operations.next_index(op)

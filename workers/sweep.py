@@ -25,7 +25,7 @@ import redis
 from rq import Callback
 
 from config.settings import OrgSettings, load_settings
-from workers import operation, operations, ops_jobs, warning_state
+from workers import execute, operation, operations, ops_jobs, warning_state
 from workers.jobs import failure_reason
 from workers.queues import (
     CALLBACK_TIMEOUT,
@@ -87,8 +87,7 @@ def sweep(
         error = failure_reason(type(exc), exc)
         log.warning("sweep %s: status failed: %s", org.name, error)
     if now is None:
-        now = (datetime.fromisoformat(str(status["checked_at"]).replace("Z", "+00:00"))
-               if status is not None else datetime.now(UTC))
+        now = execute.org_time(status) if status is not None else datetime.now(UTC)
 
     if status is not None:
         found = subjects(status)
