@@ -298,3 +298,15 @@ def test_group_cache_does_not_cache_failures_and_caps_ttl() -> None:
     assert len(attempts) == 2
     with pytest.raises(ValueError):
         approval.GroupCache(flaky, ttl_s=61)
+
+
+def test_messages_number_steps_from_one_as_the_card_does(conn: redis.Redis) -> None:
+    open_request(conn, step=3)
+    approved = approval.decide(conn, OP, 3, user="UALICE", decision="approve",
+                               approvers=APPROVERS, now=T0 + timedelta(minutes=5))
+    assert approved.ok and f"step 4 of operation {OP} approved by UALICE" == approved.message
+    again = approval.decide(conn, OP, 3, user="UBOB", decision="approve", approvers=APPROVERS,
+                            now=T0 + timedelta(minutes=6))
+    assert again.code == "already_decided" and again.message.startswith("step 4 of")
+    with pytest.raises(approval.ApprovalError, match=r"^step 4 of operation"):
+        open_request(conn, step=3)

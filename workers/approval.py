@@ -216,7 +216,7 @@ def request(
     code, record = _run(conn, _REQUEST, approval_key(op_id, step), argv)
     if code == "busy":
         raise ApprovalError(
-            f"step {step} of operation {op_id} is already {record['state']}; "
+            f"step {step + 1} of operation {op_id} is already {record['state']}; "
             "it cannot be requested again"
         )
     return record
@@ -242,7 +242,7 @@ def decide(
     allowed approver, and approving one's own request needs `allow_self_approval`.
     """
     key = approval_key(op_id, step)
-    what = f"step {step} of operation {op_id}"
+    what = f"step {step + 1} of operation {op_id}"  # numbered from 1, as on the card
     if decision not in DECISIONS:
         return Decision(False, "invalid", f"unknown decision {decision!r}", get(conn, op_id, step))
     reason = " ".join(reason.split())[:MAX_REASON]
