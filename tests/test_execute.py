@@ -184,3 +184,21 @@ def test_breakglass_confirms_each_step_and_audits_the_local_user(
     entries = audit.entries(redis.Redis.from_url(redis_url), "lab", 200)
     assert {e["actor"] for e in entries if e["action"].startswith("breakglass")} == {
         f"local:{getpass.getuser()}"}
+
+
+def test_org_now_is_the_writers_clock_and_ours_when_it_cannot_say(
+        make_lab: Callable[..., LabHandle]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    handle = make_lab("healthy")
+    handle.org.advance(timedelta(days=3))
+    org = settings_for_lab(handle.info, handle.password, writer=handle.writer).org()
+    assert abs(execute.org_now(org) - handle.org.now()) < timedelta(minutes=1)
+    writer = handle.writer.split(".")[0]
+    handle.org.add_fault({"server": writer, "endpoint": "host", "kind": "unreachable"})
+    fixed = datetime(2030, 1, 2, 3, 4, tzinfo=UTC)
+    execute.set_clock(lambda: fixed)
+    try:
+        assert execute.org_now(org) == fixed
+    finally:
+        execute.set_clock(None)
