@@ -51,6 +51,17 @@ COMMAND = "/exauth"
 READ_JOBS = {"status": jobs.status_job, "plan": jobs.plan_job}
 
 
+class _SameTokenNotice(logging.Filter):
+    """bolt warns "`token` will be unused" whenever $SLACK_BOT_TOKEN is set and a client is
+    given; our client carries that very token (bot.slack), so the line only misleads."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
+logging.getLogger("slack_bolt.App").addFilter(_SameTokenNotice())
+
+
 def create_app(settings: Settings, *, redis_url: str | None = None,
                client: WebClient | None = None) -> App:
     """The bolt App with the `/exauth` listener; tests hand in their own client/Redis."""
