@@ -217,7 +217,9 @@ def handle_snooze(settings: Settings, conn: Redis, client: WebClient, groups: Gr
                      outcome="refused: not an approver", now=now)
         _tell(client, body, f"Only approvers of {org.name} can snooze its warnings.")
         return "not_approver"
-    state = warning_state.snooze(conn, org.name, key, user, now=now)
+    # Seven days on the org's clock, which the sweeps that lift snoozes count by.
+    state = warning_state.snooze(conn, org.name, key, user,
+                                 now=warning_state.org_now(conn, org.name, now))
     if state is None:
         _tell(client, body, "This warning is no longer active; nothing to snooze.")
         return "gone"

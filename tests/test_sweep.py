@@ -291,3 +291,24 @@ def test_the_sweep_job_counts_days_on_the_orgs_clock(
     result = sweep(org.org, conn, now=None, run_id="clock-1")
     assert abs(datetime.fromisoformat(result["swept_at"]) - org.now()) < timedelta(minutes=1)
     assert any(n["days_left"] < 0 for n in result["notices"]), result["notices"]
+
+
+def test_a_snooze_counts_on_the_orgs_clock_when_the_lab_runs_ahead(
+        lab_org: Callable[..., Org], conn: redis.Redis, slack: SlackMock) -> None:
+    """The bot sets a snooze at its own time; the sweeps judge it on the org's clock."""
+    org = lab_org(40)
+    org.advance(days=33)  # 7 days left on the lab's clock, a month ahead of ours
+    client = client_for(slack)
+    deliver(client, conn, sweep(org.org, conn, now=None, run_id="a0"))
+    message = posts(slack)[0]
+    current = str(org.handle.org.state()["auth_config"]["current"]).upper()
+    body = snooze_body(f"auth:current:{current}", APPROVER, message.response["ts"])
+    groups = GroupCache(lambda g: client.usergroups_users_list(usergroup=g)["users"])
+    assert handle_snooze(org.settings, conn, client, groups, body,
+                         datetime.now(UTC)) == "snoozed"
+    state = warning_state.get(conn, "lab", f"auth:current:{current}")
+    assert state is not None and state.snooze_until is not None
+    assert abs(state.snooze_until - (org.now() + timedelta(days=7))) < timedelta(minutes=5)
+    org.advance(days=1)  # 6 days left: the daily reminder is held back
+    deliver(client, conn, sweep(org.org, conn, now=None, run_id="a1"))
+    assert len(posts(slack)) == 1

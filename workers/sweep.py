@@ -87,7 +87,11 @@ def sweep(
         error = failure_reason(type(exc), exc)
         log.warning("sweep %s: status failed: %s", org.name, error)
     if now is None:
-        now = execute.org_time(status) if status is not None else datetime.now(UTC)
+        now = datetime.now(UTC)
+        if status is not None:
+            org_now = execute.org_time(status)
+            warning_state.note_clock(conn, org.name, org_now - now)
+            now = org_now
 
     if status is not None:
         found = subjects(status)

@@ -13,6 +13,7 @@ decommissioned - disappears by itself. A short-lived claim key per subject,
 `exauth:warn:<org>:claim:<key>`, is taken by the sweep for each notice it hands to Slack
 and dropped once posted (or failed): two sweeps of one org running at once cannot both
 post the same notice, and a worker that dies mid-way frees it within `CLAIM_TTL`.
+`exauth:warn:<org>:clock` keeps how far the org's clock was from ours at the last sweep.
 """
 
 from __future__ import annotations
@@ -62,6 +63,27 @@ def index_key(org: str) -> str:
 
 def claim_key(org: str, key: str) -> str:
     return f"{PREFIX}{_org(org)}:claim:{key}"
+
+
+def clock_key(org: str) -> str:
+    return f"{PREFIX}{_org(org)}:clock"
+
+
+def note_clock(conn: redis.Redis, org: str, skew: timedelta) -> None:
+    """Remember how far the org's clock is from ours (org minus ours), as a sweep saw it.
+
+    Sweeps count bands, repeats and snoozes on the org's clock; a snooze is set in the bot,
+    which never asks Exchange, so it learns the org's time from here (`org_now`)."""
+    conn.set(clock_key(org), str(skew.total_seconds()), px=_ms(STATE_TTL))
+
+
+def org_now(conn: redis.Redis, org: str, now: datetime) -> datetime:
+    """Our `now` on the org's clock, by the last sweep's reading (as is when none)."""
+    raw = conn.get(clock_key(org))
+    try:
+        return now + timedelta(seconds=float(_text(raw))) if raw is not None else now
+    except ValueError:
+        return now
 
 
 def snapshot(conn: redis.Redis, org: str) -> dict[str, WarnState]:
@@ -173,7 +195,8 @@ def snooze(conn: redis.Redis, org: str, key: str, user: str, *, now: datetime,
 
 def memory_bytes(conn: redis.Redis, org: str) -> int:
     """Redis MEMORY USAGE summed over one org's warning keys (bench figure)."""
-    keys = [index_key(org)] + [state_key(org, _text(k)) for k in conn.smembers(index_key(org))]
+    keys = [index_key(org), clock_key(org)] + [
+        state_key(org, _text(k)) for k in conn.smembers(index_key(org))]
     return sum(int(conn.memory_usage(key) or 0) for key in keys)
 
 
