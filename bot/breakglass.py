@@ -16,7 +16,7 @@ from collections.abc import Callable
 from config.settings import Settings
 from workers import approval, audit, execute, operation, operations
 from workers.exchange import ExchangeClient, ExchangeError
-from workers.queues import connect, shown
+from workers.queues import connect, unreachable
 
 
 def run(
@@ -36,9 +36,9 @@ def run(
     conn = connect(settings.redis.url)
     try:
         conn.ping()
-    except Exception:
-        out(f"exauth fix: Redis at {shown(settings.redis.url)} is not reachable; the audit log and "
-            "writer lock live there, so nothing was done")
+    except Exception as exc:
+        out(f"exauth fix: {unreachable(settings.redis.url, exc)}; the audit log and writer "
+            "lock live there, so nothing was done")
         return 2
     busy = operation.open_ops(conn, org.name)
     if busy:

@@ -202,3 +202,21 @@ def test_org_now_is_the_writers_clock_and_ours_when_it_cannot_say(
         assert execute.org_now(org) == fixed
     finally:
         execute.set_clock(None)
+
+
+def test_breakglass_without_redis_changes_nothing_and_masks_the_redis_password(
+        make_lab: Callable[..., LabHandle]) -> None:
+    from bot import breakglass
+    from config.settings import settings_from_dict
+
+    handle = make_lab("backend-deleted")
+    lab = settings_for_lab(handle.info, handle.password, writer=handle.writer)
+    settings = settings_from_dict({"redis": {"url": "redis://:s3cret-pw@127.0.0.1:1/0"}})
+    settings = settings.model_copy(update={"orgs": lab.orgs})
+    lines: list[str] = []
+    assert breakglass.run(settings, None, ask=lambda q: "yes", isatty=lambda: True,
+                          out=lines.append) == 2
+    assert lines and lines[-1].startswith(
+        "exauth fix: Redis at redis://:***@127.0.0.1:1/0 is not reachable"), lines
+    assert "s3cret-pw" not in "\n".join(lines)
+    assert not [c for c in handle.org.calls() if c["command"].startswith(("New-", "Remove-"))]

@@ -109,6 +109,9 @@ def test_worker_runs_jobs_in_its_own_process(redis_url: str, monkeypatch: pytest
     ("unix:///run/redis.sock", "unix:///run/redis.sock"),
 ])
 def test_a_redis_url_in_a_message_never_shows_its_password(url: str, expected: str) -> None:
-    from workers.queues import shown
+    from workers.audit import scrub_text
+    from workers.queues import unreachable
 
-    assert shown(url) == expected
+    assert scrub_text(url) == expected
+    assert unreachable(url, OSError(f"cannot connect to {url}")) == (
+        f"Redis at {expected} is not reachable (cannot connect to {expected})")

@@ -63,8 +63,8 @@ _TEXT_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
     # Slack tokens (bot, user, app-level, config, refresh).
     (re.compile(r"\bx(?:ox[a-z]|app)-[A-Za-z0-9-]+"), MASK),
-    # Credentials inside URLs: scheme://user:password@host
-    (re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@"), rf"\1{MASK}@"),
+    # Credentials inside URLs: scheme://user:password@host, user may be empty (redis://:pw@)
+    (re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@"), rf"\1{MASK}@"),
     # HTTP Authorization header values.
     (re.compile(r"(?i)\b(basic|bearer|negotiate|ntlm)\s+[A-Za-z0-9+/=._~-]{8,}"), rf"\1 {MASK}"),
     # key=value / key: value / "key": "value" for secret-looking keys (not the reference

@@ -15,13 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from redis import Redis
 from rq import Callback, Queue, Retry
 from rq.job import Job
 from rq.queue import EnqueueData
 from rq.serializers import JSONSerializer
+
+from workers.audit import scrub_text
 
 READ_QUEUE = "exauth-read"  # status, plan: safe to repeat
 CHANGE_QUEUE = "exauth-change"  # rotations and repairs: never retried blindly
@@ -50,21 +51,10 @@ def connect(url: str) -> Redis:
     return Redis.from_url(url)
 
 
-def shown(url: str) -> str:
-    """A Redis URL fit for a message: its password (redis://:secret@host) masked."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = f"{parts.username}:" if parts.username else ":"
-    host = parts.hostname or ""
-    netloc = f"{user}***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def unreachable(url: str, exc: BaseException) -> str:
-    """The one line a process says when Redis does not answer (no password in it)."""
-    detail = str(exc).replace(url, shown(url))
-    return f"Redis at {shown(url)} is not reachable ({detail})"
+    """The one line a process says when Redis does not answer (a password in the URL is
+    masked the way the audit log masks it)."""
+    return scrub_text(f"Redis at {url} is not reachable ({exc})")
 
 
 def queue(name: str, connection: Redis) -> Queue:
