@@ -501,15 +501,19 @@ def open_ops(conn: redis.Redis, org: str | None = None) -> list[dict[str, Any]]:
 def due_for_resume(conn: redis.Redis, now: datetime | None = None) -> list[dict[str, Any]]:
     """Open operations whose `resume_at` has come (the sweep re-enqueues them)."""
     when = _utc(now)
-    ids = conn.zrangebyscore(RESUME_INDEX, "-inf", when.timestamp())
+    return [d for d in _resumable(conn, when.timestamp())
+            if _parse(d["resume_at"], "resume_at") <= when]
+
+
+def waiting(conn: redis.Redis) -> list[dict[str, Any]]:
+    """Open operations with a `resume_at`, due or not (each org's clock decides which are)."""
+    return _resumable(conn, "+inf")
+
+
+def _resumable(conn: redis.Redis, until: float | str) -> list[dict[str, Any]]:
+    ids = conn.zrangebyscore(RESUME_INDEX, "-inf", until)
     docs = _load_many(conn, [_str(i) for i in ids])
-    return [
-        d
-        for d in docs
-        if d["state"] in OPEN_STATES
-        and d.get("resume_at")
-        and _parse(d["resume_at"], "resume_at") <= when
-    ]
+    return [d for d in docs if d["state"] in OPEN_STATES and d.get("resume_at")]
 
 
 def _load_many(conn: redis.Redis, ids: list[str]) -> list[dict[str, Any]]:

@@ -34,7 +34,6 @@ CHANGE_KINDS = operation.KINDS
 OLD_CERT_GRACE = timedelta(hours=24)  # DOMAIN 5.7: the new cert current for 24 h first
 MAX_READ_STEPS = 200  # one advance never loops forever
 BATCHED = ("Restart-WebAppPool", "Remove-ExchangeCertificate")
-END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)  # every waiting operation, due or not
 
 
 class NothingToDo(Exception):
@@ -371,10 +370,9 @@ def deny(conn: redis.Redis, org: OrgSettings, op_id: str, index: int, *, user: s
 def due(conn: redis.Redis, org_now: Callable[[str], datetime]) -> list[dict[str, Any]]:
     """Open operations whose resume time has come on their org's clock (`org_now(name)`,
     asked once per org that has an operation waiting)."""
-    waiting = operation.due_for_resume(conn, END_OF_TIME)
     clocks: dict[str, datetime] = {}
     out = []
-    for op in waiting:
+    for op in operation.waiting(conn):
         if op["org"] not in clocks:
             clocks[op["org"]] = org_now(op["org"])
         if datetime.fromisoformat(op["resume_at"]) <= clocks[op["org"]]:
