@@ -13,7 +13,6 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, NoReturn
 
 import click
@@ -152,6 +151,7 @@ def plan(ctx: Context, org_name: str | None, as_json: bool) -> None:
     """Show the decision and the exact cmdlets a fix would run, without running them."""
     from bot.console import print_plan
     from workers.plan import plan as make_plan
+    from workers.report import checked_at
     from workers.status import status as collect_status
 
     documents = []
@@ -159,8 +159,7 @@ def plan(ctx: Context, org_name: str | None, as_json: bool) -> None:
         for org in selected_orgs(settings, org_name):
             result = guarded(collect_status, org)
             # Plan against the time the org was read, so dates in the steps match the status.
-            checked = datetime.fromisoformat(result["checked_at"].replace("Z", "+00:00"))
-            steps = make_plan(result, writer=org.writer or "", now=checked)
+            steps = make_plan(result, writer=org.writer or "", now=checked_at(result))
             documents.append({"org": org.name, "checked_at": result["checked_at"],
                               "actions": steps})
     if as_json:

@@ -40,7 +40,7 @@ from workers.findings import is_auth_subject, iso, short
 from workers.model import OrgObs
 from workers.plan import EXPORTED_FILE_DATA, NEW_THUMBPRINT, effective_date
 from workers.queues import CHANGE_TIMEOUT
-from workers.report import build_status
+from workers.report import build_status, checked_at
 from workers.status import collect, org_clock
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ CHECK_EVERY = timedelta(hours=4)  # replication checks (cross-site can take a da
 
 # Two clocks. What Exchange will do (expiry, effective dates, publication, when a waiting
 # operation is due) is judged on the org's own clock: a fresh read's `checked_at`
-# (workers.status asks the writer), see `org_time` and `org_now`; `resume_at` is kept on it.
+# (workers.status asks the writer; report.checked_at) and `org_now`; `resume_at` is kept
+# on it.
 # This process's clock, `now()`, keeps the books (timestamps of steps and operations).
 # Tests that run a lab in-process plug its virtual clock in with `set_clock(handle.org.now)`.
 _clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
@@ -68,11 +69,6 @@ def set_clock(clock: Callable[[], datetime] | None) -> None:
 
 def now() -> datetime:
     return _clock().astimezone(UTC)
-
-
-def org_time(status: dict[str, Any]) -> datetime:
-    """The org's time at that read (its `checked_at`)."""
-    return datetime.fromisoformat(str(status["checked_at"]).replace("Z", "+00:00"))
 
 
 def org_now(org: OrgSettings, client: ExchangeClient | None = None) -> datetime:
@@ -242,7 +238,7 @@ def resolve(
 def _effective(op: dict[str, Any], status: dict[str, Any]) -> datetime:
     """Recomputed when the step runs: it must lie in the future then (DOMAIN 5.3, 6), on
     the clock Exchange will judge it by."""
-    moment = org_time(status)
+    moment = checked_at(status)
     if op["kind"] != "stage_new":
         return moment + timedelta(minutes=1)
     current = (status.get("auth") or {}).get("current") or {}
@@ -414,7 +410,7 @@ def read_step(
     auth = status.get("auth") or {}
     current, nxt = _thumb(auth.get("current")), _thumb(auth.get("next"))
     new = (op.get("recorded") or {}).get(NEW_THUMBPRINT_KEY)
-    moment = org_time(status)
+    moment = checked_at(status)
     title = step["title"]
     if step["cmdlet"] == "Get-AuthConfig" and step["index"] == 0:
         return _reread(op, auth, moment)

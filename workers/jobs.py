@@ -11,7 +11,6 @@ lockout.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
 from rq import get_current_job
@@ -40,13 +39,13 @@ def plan_job(org_name: str) -> dict[str, Any]:
     show the state the plan was made from.
     """
     from workers.plan import plan
+    from workers.report import checked_at
     from workers.status import status
 
     org = _org(org_name)
     result = _guard(status, org)
     # Plan against the time the org was read, so dates in the steps match the status.
-    checked = datetime.fromisoformat(str(result["checked_at"]).replace("Z", "+00:00"))
-    actions = _guard(plan, result, writer=org.writer or "", now=checked)
+    actions = _guard(plan, result, writer=org.writer or "", now=checked_at(result))
     return {"org": org.name, "checked_at": result["checked_at"], "actions": actions,
             "status": result}
 

@@ -29,6 +29,7 @@ from workers.model import OrgObs
 from workers.plan import NEW_THUMBPRINT, Step
 from workers.plan import steps as plan_steps
 from workers.queues import CHANGE_TIMEOUT
+from workers.report import checked_at
 
 CHANGE_KINDS = operation.KINDS
 OLD_CERT_GRACE = timedelta(hours=24)  # DOMAIN 5.7: the new cert current for 24 h first
@@ -102,7 +103,7 @@ def start(
 ) -> dict[str, Any]:
     """Persist a new operation for `action` (OperationBusy when the org has one open)."""
     moment = execute.now()
-    built = plan_steps(status, action, writer=org.writer, now=execute.org_time(status))
+    built = plan_steps(status, action, writer=org.writer, now=checked_at(status))
     targets = list(action.get("servers") or [])
     watched = targets if action["kind"] == "repair_backend" else [_writer_fqdn(status, org)]
     op = operation.create(
@@ -275,7 +276,7 @@ def _gate(op: dict[str, Any], step: dict[str, Any], status: dict[str, Any]
     published = (op.get("recorded") or {}).get(execute.PUBLISHED_AT_KEY)
     if published:
         ready = datetime.fromisoformat(published) + OLD_CERT_GRACE  # on the org's clock
-        if execute.org_time(status) < ready:
+        if checked_at(status) < ready:
             return execute.Outcome("wait", f"the old certificate may go at {ready.isoformat()} "
                                            "(24 h after the new one became current)", ready)
     return None

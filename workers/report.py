@@ -7,6 +7,7 @@ ISO 8601 with "Z"; days left are whole days, floored, negative once expired.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from workers.decide import actions
@@ -22,6 +23,12 @@ from workers.findings import (
 from workers.model import OrgObs, ServerObs
 
 OVERALL_EXIT_CODES = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
+
+
+def checked_at(status: dict[str, Any]) -> datetime:
+    """When a status was judged: the org's own clock at the read (workers.status). Plans,
+    steps and sweeps count from it so their dates agree with the status they came from."""
+    return datetime.fromisoformat(str(status["checked_at"]).replace("Z", "+00:00"))
 
 
 def build_status(obs: OrgObs) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import redis
 from rq import Callback
 
 from config.settings import OrgSettings, load_settings
-from workers import execute, operation, operations, ops_jobs, warning_state
+from workers import operation, operations, ops_jobs, warning_state
 from workers.jobs import failure_reason
 from workers.queues import (
     CALLBACK_TIMEOUT,
@@ -36,6 +36,7 @@ from workers.queues import (
     connect,
     queue,
 )
+from workers.report import checked_at
 from workers.warnings import (
     ORG_SERVER,
     Notice,
@@ -89,7 +90,7 @@ def sweep(
     if now is None:
         now = datetime.now(UTC)
         if status is not None:
-            org_now = execute.org_time(status)
+            org_now = checked_at(status)
             warning_state.note_clock(conn, org.name, org_now - now)
             now = org_now
 
