@@ -104,14 +104,11 @@ def is_redelivery(request: BoltRequest) -> bool:
     In Socket Mode bolt copies an envelope's `retry_attempt` into that header, and a first
     delivery says 0 there: only a number above 0 marks a re-delivery.
     """
-    values = request.headers.get("x-slack-retry-num")
-    if not values:
-        return False
-    first = values[0] if isinstance(values, list | tuple) else values
+    number = (request.headers.get("x-slack-retry-num") or [""])[0]  # bolt: lists of values
     try:
-        return int(first) > 0
-    except (TypeError, ValueError):
-        return bool(first)
+        return int(number) > 0
+    except ValueError:
+        return bool(number)
 
 
 def start_op(decision: RunOp, handlers: Approvals, command: dict[str, Any],
