@@ -219,7 +219,7 @@ def handle_snooze(settings: Settings, conn: Redis, client: WebClient, groups: Gr
         return "not_approver"
     # Seven days on the org's clock, which the sweeps that lift snoozes count by.
     state = warning_state.snooze(conn, org.name, key, user,
-                                 now=warning_state.org_now(conn, org.name, now))
+                                 now=warning_state.on_org_clock(conn, org.name, now))
     if state is None:
         _tell(client, body, "This warning is no longer active; nothing to snooze.")
         return "gone"

@@ -106,11 +106,11 @@ def test_orgs_do_not_see_each_other(conn: redis.Redis) -> None:
     assert ws.memory_bytes(conn, "a") > 0 and ws.memory_bytes(conn, "b") == 0
 
 
-def test_org_now_follows_the_last_sweeps_reading_of_the_orgs_clock(conn: redis.Redis) -> None:
+def test_on_org_clock_follows_the_last_sweeps_reading(conn: redis.Redis) -> None:
     ours = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
-    assert ws.org_now(conn, "contoso", ours) == ours  # nothing read yet
+    assert ws.on_org_clock(conn, "contoso", ours) == ours  # nothing read yet
     ws.note_clock(conn, "contoso", timedelta(days=33, seconds=-2))
-    assert ws.org_now(conn, "contoso", ours) == ours + timedelta(days=33, seconds=-2)
-    assert ws.org_now(conn, "fabrikam", ours) == ours
+    assert ws.on_org_clock(conn, "contoso", ours) == ours + timedelta(days=33, seconds=-2)
+    assert ws.on_org_clock(conn, "fabrikam", ours) == ours
     assert 0 < conn.pttl(ws.clock_key("contoso")) <= (
         ws.STATE_TTL.total_seconds() * 1000)

@@ -73,11 +73,11 @@ def note_clock(conn: redis.Redis, org: str, skew: timedelta) -> None:
     """Remember how far the org's clock is from ours (org minus ours), as a sweep saw it.
 
     Sweeps count bands, repeats and snoozes on the org's clock; a snooze is set in the bot,
-    which never asks Exchange, so it learns the org's time from here (`org_now`)."""
+    which never asks Exchange, so it learns the org's time from here (`on_org_clock`)."""
     conn.set(clock_key(org), str(skew.total_seconds()), px=_ms(STATE_TTL))
 
 
-def org_now(conn: redis.Redis, org: str, now: datetime) -> datetime:
+def on_org_clock(conn: redis.Redis, org: str, now: datetime) -> datetime:
     """Our `now` on the org's clock, by the last sweep's reading (as is when none)."""
     raw = conn.get(clock_key(org))
     try:
