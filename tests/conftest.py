@@ -89,3 +89,11 @@ def redis_url(redis_server_url: str) -> Iterator[str]:
     finally:
         conn.flushdb()
         conn.close()
+
+
+@pytest.fixture()
+def conn(redis_url: str) -> Iterator[redis.Redis]:
+    """A client on the test database."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()

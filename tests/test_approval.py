@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,13 +14,6 @@ from workers import approval
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 APPROVERS = {"UALICE", "UBOB", "SADMINS"}
 OP = "a1b2c3d4e5f6"
-
-
-@pytest.fixture()
-def conn(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 def raw(conn: redis.Redis, step: int = 0) -> dict[bytes, bytes]:

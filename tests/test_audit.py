@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,13 +21,6 @@ PEM = f"-----BEGIN PRIVATE KEY-----\n{PEM_BODY}\n-----END PRIVATE KEY-----\n"
 PFX_BYTES = b"\x30\x82\x0a\x1fSECRET-PFX-CONTENT"
 SIGNING = "8f742231b10e8888abcd99yyyzzz85a5"
 SECRETS = [PASSWORD, BOT_TOKEN, APP_TOKEN, PEM_BODY, "SECRET-PFX-CONTENT", SIGNING]
-
-
-@pytest.fixture()
-def conn(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 def hostile_detail() -> dict[str, object]:

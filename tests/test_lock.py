@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
 
 from tests.race import race
 from workers import lock
-
-
-@pytest.fixture()
-def conn(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 def test_one_holder_at_a_time_per_org(conn: redis.Redis) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -62,13 +61,6 @@ def stage_steps() -> list[Any]:
             True,
         ),
     ]
-
-
-@pytest.fixture()
-def conn(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 def snapshot(conn: redis.Redis) -> dict[bytes, Any]:

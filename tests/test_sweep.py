@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,13 +32,6 @@ from workers.worker import run as run_worker
 CHANNEL = "C0WARN"
 APPROVER = "U0APPROVER"
 HEALTHY = Path(__file__).resolve().parent.parent / "lab" / "scenarios" / "healthy.toml"
-
-
-@pytest.fixture()
-def conn(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url)
-    yield connection
-    connection.close()
 
 
 class Org:

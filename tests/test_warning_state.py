@@ -3,10 +3,8 @@ expiry of everything under exauth:warn:."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import redis
 
 from workers import warning_state as ws
@@ -14,13 +12,6 @@ from workers.warnings import Notice
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 ORG = "contoso"
-
-
-@pytest.fixture()
-def conn(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url)
-    yield connection
-    connection.close()
 
 
 def new(key: str = "auth:current:AAAA", band: int | None = 30, severity: str = "critical",
