@@ -3,7 +3,7 @@
 The bot parses what pypsrp deserializes, so the lab's objects carry the type names
 (`<TN>`) of real Exchange 2016/2019 output and put each property where real output puts
 it: adapted properties in `<Props>`, extended/note properties in `<MS>` (compare the
-CLIXML fixtures in the shared `fixtures/exchange-clixml/`). Where the real wire is
+CLIXML fixtures in `tests/fixtures/exchange-clixml/`). Where the real wire is
 sparse the lab is sparse too: an `ExchangeCertificate` carries only `RawData` in Props
 and Exchange's opaque `SerializationData` in MS, exactly as the fixtures show, so a client
 that reads `Thumbprint` or `Status` off the object fails here as it would against real

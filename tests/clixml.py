@@ -11,7 +11,6 @@ reused, e.g. IIS `ChildElements`) also span objects.
 from __future__ import annotations
 
 import copy
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -21,17 +20,19 @@ from pypsrp.serializer import Serializer
 CLIXML_NAMESPACE = "{http://schemas.microsoft.com/powershell/2004/04}"
 
 
-def shared_dir() -> Path:
-    """Where the shared specs live: $EXAUTH_SHARED_DIR, else `shared/` beside the checkout."""
-    override = os.environ.get("EXAUTH_SHARED_DIR")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2] / "shared"
+FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures" / "exchange-clixml"
 
 
 def fixture_path(name: str) -> Path:
-    """The path of one fixture file, e.g. `meac-GetAuthConfig.xml`."""
-    return shared_dir() / "fixtures" / "exchange-clixml" / name
+    """The path of one fixture file, e.g. `meac-GetAuthConfig.xml`.
+
+    Only files inside the repository: a fresh clone with nothing beside it must pass its
+    tests, so a name that leads out of the fixture folder is refused, not followed.
+    """
+    path = (FIXTURE_DIR / name).resolve()
+    if not path.is_relative_to(FIXTURE_DIR):
+        raise ValueError(f"{name!r}: fixtures are read only from {FIXTURE_DIR}")
+    return path
 
 
 def _strip_namespace(root: ET.Element) -> None:

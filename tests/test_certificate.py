@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.clixml import fixture_path, load_objects
+from tests.clixml import FIXTURE_DIR, fixture_path, load_objects
 from workers.certificate import (
     auth_config_from,
     backend_binding_from,
@@ -300,6 +301,14 @@ def test_backend_binding_shapes(objs: list[dict], expected: tuple[bool, str | No
     assert backend_binding_from(objs) == expected
 
 
-def test_shared_dir_override(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
-    monkeypatch.setenv("EXAUTH_SHARED_DIR", str(tmp_path))
-    assert fixture_path("x.xml") == tmp_path / "fixtures" / "exchange-clixml" / "x.xml"  # type: ignore[operator]
+def test_every_fixture_is_read_from_inside_the_repo() -> None:
+    """A fresh clone with nothing beside it must find every file a test reads."""
+    repo = Path(__file__).resolve().parents[1]
+    names = sorted(p.name for p in FIXTURE_DIR.glob("*.xml"))
+    assert len(names) == 12
+    for name in names:
+        path = fixture_path(name)
+        assert path.is_relative_to(repo / "tests" / "fixtures"), path
+        assert path.is_file()
+    with pytest.raises(ValueError, match="fixtures are read only from"):
+        fixture_path("../../../shared/fixtures/exchange-clixml/meac-GetAuthConfig.xml")
