@@ -45,6 +45,8 @@ def configured(ctx: Context, org_name: str | None = None) -> Settings:
         settings = load_settings(ctx.config)
     except ConfigError as exc:
         fail(str(exc))
+    if not settings.orgs:  # every command here works on an org: say which file has none
+        fail(f"no [[org]] in {settings.source}")
     if org_name is not None:
         selected_orgs(settings, org_name)
     audit.use_mirror(settings.audit.jsonl)

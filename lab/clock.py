@@ -15,6 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 _DURATION = re.compile(r"^([+-]?)(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# A hundred years: longer than any certificate or wait the lab rehearses, and far enough
+# inside datetime's range (year 1..9999) that adding it to the lab's clock cannot overflow.
+MAX_DAYS = 36_500
 
 
 def parse_duration(text: str) -> timedelta | None:
@@ -33,6 +36,8 @@ def parse_duration(text: str) -> timedelta | None:
         )
     sign, number, unit = match.groups()
     seconds = float(number) * _UNITS[unit]
+    if seconds > MAX_DAYS * 86400:
+        raise ValueError(f"{text!r} is longer than {MAX_DAYS} days")
     return timedelta(seconds=-seconds if sign == "-" else seconds)
 
 

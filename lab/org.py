@@ -196,16 +196,17 @@ class Org:
             self._next_auth_admin += AUTH_ADMIN_INTERVAL
 
     def _make_scenario_cert(self, cert: CertificateSpec, start: datetime) -> CertMaterial:
-        if cert.not_after is not None:
-            not_after = cert.not_after
-        else:
-            not_after = start + timedelta(days=cert.days_left or 0)
-        not_before = cert.not_before or min(not_after - CERT_VALIDITY, start - timedelta(days=1))
-        try:
+        try:  # dates past year 9999 (`[lab] now` + days_left) overflow: one line, too
+            if cert.not_after is not None:
+                not_after = cert.not_after
+            else:
+                not_after = start + timedelta(days=cert.days_left or 0)
+            not_before = cert.not_before or min(not_after - CERT_VALIDITY,
+                                                start - timedelta(days=1))
             return make_certificate(cert.subject, not_before=not_before, not_after=not_after,
                                     sans=cert.sans, key_size=cert.key_size,
                                     signature=cert.signature)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise ScenarioError(f"{self.scenario.source}: certificate {cert.id!r}: {exc}") from None
 
     # -- the contract's read side ----------------------------------------------------

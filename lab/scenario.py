@@ -20,6 +20,7 @@ stretched to N servers spread over S sites.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -37,7 +38,7 @@ from lab.certs import (
     is_auth_subject,
     parse_subject,
 )
-from lab.clock import parse_duration, parse_time
+from lab.clock import MAX_DAYS, parse_duration, parse_time
 
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
 DEFAULT_SCENARIO = "healthy"
@@ -48,6 +49,9 @@ ENDPOINTS = ("exchange", "host", "any")
 FAULT_KINDS = ("unreachable", "error", "latency", "auth_failure")
 _VERSION = re.compile(r"^Version (\d+)\.(\d+) \(Build (\d+)\.(\d+)\)$")
 _THUMBPRINT = re.compile(r"^[0-9A-Fa-f]{40}$")
+# A fault's added delay; the same bound as `exauth lab serve --latency-ms`: a minute per
+# request already outlasts every client timeout, and a bigger number only hangs the lab.
+MAX_LATENCY_MS = 60_000
 
 
 class ScenarioError(ValueError):
@@ -472,6 +476,9 @@ class _Validator:
             value = data["days_left"]
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise self.fail(f"{path}.days_left", f"must be a number, not {_kind(value)}")
+            if not math.isfinite(value) or abs(value) > MAX_DAYS:
+                raise self.fail(f"{path}.days_left", f"must be a number of days from "
+                                                     f"-{MAX_DAYS} to {MAX_DAYS} (got {value!r})")
             days_left = float(value)
         elif not_after is None:
             raise self.fail(f"{path}.not_after", "missing (give not_after or days_left)")
@@ -554,6 +561,9 @@ class _Validator:
         latency_ms = self.integer(data, "latency_ms", path, 0 if kind != "latency" else None)
         if latency_ms < 0:
             raise self.fail(f"{path}.latency_ms", "must not be negative")
+        if latency_ms > MAX_LATENCY_MS:
+            raise self.fail(f"{path}.latency_ms",
+                            f"must be at most {MAX_LATENCY_MS} (got {latency_ms})")
         message = self.string(data, "message", path, "")
         return FaultSpec(server=server, kind=kind, endpoint=endpoint, cmdlet=cmdlet,
                          message=message, latency_ms=latency_ms)
