@@ -36,7 +36,7 @@ def fail(message: str, code: int = EXIT_UNKNOWN) -> NoReturn:
     sys.exit(code)
 
 
-def configured(ctx: Context, org_name: str | None = None) -> Settings:
+def configured(ctx: Context, org_name: str | None = None, *, needs_org: bool = True) -> Settings:
     """The settings from the config file, and `org_name` (if given) must be one of its orgs;
     any problem ends the command in one line."""
     from workers import audit
@@ -45,7 +45,7 @@ def configured(ctx: Context, org_name: str | None = None) -> Settings:
         settings = load_settings(ctx.config)
     except ConfigError as exc:
         fail(str(exc))
-    if not settings.orgs:  # every command here works on an org: say which file has none
+    if needs_org and not settings.orgs:  # all but the audit log work on an org: say where
         fail(f"no [[org]] in {settings.source}")
     if org_name is not None:
         selected_orgs(settings, org_name)
@@ -284,7 +284,7 @@ def audit_command(ctx: Context, org_name: str | None, limit: int, as_json: bool)
     from workers import audit
     from workers.queues import connect
 
-    settings = configured(ctx, org_name)
+    settings = configured(ctx, org_name, needs_org=False)
     entries = guarded(audit.entries, connect(settings.redis.url), org_name, limit)
     if as_json:
         click.echo(json.dumps(entries, indent=2, default=str))

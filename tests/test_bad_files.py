@@ -62,7 +62,7 @@ def test_config_check_of_an_orgless_file_exits_3_naming_it(tmp_path: Path, name:
 
 
 @pytest.mark.parametrize("command", [["status"], ["plan"], ["worker", "--burst"], ["cron"],
-                                     ["bot"], ["fix"], ["audit"]],
+                                     ["bot"], ["fix"]],
                          ids=lambda c: c[0])
 def test_every_command_that_needs_an_org_says_the_same(tmp_path: Path,
                                                        command: list[str]) -> None:
