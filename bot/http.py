@@ -12,8 +12,10 @@ Its cost on 2 shared cores (bench/slack_ack_bench.py, 50 concurrent): the I/O th
 takes the GIL two or three times per request (read; the worker's wake-up; the write) and
 accepts one new connection per loop, so a burst on fresh connections waits longest.
 
-bolt reaches waitress through its WSGI adapter, which verifies nothing itself: bolt
-checks the v0 signature and the 5-minute timestamp window with $SLACK_SIGNING_SECRET.
+Before bolt sees a request, bot.request_check verifies its v0 signature and 5-minute
+timestamp window over the raw bytes (401), and only then that the body is a form as Slack
+sends it (400): bolt parses the body before it verifies, so a body it cannot parse was a 500
+even unsigned. bolt then verifies again with the same secret, and answers.
 Each request counts in ACKS_IN_FLIGHT from the moment the WSGI app is called until it
 returns its (already whole) body, so after-ack work (bot.after_ack) waits for it.
 """
@@ -22,15 +24,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from slack_bolt import App
-from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_bolt import App, BoltRequest
+from slack_bolt.adapter.wsgi.http_request import WsgiHttpRequest
+from slack_bolt.adapter.wsgi.http_response import WsgiHttpResponse
 from waitress import wasyncore
 from waitress.server import create_server
 
 from bot.after_ack import ACKS_IN_FLIGHT, AcksInFlight
+from bot.request_check import Refusal, form_refusal, signature_refusal
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -48,9 +53,13 @@ MAX_BODY_BYTES = 1024 * 1024  # Slack payloads are a few KB; views can reach ~10
 STOP_TIMEOUT_SECONDS = 5
 
 
-def slack_wsgi(app: App, acks: AcksInFlight = ACKS_IN_FLIGHT) -> WSGIApplication:
-    """The WSGI app: POST /slack/events to bolt, GET /healthz answers "ok", the rest 404."""
-    bolt = SlackRequestHandler(app, EVENTS_PATH)
+def slack_wsgi(app: App, acks: AcksInFlight = ACKS_IN_FLIGHT, *,
+               signing_secret: str | None = None) -> WSGIApplication:
+    """The WSGI app: POST /slack/events to bolt, GET /healthz answers "ok", the rest 404.
+
+    `signing_secret` defaults to the one the bolt App verifies with, so both checks agree.
+    """
+    secret = signing_secret if signing_secret is not None else _bolt_secret(app)
 
     def application(environ: WSGIEnvironment,
                     start_response: StartResponse) -> Iterable[bytes]:
@@ -58,7 +67,7 @@ def slack_wsgi(app: App, acks: AcksInFlight = ACKS_IN_FLIGHT) -> WSGIApplication
             route = (environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             try:
                 if route == ("POST", EVENTS_PATH):
-                    return bolt(environ, start_response)
+                    return _to_bolt(app, secret, environ, start_response)
                 if route == ("GET", HEALTH_PATH):
                     return _text(start_response, "200 OK", "ok")
                 return _text(start_response, "404 Not Found", "not found")
@@ -68,6 +77,58 @@ def slack_wsgi(app: App, acks: AcksInFlight = ACKS_IN_FLIGHT) -> WSGIApplication
                 return _text(start_response, "500 Internal Server Error", "internal error")
 
     return application
+
+
+def _bolt_secret(app: App) -> str:
+    """The secret bolt's RequestVerification uses; bolt keeps it on the App and nowhere
+    public. A stand-in without one gets "", which verifies nothing (every request 401)."""
+    return str(getattr(app, "_signing_secret", "") or "")
+
+
+def _to_bolt(app: App, secret: str, environ: WSGIEnvironment,
+             start_response: StartResponse) -> Iterable[bytes]:
+    """Check the request (signature first, then the body), then let bolt answer it.
+
+    Does what bolt's WSGI adapter does, with the checks in front and a request bolt cannot
+    build (a payload of a shape it does not expect) answered 400 instead of 500.
+    """
+    body = _read_body(environ)
+    if body is None:
+        return _refuse(start_response, Refusal(400, "unreadable Content-Length"))
+    refusal = signature_refusal(secret, environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP"),
+                                environ.get("HTTP_X_SLACK_SIGNATURE"), body, time.time())
+    if refusal is None:
+        refusal = form_refusal(environ.get("CONTENT_TYPE"), body)
+    if refusal is not None:
+        return _refuse(start_response, refusal)
+    try:
+        request = BoltRequest(body=body.decode("utf-8"), query=environ.get("QUERY_STRING", ""),
+                              headers=WsgiHttpRequest(environ).get_headers())
+    except Exception as exc:  # bolt reading fields of a shape it does not expect
+        return _refuse(start_response, Refusal(400, f"unreadable request ({type(exc).__name__})"))
+    answer = app.dispatch(request)
+    response = WsgiHttpResponse(status=answer.status, headers=answer.headers, body=answer.body)
+    start_response(response.status, response.get_headers())
+    return response.get_body()
+
+
+def _read_body(environ: WSGIEnvironment) -> bytes | None:
+    """The whole body (waitress has it already, within MAX_BODY_BYTES), or None."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return None
+    if length < 0 or length > MAX_BODY_BYTES:
+        return None
+    return bytes(environ["wsgi.input"].read(length)) if length else b""
+
+
+def _refuse(start_response: StartResponse, refusal: Refusal) -> list[bytes]:
+    log.info("refused a request to %s: %s (HTTP %d)", EVENTS_PATH, refusal.reason,
+             refusal.status)
+    status = "401 Unauthorized" if refusal.status == 401 else "400 Bad Request"
+    return _text(start_response, status, "invalid request" if refusal.status == 401
+                 else f"bad request: {refusal.reason}")
 
 
 def _text(start_response: StartResponse, status: str, text: str) -> list[bytes]:
@@ -85,12 +146,13 @@ class SlackHttpServer:
     """
 
     def __init__(self, app: App, host: str = "0.0.0.0", port: int = 3000, *,
-                 threads: int = HTTP_THREADS) -> None:
+                 threads: int = HTTP_THREADS, signing_secret: str | None = None) -> None:
         # A few requests waiting for a worker is how this server takes a burst, not news.
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         self._map: dict[int, Any] = {}
         self._server = create_server(
-            slack_wsgi(app), map=self._map, host=host, port=port, threads=threads,
+            slack_wsgi(app, signing_secret=signing_secret), map=self._map, host=host,
+            port=port, threads=threads,
             backlog=HTTP_BACKLOG, connection_limit=CONNECTION_LIMIT,
             channel_timeout=CHANNEL_TIMEOUT_SECONDS, max_request_header_size=MAX_HEADER_BYTES,
             max_request_body_size=MAX_BODY_BYTES, asyncore_use_poll=True,

@@ -39,6 +39,7 @@ from psrpcore import (
 from psrpcore._payload import PSRPMessage, PSRPMessageType, create_message
 from psrpcore.types import (
     ApplicationPrivateData,
+    EndOfPipelineInput,
     ErrorCategory,
     ErrorCategoryInfo,
     ErrorRecord,
@@ -50,6 +51,7 @@ from psrpcore.types import (
     SessionCapability,
     serialize,
 )
+from psrpcore.types._serializer import _serialize_string
 
 from lab import cmdlets, objects
 from lab.org import Org
@@ -199,15 +201,31 @@ def _constant_key(message: Any) -> tuple[Any, ...] | None:
     return None
 
 
+def escape_to_strings(element: ElementTree.Element) -> None:
+    """Escape every `<ToString>` text as PowerShell escapes its strings in CLIXML.
+
+    psrpcore 0.3 writes `<S>` texts and property names escaped - a control character as
+    `_xHHHH_`, a literal `_x` as `_x005F_x` - and reads `<ToString>` back unescaped, but
+    writes `<ToString>` raw. An ErrorRecord's ToString is its message, so a message with a
+    control character made XML no parser accepts (pypsrp then lost the whole error record),
+    and a certificate's CRLF line ends arrived as bare LFs. Real PowerShell writes them
+    `_x000D__x000A_` (as in the CLIXML fixtures taken from Exchange).
+    """
+    for node in element.iter("ToString"):
+        if node.text:
+            node.text = _serialize_string(node.text)
+
+
 class _Pool(ServerRunspacePool):
     """psrpcore's server pool, minus the work that repeats from request to request.
 
     Hooks into psrpcore's own flow, none of which changes a byte on the wire: a repeated
     client message reuses its earlier decoding; output already in CLIXML (`_Rendered`) and
     protocol messages that never vary (`_constant_key`) are framed without going through
-    the serializer again. Everything else is psrpcore's. (They lean on psrpcore 0.3's
-    internal `_process_message`, `_send_buffer` and `_fragment_counter`; pyproject keeps
-    psrpcore below 0.4.)
+    the serializer again. Everything else is psrpcore's serializer, with one correction
+    (`escape_to_strings`) so that every message reads as PowerShell writes it. (They lean on
+    psrpcore 0.3's internal `_process_message`, `_send_buffer`, `_fragment_counter` and
+    `_serialize_string`; pyproject keeps psrpcore below 0.4.)
     """
 
     def _process_message(self, message: PSRPMessage) -> PSRPEvent:
@@ -246,7 +264,15 @@ class _Pool(ServerRunspacePool):
             return
         key = _constant_key(message)
         if key is None:
-            super().prepare_message(message, message_type, pipeline_id, stream_type)
+            if message is None or isinstance(message, EndOfPipelineInput):  # no CLIXML
+                super().prepare_message(message, message_type, pipeline_id, stream_type)
+                return
+            try:
+                kind = message_type or PSRPMessageType.get_message_id(type(message))
+            except KeyError:  # as psrpcore says it
+                raise ValueError("message_type must be specified when the message is not a "
+                                 "PSRP message") from None
+            self._queue(kind, self._clixml(message), pipeline_id, stream_type)
             return
         clixml = _RENDERED.get(key)
         if clixml is None:
@@ -266,6 +292,7 @@ class _Pool(ServerRunspacePool):
     def _clixml(self, value: Any) -> bytes:
         element = serialize(value, self._cipher, our_capability=self.our_capability,
                             their_capability=self.their_capability)
+        escape_to_strings(element)
         return ElementTree.tostring(element, encoding="utf-8", method="xml")
 
     def render(self, value: Any) -> Any:

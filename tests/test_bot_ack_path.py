@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import redis
@@ -30,34 +31,43 @@ from bot.after_ack import (
     first_deliveries,
 )
 from bot.http import SlackHttpServer
+from tests.slack_mock import SIGNING_SECRET, signed_headers
 from workers.queues import READ_QUEUE, SERIALIZER, ReadJob, enqueue_reads, queue
 
 
-def http(body: str, *, path: str = "/slack/events", extra: str = "") -> bytes:
+def http(text: str, *, path: str = "/slack/events", extra: str = "") -> bytes:
+    """A signed request (the server checks that first) whose form carries `text`."""
+    body = urlencode({"text": text})
     data = body.encode()
-    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n{extra}\r\n"
-            ).encode() + data
+    headers = "".join(f"{name}: {value}\r\n" for name, value in signed_headers(body).items())
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n{headers}"
+            f"{extra}\r\n").encode() + data
 
 
 class EchoApp:
-    """Answers each request with its body; a body of "block" waits until released."""
+    """Answers each request with its text; a text of "block" waits until released."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
         self.seen: list[str] = []
 
     def dispatch(self, request: BoltRequest) -> BoltResponse:
-        self.seen.append(request.raw_body)
-        if request.raw_body == "block":
+        text = request.body["text"]
+        self.seen.append(text)
+        if text == "block":
             self.release.wait(10)
-        return BoltResponse(status=200, body=request.raw_body,
-                            headers={"content-type": "text/plain"})
+        return BoltResponse(status=200, body=text, headers={"content-type": "text/plain"})
+
+
+def echo_server(app: EchoApp) -> SlackHttpServer:
+    return SlackHttpServer(app, "127.0.0.1", 0,  # type: ignore[arg-type]
+                           signing_secret=SIGNING_SECRET)
 
 
 @pytest.fixture()
 def echo() -> Iterator[tuple[SlackHttpServer, EchoApp]]:
     app = EchoApp()
-    server = SlackHttpServer(app, "127.0.0.1", 0)  # type: ignore[arg-type]
+    server = echo_server(app)
     server.start_background()
     yield server, app
     app.release.set()
@@ -184,7 +194,7 @@ def test_a_request_counts_as_an_ack_in_flight_until_its_answer_is_ready(
 
 
 def test_stop_closes_the_port_and_open_connections() -> None:
-    server = SlackHttpServer(EchoApp(), "127.0.0.1", 0)  # type: ignore[arg-type]
+    server = echo_server(EchoApp())
     thread = server.start_background()
     port = server.port
     with connect(server) as idle:
@@ -200,7 +210,7 @@ def test_stop_closes_the_port_and_open_connections() -> None:
 
 
 def test_stop_before_serving_frees_the_port() -> None:
-    server = SlackHttpServer(EchoApp(), "127.0.0.1", 0)  # type: ignore[arg-type]
+    server = echo_server(EchoApp())
     port = server.port
     server.stop()
     with pytest.raises(OSError):

@@ -7,11 +7,14 @@ said to the (mock) Slack Web API.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
 import zlib
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import redis
@@ -257,3 +260,139 @@ def test_only_a_retry_number_above_zero_is_a_redelivery(headers: dict[str, str],
     from bot.app import is_redelivery
 
     assert is_redelivery(BoltRequest(body="", headers=headers)) is redelivered
+
+
+# --- requests are checked before anything else ------------------------------------------
+
+
+def sign(body: bytes, timestamp: str, secret: str = SIGNING_SECRET) -> str:
+    """Slack's v0 signature over the raw bytes (signed_headers takes text; garbage is not)."""
+    base = b"v0:" + timestamp.encode() + b":" + body
+    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+def raw_post(bot: SlackHttpServer, body: bytes, headers: dict[str, str]) -> requests.Response:
+    return requests.post(f"http://127.0.0.1:{bot.port}/slack/events", data=body,
+                         headers=headers, timeout=10)
+
+
+FORM = "application/x-www-form-urlencoded"
+COMMAND_FORM = slash_command_body("status", channel_id=CONTOSO, trigger_id="odd").encode()
+
+# (body, content type): each is not a form Slack would send, or its payload is not JSON.
+UNREADABLE_BODIES = {
+    "json": (b'{"type": "block_actions", "actions": []}', "application/json"),
+    "json-as-form": (b'{"type": "block_actions", "x": "a=b"}', FORM),
+    "broken-json": (b'{"type": "block_act', "application/json"),
+    "binary": (b"\xff\xfe\x00\x01garbage\x80", FORM),
+    "not-utf8-percent": (COMMAND_FORM.replace(b"text=status", b"text=%ff%fe"), FORM),
+    "bad-percent": (COMMAND_FORM.replace(b"text=status", b"text=%zzstatus"), FORM),
+    "not-key-value": (b"status and nothing else", FORM),
+    "payload-not-json": (b"payload=%7Bnot+json", FORM),
+    "payload-json-list": (b"payload=%5B1%2C2%5D", FORM),
+    "payload-json-string": (b"payload=%22x%22", FORM),
+    "payload-odd-shape": (urlencode({"payload": '{"type": "block_actions", "team": 5}'}).encode(),
+                          FORM),  # JSON, but bolt cannot read its team
+    "empty": (b"", FORM),
+}
+
+
+def said(slack: SlackMock) -> list[str]:
+    """What the bot asked Slack for, beyond bolt's auth.test at start-up."""
+    return [c.method for c in slack.calls if c.method != "auth.test"]
+
+
+def assert_quiet(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+    """No traceback in the log or on the process's stderr."""
+    assert "Traceback" not in caplog.text
+    assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("case", sorted(UNREADABLE_BODIES))
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_unreadable_body_gets_401_unsigned_and_400_signed(
+        case: str, signed: bool, bot: SlackHttpServer, slack: SlackMock, redis_url: str,
+        caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+    body, content_type = UNREADABLE_BODIES[case]
+    ts = str(int(time.time()))
+    signature = sign(body, ts) if signed else "v0=" + "0" * 64
+    response = raw_post(bot, body, {"Content-Type": content_type,
+                                    "X-Slack-Request-Timestamp": ts,
+                                    "X-Slack-Signature": signature})
+    assert response.status_code == (400 if signed else 401)
+    settle()
+    assert read_jobs(redis_url) == []
+    assert said(slack) == []
+    assert_quiet(caplog, capfd)
+
+
+@pytest.mark.parametrize("timestamp", ["soon", "", "12e3", "1.5", "-1", "0x10",
+                                       "1_700_000_000"])
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_unreadable_timestamp_gets_401(
+        timestamp: str, signed: bool, bot: SlackHttpServer, slack: SlackMock,
+        redis_url: str, caplog: pytest.LogCaptureFixture,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """A timestamp that is not a plain number cannot show the request is fresh, so even a
+    signature over it proves nothing: 401 (bolt today: int() raises, 500 and a traceback)."""
+    signature = sign(COMMAND_FORM, timestamp) if signed else "v0=" + "0" * 64
+    response = raw_post(bot, COMMAND_FORM, {"Content-Type": FORM,
+                                            "X-Slack-Request-Timestamp": timestamp,
+                                            "X-Slack-Signature": signature})
+    assert response.status_code == 401
+    settle()
+    assert read_jobs(redis_url) == []
+    assert said(slack) == []
+    assert_quiet(caplog, capfd)
+
+
+@pytest.mark.parametrize("missing", ["timestamp", "signature", "both", "content-type"])
+def test_missing_headers(missing: str, bot: SlackHttpServer, slack: SlackMock, redis_url: str,
+                         caplog: pytest.LogCaptureFixture,
+                         capfd: pytest.CaptureFixture[str]) -> None:
+    """Without either Slack header a request is unsigned (401); a signed form without its
+    Content-Type is not a form Slack sends (400)."""
+    ts = str(int(time.time()))
+    headers = {"Content-Type": FORM, "X-Slack-Request-Timestamp": ts,
+               "X-Slack-Signature": sign(COMMAND_FORM, ts)}
+    if missing in ("timestamp", "both"):
+        del headers["X-Slack-Request-Timestamp"]
+    if missing in ("signature", "both"):
+        del headers["X-Slack-Signature"]
+    if missing == "content-type":
+        del headers["Content-Type"]
+    response = raw_post(bot, COMMAND_FORM, headers)
+    assert response.status_code == (400 if missing == "content-type" else 401)
+    settle()
+    assert read_jobs(redis_url) == []
+    assert said(slack) == []
+    assert_quiet(caplog, capfd)
+
+
+def test_oversized_body_is_refused_before_it_is_read(
+        bot: SlackHttpServer, slack: SlackMock, redis_url: str,
+        caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+    body = b"text=" + b"a" * (2 * 1024 * 1024)
+    ts = str(int(time.time()))
+    response = raw_post(bot, body, {"Content-Type": FORM, "X-Slack-Request-Timestamp": ts,
+                                    "X-Slack-Signature": sign(body, ts)})
+    assert response.status_code == 413
+    assert read_jobs(redis_url) == []
+    assert said(slack) == []
+    assert_quiet(caplog, capfd)
+
+
+def test_a_signed_form_with_a_json_payload_still_reaches_bolt(
+        bot: SlackHttpServer, slack: SlackMock, caplog: pytest.LogCaptureFixture,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """The checks let through what Slack really sends: a click no listener knows is
+    bolt's to answer (404), not refused as unreadable (400)."""
+    payload = {"type": "block_actions", "team": {"id": "T0EXAUTH"},
+               "user": {"id": "U0ALICE"}, "channel": {"id": CONTOSO},
+               "actions": [{"action_id": "no-such-action", "value": "x"}]}
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    ts = str(int(time.time()))
+    response = raw_post(bot, body, {"Content-Type": FORM, "X-Slack-Request-Timestamp": ts,
+                                    "X-Slack-Signature": sign(body, ts)})
+    assert response.status_code == 404
+    assert_quiet(caplog, capfd)

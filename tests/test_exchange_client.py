@@ -409,3 +409,23 @@ def test_concurrent_pipelines_one_per_session(lab: Any) -> None:
     # Never more pipelines at once than sessions: each session runs one at a time.
     assert cache.stats.peak_in_flight <= len(lab.info["servers"])
     assert cache.stats.opens == len(lab.info["servers"])
+
+
+def test_exchange_error_keeps_the_decoded_message_and_no_raw_control_character(
+        lab: Any) -> None:
+    """Exchange text arrives with control characters escaped as `_xHHHH_`; the client reads
+    the real message, drops colour sequences and shows any other control character as
+    U+FFFD in its one line, and a literal `_x0041_` stays as written."""
+    name, fqdn = _server(lab, 0)["name"], _server(lab, 0)["fqdn"]
+    message = "Disk \x01 full; \x1b[31mred\x1b[0m text and a literal _x0041_ here"
+    requests.post(f"{lab.base_url}/_lab/faults", json={
+        "kind": "error", "server": name, "endpoint": "exchange", "cmdlet": "Get-AuthConfig",
+        "message": message}, auth=(lab.username, lab.password), verify=lab.ca_file or False,
+        timeout=10).raise_for_status()
+    client = ExchangeClient(lab_org(lab), cache=SessionCache())
+    with pytest.raises(ExchangeError) as err:
+        client.exchange(fqdn, "Get-AuthConfig")
+    assert err.value.kind == "error"
+    assert err.value.error_id and err.value.error_id.endswith("GetAuthConfig")
+    assert err.value.detail == "Disk \ufffd full; red text and a literal _x0041_ here"
+    assert str(err.value) == f"{fqdn}: Get-AuthConfig on the Exchange endpoint: {err.value.detail}"

@@ -6,8 +6,12 @@ fixtures; nothing in the transport is mocked.
 
 from __future__ import annotations
 
+import base64
+import re
+import struct
 import threading
 import time
+from xml.etree import ElementTree
 
 import pytest
 import requests
@@ -19,6 +23,7 @@ from lab import wsman
 from lab.serve import LabHandle
 from tests.fixtures_lab import control, pool_for, wsman_for
 
+RSP = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
 NO_LANGUAGE = (
     "The syntax is not supported by this runspace. This can occur if the runspace is in "
     "no-language mode."
@@ -332,3 +337,76 @@ def test_latency_fault_slows_only_its_server_and_endpoint(lab: LabHandle) -> Non
         opened = time.monotonic() - started
         assert _invoke(pool, "Get-WebBinding").state == PSInvocationState.COMPLETED
     assert opened >= 0.6  # a floor proving the delay is applied, not a speed goal
+
+
+# --- strings as PowerShell writes them: control characters as _xHHHH_ -------------------
+
+HOSTILE_MESSAGE = "Disk \x01 full; \x1b[31mred\x1b[0m text and a literal _x0041_ here"
+
+
+def _wire_messages(bodies: list[bytes]) -> list[bytes]:
+    """The CLIXML of every PSRP message in WS-Man Receive answers, as it crossed the wire.
+
+    A Receive answer carries base64 <rsp:Stream> fragments (MS-PSRP 2.2.4: object id,
+    fragment id, flags, length, data); a message is its fragments' data joined, and its
+    CLIXML follows the 40-byte message header.
+    """
+    pieces: dict[int, bytearray] = {}
+    for body in bodies:
+        for stream in ElementTree.fromstring(body).iter(f"{{{RSP}}}Stream"):
+            data = base64.b64decode(stream.text or "")
+            while data:
+                object_id, _, _, length = struct.unpack(">QQBI", data[:21])
+                pieces.setdefault(object_id, bytearray()).extend(data[21:21 + length])
+                data = data[21 + length:]
+    return [bytes(message[40:]) for message in pieces.values()]
+
+
+def _capture_receives(pool: RunspacePool) -> list[bytes]:
+    """Keep every HTTP answer the pool's WS-Man session gets from now on."""
+    bodies: list[bytes] = []
+    session = pool.connection.transport.session
+    assert session is not None
+    session.hooks["response"].append(lambda response, *_, **__: bodies.append(response.content))
+    return bodies
+
+
+def test_error_text_travels_escaped_as_powershell_writes_it(lab: LabHandle) -> None:
+    control(lab, "POST", "faults", {"kind": "error", "server": "ex1", "endpoint": "exchange",
+                                    "cmdlet": "Get-AuthConfig", "message": HOSTILE_MESSAGE})
+    with pool_for(lab, "ex1") as pool:
+        bodies = _capture_receives(pool)
+        ps = _invoke(pool, "Get-AuthConfig")
+    [error] = ps.streams.error
+    assert error.exception.adapted_properties["Message"] == HOSTILE_MESSAGE  # decoded, whole
+    assert str(error) == HOSTILE_MESSAGE  # the record's ToString
+
+    [record] = [m for m in _wire_messages(bodies) if b"ErrorRecord" in m]
+    assert b"Disk _x0001_ full; _x001B_[31mred_x001B_[0m text and a literal _x005F_x0041_ here" \
+        in record
+    assert record.count(b"_x0001_") == 2  # the message, and the record's <ToString>
+    assert not re.search(rb"[\x00-\x1f\x7f]", record), "a raw control character on the wire"
+
+
+def test_terminating_error_text_travels_escaped(lab: LabHandle) -> None:
+    """PowerShell's own errors (here: an unknown command named with a control character)
+    end the pipeline with the record inside PIPELINE_STATE; its text is escaped too."""
+    with pool_for(lab, "ex1") as pool:
+        bodies = _capture_receives(pool)
+        ps = _invoke(pool, "Get-No\x01Such")
+    assert ps.state == PSInvocationState.FAILED
+    [error] = ps.streams.error
+    assert "'Get-No\x01Such'" in str(error)
+    [state] = [m for m in _wire_messages(bodies) if b"ExceptionAsErrorRecord" in m]
+    assert b"Get-No_x0001_Such" in state
+    assert not re.search(rb"[\x00-\x1f\x7f]", state), "a raw control character on the wire"
+
+
+def test_certificate_to_string_keeps_its_crlf_as_exchange_sends_it(lab: LabHandle) -> None:
+    """The fixtures' <ToString> of a certificate reads "[Subject]_x000D__x000A_  CN=...";
+    sent raw, XML would have turned each CRLF into a bare LF."""
+    with pool_for(lab, "ex1") as pool:
+        ps = _invoke(pool, "Get-ExchangeCertificate")
+    assert ps.output
+    text = ps.output[0].to_string
+    assert text.startswith("[Subject]\r\n  CN=") and "\r\n\r\n[Issuer]\r\n" in text

@@ -1,8 +1,9 @@
-"""The lab's template and CLIXML caches send exactly what psrpcore would serialize.
+"""The lab's template and CLIXML caches send exactly what its serializer would make.
 
 `objects` builds big objects once per content and restamps their time; `psrp._Pool`
 reuses the template's CLIXML with only the time text swapped. Each check compares those
-bytes with psrpcore's serialization of the same object built from scratch.
+bytes with psrpcore's serialization (`<ToString>` escaped, as psrp._Pool sends it) of the
+same object built from scratch.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from lab.org import Org
 
 
 def _clixml(value: object) -> bytes:
-    return ElementTree.tostring(serialize(value, None), encoding="utf-8", method="xml")
+    """psrpcore's serialization, with `<ToString>` escaped as the lab sends it."""
+    element = serialize(value, None)
+    psrp.escape_to_strings(element)
+    return ElementTree.tostring(element, encoding="utf-8", method="xml")
 
 
 def _sent(pool: psrp._Pool, value: object) -> bytes:

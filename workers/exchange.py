@@ -597,8 +597,23 @@ def _record_message(record: Any) -> str:
         return ""
 
 
+# A terminal colour/format sequence (ESC [ ... final byte): formatting, not text.
+_ANSI_SEQUENCE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+# Control characters left once whitespace is folded: C0, DEL, C1 (and a lone ESC).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL_SHOWN_AS = "\ufffd"
+
+
 def _one_line(text: str, limit: int = 400) -> str:
-    line = " ".join(str(text).split())
+    """One line for people: whitespace runs (newlines included) become one space.
+
+    Exchange text arrives decoded (pypsrp reads CLIXML's `_xHHHH_`), so it may hold any
+    control character; none reaches Slack or a terminal raw: colour sequences such as
+    PowerShell's ESC[31m are dropped (the text they colour stays), and any other control
+    character shows as U+FFFD, so the reader sees that something was there.
+    """
+    line = " ".join(_ANSI_SEQUENCE.sub("", str(text)).split())
+    line = _CONTROL.sub(CONTROL_SHOWN_AS, line)
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
