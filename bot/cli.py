@@ -17,7 +17,14 @@ from typing import Any, NoReturn
 
 import click
 
-from config.settings import ConfigError, OrgSettings, Settings, config_path, load_settings
+from config.settings import (
+    ConfigError,
+    OrgSettings,
+    Settings,
+    config_path,
+    load_settings,
+    use_config,
+)
 from workers.exchange import ExchangeError
 
 EXIT_UNKNOWN = 3  # monitoring "could not check": also used for config errors
@@ -64,6 +71,8 @@ def configured(ctx: Context, org_name: str | None = None, *, needs_org: bool = T
 @click.pass_context
 def main(ctx: click.Context, config_file: str | None) -> None:
     """exauth: keep Exchange's Auth Certificate and back end certificates healthy."""
+    if config_file is not None:  # also the config of every job and callback this process runs
+        use_config(config_file)
     ctx.obj = Context(config=config_file)
 
 

@@ -58,9 +58,9 @@ _callback_clients_lock = threading.Lock()
 def callback_client() -> WebClient:
     """The client RQ callbacks post with.
 
-    Callbacks run in the worker, with no bolt app around them: they load the settings
-    themselves, and one client per (API URL, token) is kept in the process so its HTTP
-    settings stay warm across jobs.
+    Callbacks run in the worker, with no bolt app around them: they load the worker's own
+    settings (its `--config`, config.settings.use_config), and one client per (API URL,
+    token) is kept in the process so its HTTP settings stay warm across jobs.
     """
     settings = load_settings()
     key = (api_url(settings), bot_token(settings))

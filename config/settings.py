@@ -401,8 +401,27 @@ def config_path(path: str | os.PathLike[str] | None = None) -> Path | None:
     return chosen if chosen.is_file() else None
 
 
+def use_config(path: str | os.PathLike[str]) -> Path:
+    """Make `path` (the `--config` option) the config file of this process and its children.
+
+    Jobs and RQ callbacks are not handed settings: they run inside a worker, by name, and
+    call `load_settings()` with no argument, which reads $EXAUTH_CONFIG. So `--config` is
+    made absolute once, against the directory it was typed in, and exported as
+    $EXAUTH_CONFIG: every later `load_settings()` of this process, and every process it
+    starts, reads that one file. Absolute, not resolved: a symlinked config (a mounted
+    ConfigMap) is still followed to its current target at each load.
+    """
+    chosen = Path(path).expanduser().absolute()
+    os.environ[ENV_CONFIG] = str(chosen)
+    return chosen
+
+
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Read and validate the config file; raises ConfigError (one line) on any problem."""
+    """Read and validate the config file; raises ConfigError (one line) on any problem.
+
+    With no `path`: the process's config file, $EXAUTH_CONFIG (which `use_config` sets from
+    `--config`), else ./exauth.toml. This is how jobs and callbacks find their settings.
+    """
     chosen = _chosen_path(path)
     source = str(path) if path is not None else (os.environ.get(ENV_CONFIG) or DEFAULT_FILE)
     try:

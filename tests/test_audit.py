@@ -191,7 +191,9 @@ def test_a_configured_mirror_gets_every_entry_the_process_records(
     config = tmp_path / "exauth.toml"
     config.write_text(f'[redis]\nurl = "{redis_url}"\n[audit]\njsonl = "{mirror}"\n')
     try:
-        result = CliRunner().invoke(main, ["--config", str(config), "audit", "--json"])
+        # env: --config becomes $EXAUTH_CONFIG; CliRunner puts this process's back after.
+        result = CliRunner(env={"EXAUTH_CONFIG": None}).invoke(
+            main, ["--config", str(config), "audit", "--json"])
         assert result.exit_code == 0, result.output
         assert not mirror.exists()  # reading the log records nothing
         entry_id = audit.record(conn, org="contoso", actor="U1", action="approval.approve",

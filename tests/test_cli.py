@@ -18,15 +18,29 @@ STATUS_KEYS = {"org", "checked_at", "hybrid", "sites", "servers", "auth", "backe
                "findings", "actions"}
 
 
-def exauth(*args: str, cwd: Path, env: dict[str, str] | None = None,
-           timeout: float = 90) -> subprocess.CompletedProcess[str]:
+EXAUTH = [sys.executable, "-c", "from bot.cli import main; main()"]
+
+
+def exauth_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment `exauth` runs in here: this one without $EXAUTH_CONFIG, plus `env`."""
     environment = {k: v for k, v in os.environ.items() if k != "EXAUTH_CONFIG"}
     environment.update(env or {})
+    return {**environment, "PYTHONPATH": str(ROOT)}
+
+
+def exauth(*args: str, cwd: Path, env: dict[str, str] | None = None,
+           timeout: float = 90) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from bot.cli import main; main()", *args],
-        cwd=cwd, env={**environment, "PYTHONPATH": str(ROOT)}, capture_output=True,
-        text=True, timeout=timeout,
+        [*EXAUTH, *args], cwd=cwd, env=exauth_env(env), capture_output=True, text=True,
+        timeout=timeout,
     )
+
+
+def start_exauth(*args: str, cwd: Path,
+                 env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """A long-running `exauth` (bot, cron) started as exauth() runs one; stderr is piped."""
+    return subprocess.Popen([*EXAUTH, *args], cwd=cwd, env=exauth_env(env),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from config.settings import (
     load_settings,
     settings_for_lab,
     settings_from_dict,
+    use_config,
 )
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "exauth.example.toml"
@@ -281,6 +283,25 @@ def test_lookup_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert load_settings().org().name == "env"
     assert load_settings(tmp_path / "arg.toml").org().name == "arg"
     assert config_path(tmp_path / "missing.toml") is None
+
+
+def test_use_config_is_the_process_config_wherever_it_goes(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """After `--config`, a job's load_settings() reads the file typed, once the directory
+    changed too, and never the one $EXAUTH_CONFIG named before."""
+    text = ('[[org]]\nname = "{name}"\nwriter = "ex1.contoso.com"\n'
+            '[org.exchange]\nusername = "u"\npassword_env = "EXAUTH_TEST_PW"\n')
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "etc" / "exauth.toml").write_text(text.format(name="given"))
+    (tmp_path / "env.toml").write_text(text.format(name="env"))
+    monkeypatch.setenv("EXAUTH_CONFIG", str(tmp_path / "env.toml"))  # and put back after
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    chosen = use_config(Path("..", "etc", "exauth.toml"))
+    assert chosen.is_absolute() and chosen.samefile(tmp_path / "etc" / "exauth.toml")
+    assert os.environ["EXAUTH_CONFIG"] == str(chosen)  # child processes inherit it
+    monkeypatch.chdir(tmp_path)
+    assert load_settings().org().name == "given"
 
 
 def test_bad_toml_is_one_line(tmp_path: Path) -> None:
