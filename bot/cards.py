@@ -38,6 +38,7 @@ STATE_MARKS = {
     "failed": ":x:",
     "skipped": ":heavy_minus_sign:",
 }
+DENIED_MARK = ":no_entry:"
 OP_STATES = {
     "open": "open",
     "waiting": "waiting",
@@ -65,11 +66,18 @@ def parse_value(value: str) -> tuple[str, int, str | None]:
 
 def operation_card(op: dict[str, Any]) -> dict[str, Any]:
     """{"text", "blocks"} for chat.postMessage / chat.update."""
-    state = OP_STATES.get(op["state"], op["state"])
+    denied = denied_step(op) if op["state"] == "cancelled" else None
+    state = f"denied {DENIED_MARK}" if denied else OP_STATES.get(op["state"], op["state"])
     title = f"exauth {op['kind']} on {op['org']}: {state}"  # plain_text: shown as is
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _clip(title, MAX_HEADER)}},
     ]
+    if denied:
+        # A header is plain_text, where Slack shows <@U…> as typed: the mention goes here.
+        who, why = _denial(denied)
+        blocks.append(_section(f"{DENIED_MARK} *Denied by {who}:* {_clip(why, 2000)}\n"
+                               f"Step {int(denied['index']) + 1} was not run; the operation "
+                               "is cancelled."))
     if op.get("override"):
         blocks.append(_section(
             "*:warning: OPERATOR OVERRIDE: the status was BLOCKED (a server could not be "
@@ -99,8 +107,19 @@ def operation_card(op: dict[str, Any]) -> dict[str, Any]:
             blocks.append({"type": "context", "elements": [
                 {"type": "mrkdwn", "text": _clip(escape(step["note"]), 2000)}]})
         blocks.append(_buttons(op, int(index)))  # type: ignore[arg-type]
+    if denied:
+        who, why = _denial(denied)
+        state = f"denied by {who}: {why}"
     text = f"exauth {op['kind']} on {escape(op['org'])}: {state} ({op['id']})"
     return {"text": _clip(text, MAX_SECTION), "blocks": blocks}
+
+
+def denied_step(op: dict[str, Any]) -> dict[str, Any] | None:
+    """The step a Deny stopped (workers.operations.deny records who and why on it)."""
+    for step in op["steps"]:
+        if isinstance(step.get("denied"), dict):
+            return dict(step)
+    return None
 
 
 def _buttons(op: dict[str, Any], index: int) -> dict[str, Any]:
@@ -170,9 +189,20 @@ def _plan(op: dict[str, Any]) -> str:
     for step in op["steps"]:
         mark = STATE_MARKS.get(step["state"], "")
         change = "" if step["changes_state"] else " _(read-only)_"
-        lines.append(f"{mark} {int(step['index']) + 1}. {escape(step['title'])}{change}")
+        line = f"{mark} {int(step['index']) + 1}. {escape(step['title'])}{change}"
+        if isinstance(step.get("denied"), dict):
+            who, why = _denial(step)
+            line = (f"{DENIED_MARK} {int(step['index']) + 1}. {escape(step['title'])} - "
+                    f"*Denied by {who}:* {_clip(why, 600)}")
+        lines.append(line)
     text = "\n".join(lines)
     return _clip(text, MAX_SECTION - 10)
+
+
+def _denial(step: dict[str, Any]) -> tuple[str, str]:
+    """Who denied a step (a mention) and why (escaped), as mrkdwn."""
+    denied = step["denied"]
+    return mention(str(denied.get("by") or "?")), escape(str(denied.get("reason") or ""))
 
 
 def mention(user: str) -> str:

@@ -294,7 +294,7 @@ def test_hostile_deny_reason_reaches_slack_escaped(
                                if c.params.get("thread_ts") and "denied" in c.params["text"]])
     update = wait_until(lambda: slack.calls_of("chat.update"))[-1]
     assert_inert(note[0].params["text"], "reason")
-    assert_inert(texts(update.params)[0])
+    assert_inert(texts(update.params)[0], "reason")  # the card says why, escaped
     assert_inert(said_since(slack, start), "reason")
     assert f"<@{GROUP_MEMBER}>" in note[0].params["text"]  # our mention still works
 
