@@ -26,6 +26,7 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from bot import cards
+from bot.views import escape
 from config.settings import OrgSettings, Settings
 from workers import approval, audit, operation, operations, ops_jobs
 from workers.queues import connect
@@ -96,7 +97,7 @@ class Approvals:
             operations.deny(self.conn, org, op_id, index, user=user, reason=result.record.get(
                 "reason", reason) if result.record else reason)
             self._refresh(op_id)
-            self._note(op, f":no_entry: <@{user}> denied step {index + 1}: {reason}")
+            self._note(op, f":no_entry: <@{user}> denied step {index + 1}: {escape(reason)}")
         return result
 
     def _note(self, op: dict[str, Any], text: str) -> None:
@@ -137,17 +138,17 @@ def start(conn: Redis, handlers: Approvals, org: OrgSettings, user: str, channel
           kind: str | None, servers: list[str] | None = None, override: bool = False) -> str:
     """Enqueue the start of an operation; the card appears when the worker has read Exchange."""
     if not may_operate(org, user, handlers.user_groups):
-        return f"Only the operators of {org.name} may start changes."
+        return f"Only the operators of {escape(org.name)} may start changes."
     busy = operation.open_ops(conn, org.name)
     if busy:
-        return (f"{org.name} already has an open operation (`{busy[0]['id']}`, "
+        return (f"{escape(org.name)} already has an open operation (`{busy[0]['id']}`, "
                 f"{busy[0]['kind']}); see `/exauth ops`.")
     ops_jobs.enqueue(conn, "start_operation_job",
                      (org.name, kind, user, list(servers or []), override),
                      meta={"reply": {"channel": channel}, "what": kind or "fix"})
     what = kind or "the change the status recommends"
     tail = " (override: the org is blocked)" if override else ""
-    return f"Reading {org.name} and preparing {what}{tail}; the card follows here."
+    return f"Reading {escape(org.name)} and preparing {what}{tail}; the card follows here."
 
 
 def fix(conn: Redis, handlers: Approvals, org: OrgSettings, user: str, channel: str,
@@ -172,14 +173,14 @@ def ops(conn: Redis, org: OrgSettings) -> str:
     """`/exauth ops [org]`: the open operations."""
     found = operation.open_ops(conn, org.name)
     if not found:
-        return f"No open operation for {org.name}."
+        return f"No open operation for {escape(org.name)}."
     lines = []
     for op in found:
         index = operations.next_index(op)
-        step = op["steps"][index]["title"] if index is not None else "-"
-        lines.append(f"`{op['id']}` {op['kind']} ({op['state']}) by <@{op['requester']}>, "
-                     f"next: {step}" + (f", resumes {op['resume_at']}" if op.get("resume_at")
-                                        else ""))
+        step = escape(op["steps"][index]["title"]) if index is not None else "-"
+        lines.append(f"`{op['id']}` {op['kind']} ({op['state']}) by "
+                     f"{cards.mention(op['requester'])}, next: {step}"
+                     + (f", resumes {op['resume_at']}" if op.get("resume_at") else ""))
     return "\n".join(lines)
 
 
@@ -187,8 +188,8 @@ def audit_text(conn: Redis, org: OrgSettings, limit: int = 15) -> str:
     """`/exauth audit [org]`: the newest audit entries."""
     entries = audit.entries(conn, org.name, limit=limit)
     if not entries:
-        return f"No audit entries for {org.name}."
-    return "```" + "\n".join(audit.format_entry(e)[:300] for e in entries) + "```"
+        return f"No audit entries for {escape(org.name)}."
+    return "```" + "\n".join(escape(audit.format_entry(e)[:300]) for e in entries) + "```"
 
 
 def resume(conn: Redis, handlers: Approvals, settings: Settings, user: str, channel: str,
@@ -199,10 +200,10 @@ def resume(conn: Redis, handlers: Approvals, settings: Settings, user: str, chan
     except operation.OperationError:
         op = None
     if op is None:
-        return f"No operation `{op_id[:40]}`."
+        return f"No operation `{escape(op_id[:40])}`."
     org = settings.org(op["org"])
     if not may_operate(org, user, handlers.user_groups):
-        return f"Only the operators of {org.name} may resume operations."
+        return f"Only the operators of {escape(org.name)} may resume operations."
     ops_jobs.enqueue(conn, "resume_job", (op["id"], user),
                      meta={"reply": {"channel": channel}, "what": "resume", "op_id": op["id"]})
     return f"Re-validating operation `{op['id']}`; progress follows in its card's thread."
@@ -228,7 +229,7 @@ def register(app: App, settings: Settings, *, redis_url: str | None = None) -> A
         if decision == "approve":
             result = handlers.approve(user, action.get("value", ""), channel=channel)
             if not result.ok:
-                reply(client, channel, user, f"Not approved: {result.message}")
+                reply(client, channel, user, f"Not approved: {escape(result.message)}")
             return
         message = body.get("message") or {}
         client.views_open(trigger_id=body["trigger_id"], view=cards.deny_modal(
@@ -261,7 +262,8 @@ def register(app: App, settings: Settings, *, redis_url: str | None = None) -> A
             result = handlers.deny(user, meta.get("value", ""), reason,
                                    channel=meta.get("channel", ""))
             if not result.ok:
-                reply(client, meta.get("channel", ""), user, f"Not denied: {result.message}")
+                reply(client, meta.get("channel", ""), user,
+                      f"Not denied: {escape(result.message)}")
 
         after_ack.submit(_logged, work)
 

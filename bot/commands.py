@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from bot.views import escape
+
 JOB_SUBCOMMANDS = ("status", "plan")
 OP_SUBCOMMANDS = ("fix", "rotate", "backend", "ops", "audit", "resume")
 SUBCOMMANDS = ("help", "orgs", *JOB_SUBCOMMANDS, *OP_SUBCOMMANDS)
@@ -113,22 +115,22 @@ def _job(kind: str, named: str | None, channel_id: str, orgs: Mapping[str, str])
             return Reply(f"No org is configured for this channel. {_where(orgs)}\n{USAGE}")
         if len(owned) > 1:
             return Reply(
-                f"This channel serves several orgs ({', '.join(owned)}); name one, e.g. "
-                f"`/exauth {kind} {owned[0]}`."
+                f"This channel serves several orgs ({escape(', '.join(owned))}); name one, "
+                f"e.g. `/exauth {kind} {escape(owned[0])}`."
             )
         return RunJob(kind=kind, org=owned[0])
 
     org = _find(named, orgs)
     if org is None:
-        known = ", ".join(orgs) or "none"
+        known = escape(", ".join(orgs)) or "none"
         return Reply(f"Unknown org `{_clip(named)}` (configured: {known}).\n{USAGE}")
     if orgs[org] != channel_id:
         if not owned:
             return Reply(
-                f"No org is configured for this channel; `{org}` is managed in "
+                f"No org is configured for this channel; `{escape(org)}` is managed in "
                 f"<#{orgs[org]}>.\n{USAGE}"
             )
-        return Reply(f"`{org}` is managed in <#{orgs[org]}>; ask there.")
+        return Reply(f"`{escape(org)}` is managed in <#{orgs[org]}>; ask there.")
     return RunJob(kind=kind, org=org)
 
 
@@ -146,17 +148,18 @@ def _orgs_text(orgs: Mapping[str, str], channel_id: str) -> str:
     lines = ["Configured orgs:"]
     for name, channel in orgs.items():
         here = " (this channel)" if channel == channel_id else ""
-        lines.append(f"- `{name}` in <#{channel}>{here}")
+        lines.append(f"- `{escape(name)}` in <#{channel}>{here}")
     return "\n".join(lines)
 
 
 def _where(orgs: Mapping[str, str]) -> str:
     if not orgs:
         return "No org is configured at all."
-    return "Orgs live in: " + ", ".join(f"`{n}` <#{c}>" for n, c in orgs.items()) + "."
+    return "Orgs live in: " + ", ".join(f"`{escape(n)}` <#{c}>" for n, c in orgs.items()) + "."
 
 
 def _clip(word: str, limit: int = 40) -> str:
-    """Echo user text back short and without backticks that would break the formatting."""
+    """Echo user text back short, inert (escaped), and without backticks that would break
+    the formatting."""
     word = word.replace("`", "'")
-    return word if len(word) <= limit else word[: limit - 1] + "…"
+    return escape(word if len(word) <= limit else word[: limit - 1] + "…")

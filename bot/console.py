@@ -21,9 +21,11 @@ STATE_STYLE = {"ok": "bold green", "warning": "bold yellow", "critical": "bold r
 def _console() -> Console:
     # Thumbprints are 40 characters and admins copy them: when output goes to a file or a
     # pipe (cron, monitoring), do not squeeze tables into 80 columns.
-    console = Console(highlight=False, soft_wrap=False)
+    # markup=False: names and Exchange's messages are printed as they are; with rich's
+    # markup on, "[/x]" in one would crash the output and "[link=...]" would show a link.
+    console = Console(highlight=False, soft_wrap=False, markup=False)
     if not console.is_terminal:
-        console = Console(highlight=False, soft_wrap=False, width=160)
+        console = Console(highlight=False, soft_wrap=False, width=160, markup=False)
     return console
 
 

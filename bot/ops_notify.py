@@ -19,6 +19,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot import cards
 from bot.slack import callback_client
+from bot.views import escape
 from workers import operation
 from workers.jobs import failure_reason
 
@@ -53,7 +54,7 @@ def operation_job_failed(
         return
     _safe(lambda: callback_client().chat_postMessage(
         channel=channel, thread_ts=card.get("ts"),
-        text=f":x: exauth {meta.get('what') or 'operation'}: {reason}"))
+        text=f":x: exauth {meta.get('what') or 'operation'}: {escape(reason)}"))
 
 
 def publish(conn: Redis, summary: dict[str, Any], *, reply_channel: str | None = None) -> None:

@@ -67,8 +67,8 @@ def status_message(status: Mapping[str, Any], state: str) -> Message:
     blocks.append({"type": "divider"})
     blocks += _sections(["*Recommended*", *_action_lines(status, names)])
     blocks.append(_context(
-        f"Checked at {status.get('checked_at') or '?'} · `/exauth plan {org}` shows the exact "
-        "steps a fix would run"
+        f"Checked at {escape(str(status.get('checked_at') or '?'))} · "
+        f"`/exauth plan {escape(org)}` shows the exact steps a fix would run"
     ))
     return {"text": _fallback(status, org, label), "blocks": _fit(blocks)}
 
@@ -109,12 +109,12 @@ def _auth_lines(status: Mapping[str, Any], names: Mapping[str, str]) -> list[str
 
 
 def _cert_line(cert: Mapping[str, Any]) -> str:
-    parts = [f"`{cert.get('thumbprint') or '?'}`"]
+    parts = [f"`{escape(str(cert.get('thumbprint') or '?'))}`"]
     if cert.get("not_after"):
         parts.append(_expiry(cert["not_after"], cert.get("days_left")))
     else:
         parts.append("not found on any server")
-    details = [str(cert["signature_hash"])] if cert.get("signature_hash") else []
+    details = [escape(str(cert["signature_hash"]))] if cert.get("signature_hash") else []
     if cert.get("key_size"):
         details.append(f"{cert['key_size']} bit")
     if details:
@@ -139,17 +139,17 @@ def _backend_lines(status: Mapping[str, Any], names: Mapping[str, str]) -> list[
         problem = str(row.get("problem"))
         text = PROBLEM_TEXT.get(problem, problem)
         if problem == "unknown" and not reachable.get(server, True):
-            text = f"unreachable: {_escape(_one_line(errors.get(server) or 'no answer'))}"
+            text = f"unreachable: {escape(_one_line(errors.get(server) or 'no answer'))}"
         detail = ""
         if row.get("not_after"):
-            detail = f" · `{row.get('thumbprint') or '?'}` " \
+            detail = f" · `{escape(str(row.get('thumbprint') or '?'))}` " \
                      f"{_expiry(row['not_after'], row.get('days_left'))}"
         lines.append(f":x: `{_name(server, names)}` {text}{detail}")
     if len(bad) > MAX_BACKEND_LINES:
         lines.append(f"… and {len(bad) - MAX_BACKEND_LINES} more servers with problems")
     for row in shown_good:
         lines.append(f":white_check_mark: `{_name(row.get('server'), names)}` "
-                     f"`{row.get('thumbprint') or '?'}` "
+                     f"`{escape(str(row.get('thumbprint') or '?'))}` "
                      f"{_expiry(row.get('not_after'), row.get('days_left'))}")
     if good and not shown_good:
         soonest = min(good, key=lambda r: r.get("days_left") if r.get("days_left") is not None
@@ -168,7 +168,7 @@ def _finding_lines(status: Mapping[str, Any], names: Mapping[str, str]) -> list[
         icon = SEVERITY_ICON.get(finding.get("severity"), ":grey_question:")
         where = f" [`{_name(finding['server'], names)}`]" if finding.get("server") else ""
         lines.append(f"{icon} *{finding.get('code')}*{where}: "
-                     f"{_escape(_one_line(finding.get('message') or ''))}")
+                     f"{escape(_one_line(finding.get('message') or ''))}")
     rest = findings[MAX_FINDING_LINES:]
     if rest:
         counts = _count(f.get("severity") or "?" for f in rest)
@@ -185,14 +185,14 @@ def _action_lines(status: Mapping[str, Any], names: Mapping[str, str]) -> list[s
         servers = action.get("servers") or []
         where = f" on {_server_list(servers, names)}" if servers else ""
         lines.append(f"{number}. *{action.get('kind')}*{where}: "
-                     f"{_escape(_one_line(action.get('reason') or ''))}")
+                     f"{escape(_one_line(action.get('reason') or ''))}")
     return lines
 
 
 def _fallback(status: Mapping[str, Any], org: str, label: str) -> str:
     findings = status.get("findings") or []
     kinds = [a.get("kind") for a in status.get("actions") or [] if a.get("kind") != "none"]
-    text = f"exauth {org}: {label}"
+    text = f"exauth {escape(org)}: {label}"
     if findings:
         text += f" - {len(findings)} finding{'s' if len(findings) != 1 else ''} " \
                 f"({_count(f.get('severity') or '?' for f in findings)})"
@@ -207,9 +207,9 @@ def _fallback(status: Mapping[str, Any], org: str, label: str) -> str:
 def placeholder_message(org: str, kind: str) -> Message:
     """What the channel sees at once; the worker's callback replaces it in place."""
     doing = "Checking" if kind == "status" else "Planning for"
-    text = f"{doing} {org}..."
+    text = f"{doing} {escape(org)}..."
     return {"text": text, "blocks": [
-        _section(f":hourglass_flowing_sand: {_escape(text)}"),
+        _section(f":hourglass_flowing_sand: {text}"),
         _context("Reading Exchange over PowerShell Remoting; this message updates when done."),
     ]}
 
@@ -218,19 +218,20 @@ def retrying_message(org: str, kind: str, reason: str, attempt: int, delay: int 
     """One attempt failed and RQ will try again: say so instead of going silent."""
     doing = "Checking" if kind == "status" else "Planning for"
     when = f" in {delay} s" if delay else ""
-    text = f"{doing} {org}... attempt {attempt} failed ({_one_line(reason)}); retrying{when}."
+    text = (f"{doing} {escape(org)}... attempt {attempt} failed "
+            f"({escape(_one_line(reason))}); retrying{when}.")
     return {"text": _clip(text, MAX_FALLBACK), "blocks": [
-        _section(f":hourglass_flowing_sand: {_escape(text)}"),
+        _section(f":hourglass_flowing_sand: {text}"),
     ]}
 
 
 def failure_message(org: str, kind: str, reason: str) -> Message:
     """The final word on a job that failed: one clear line, never a traceback."""
     what = "check" if kind == "status" else "plan for"
-    text = f"Could not {what} {org}: {_one_line(reason)}"
+    text = f"Could not {what} {escape(org)}: {escape(_one_line(reason))}"
     return {"text": _clip(text, MAX_FALLBACK), "blocks": [
-        _section(f":x: {_escape(text)}"),
-        _context(f"Try again with `/exauth {kind} {org}`; `exauth config check` on the "
+        _section(f":x: {text}"),
+        _context(f"Try again with `/exauth {kind} {escape(org)}`; `exauth config check` on the "
                  "worker host tests every endpoint."),
     ]}
 
@@ -241,26 +242,28 @@ def plan_message(document: Mapping[str, Any]) -> Message:
     actions = list(document.get("actions") or [])
     blocks: list[Block] = [
         _header(f":clipboard: {org}: plan"),
-        _context(f"From the status checked at {document.get('checked_at') or '?'}; "
+        _context(f"From the status checked at {escape(str(document.get('checked_at') or '?'))}; "
                  "nothing has been run."),
     ]
     for action in actions:
         servers = action.get("servers") or []
         where = f" on {_server_list(servers, {})}" if servers else ""
-        lines = [f"*{action.get('kind')}*{where}: {_escape(_one_line(action.get('reason') or ''))}"]
+        lines = [f"*{action.get('kind')}*{where}: {escape(_one_line(action.get('reason') or ''))}"]
         for number, step in enumerate(action.get("steps") or [], start=1):
             gate = ":lock: approval" if step.get("changes_state") else "read-only"
-            lines.append(f"{number}. [{gate}] {_escape(str(step.get('title') or ''))} "
-                         f"_on {step.get('server') or '?'} ({step.get('endpoint') or '?'})_")
+            lines.append(f"{number}. [{gate}] {escape(str(step.get('title') or ''))} "
+                         f"_on {escape(str(step.get('server') or '?'))} "
+                         f"({escape(str(step.get('endpoint') or '?'))})_")
             if step.get("command"):
-                lines.append(f"`{_clip(_escape(_one_line(str(step['command']))), 1500)}`")
+                lines.append(f"`{_clip(escape(_one_line(str(step['command']))), 1500)}`")
             if step.get("note"):
-                lines.append(f"    _{_escape(_one_line(str(step['note'])))}_")
+                lines.append(f"    _{escape(_one_line(str(step['note'])))}_")
         blocks += _sections(lines)
     if not actions:
         blocks.append(_section("nothing to do"))
     kinds = ", ".join(str(a.get("kind")) for a in actions) or "nothing to do"
-    return {"text": _clip(f"exauth plan {org}: {kinds}", MAX_FALLBACK), "blocks": _fit(blocks)}
+    return {"text": _clip(f"exauth plan {escape(org)}: {kinds}", MAX_FALLBACK),
+            "blocks": _fit(blocks)}
 
 
 # --- Block Kit building blocks, each within Slack's limits --------------------------------
@@ -317,7 +320,7 @@ def _short_names(status: Mapping[str, Any]) -> dict[str, str]:
 
 def _name(server: Any, names: Mapping[str, str]) -> str:
     server = str(server or "?")
-    return _escape(names.get(server) or server.split(".")[0])
+    return escape(names.get(server) or server.split(".")[0])
 
 
 def _server_list(servers: Iterable[Any], names: Mapping[str, str], limit: int = 12) -> str:
@@ -368,8 +371,18 @@ def _one_line(text: str) -> str:
     return "no details"
 
 
-def _escape(text: str) -> str:
-    """Slack mrkdwn treats &, < and > as control characters (links, mentions)."""
+def escape(text: str) -> str:
+    """Text from outside (Exchange, a reason, a name, what a user typed), made inert for
+    Slack: mrkdwn fields and a message's `text` read `&`, `<` and `>` as control
+    characters, so `<!channel>` would ping everyone and `<https://x|label>` would show a
+    link under the bot's name. Only these three are replaced, as Slack documents
+    (https://api.slack.com/reference/surfaces/formatting#escaping); Slack shows the
+    entities as the characters again, also inside code spans. Call it once, on the
+    outside value where it enters a message (never on a whole message: ours carries
+    mentions, links and dates on purpose). plain_text fields (headers, button labels,
+    modal titles) are shown literally by Slack, mentions and links included, and take
+    the raw text.
+    """
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 

@@ -34,6 +34,7 @@ from slack_sdk.errors import SlackApiError
 from bot import approvals as op_commands
 from bot.approvals import Approvals
 from bot.slack import callback_client
+from bot.views import escape
 from config.settings import ConfigError, OrgSettings, Settings
 from workers import audit, jobs, warning_state
 from workers.approval import GroupCache, is_allowed_approver
@@ -116,7 +117,7 @@ def _post(client: WebClient, conn: Redis, org: str, channel: str, notice: Notice
         warning_state.commit(conn, org, notice, now=now)
         return
     try:
-        client.chat_postMessage(channel=where, thread_ts=ts, text=_clip(notice.text),
+        client.chat_postMessage(channel=where, thread_ts=ts, text=_clip(escape(notice.text)),
                                 reply_broadcast=notice.kind == "repeat")
     except SlackApiError as exc:
         if exc.response.get("error") not in REPOST_ERRORS:
@@ -139,10 +140,15 @@ def _refresh(client: WebClient, channel: str, ts: str, org: str, notice: Notice)
 
 
 def warning_message(org: str, notice: Notice, *, fresh: bool = False) -> dict[str, Any]:
-    """A warning with its two buttons (values carry org + warning key, nothing secret)."""
+    """A warning with its two buttons (values carry org + warning key, nothing secret).
+
+    A notice's text is mrkdwn emphasis (`*`, backticks) around outside values (names,
+    Exchange's words) and never carries a Slack `<...>` token (workers.warnings writes
+    none), so it enters the message escaped as one piece."""
     text = notice.text
     if fresh:
         text = f"{EMOJI.get(notice.severity, '')} {_strip_prefix(notice.text)}"
+    text = escape(text)
     value = json.dumps({"org": org, "key": notice.key}, separators=(",", ":"))
     band = "expired / last band" if notice.band == 0 else (
         f"{notice.band}-day warning" if notice.band is not None else "condition")
@@ -157,14 +163,15 @@ def warning_message(org: str, notice: Notice, *, fresh: bool = False) -> dict[st
                  "text": {"type": "plain_text", "text": "Snooze 7 days"}, "value": value},
             ]},
             {"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(
-                f"exauth warning · {org} · {band} · reminders and news in the thread")}]},
+                f"exauth warning · {escape(org)} · {band} · reminders and news in the thread")}]},
         ],
     }
 
 
 def resolved_message(notice: Notice) -> dict[str, Any]:
-    return {"text": _clip(_plain(notice.text)),
-            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": _clip(notice.text)}}]}
+    text = escape(notice.text)  # as in warning_message
+    return {"text": _clip(_plain(text)),
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": _clip(text)}}]}
 
 
 # --- buttons ---------------------------------------------------------------------------------
@@ -215,7 +222,7 @@ def handle_snooze(settings: Settings, conn: Redis, client: WebClient, groups: Gr
     if not allowed:
         audit.record(conn, org=org.name, actor=user, action="warning.snooze", target=key,
                      outcome="refused: not an approver", now=now)
-        _tell(client, body, f"Only approvers of {org.name} can snooze its warnings.")
+        _tell(client, body, f"Only approvers of {escape(org.name)} can snooze its warnings.")
         return "not_approver"
     # Seven days on the org's clock, which the sweeps that lift snoozes count by.
     state = warning_state.snooze(conn, org.name, key, user,
@@ -267,9 +274,9 @@ def _click(settings: Settings, body: dict[str, Any]) -> tuple[
     try:
         org = settings.org(org_name)
     except ConfigError:
-        return f"The org {org_name} is not configured any more."
+        return f"The org {escape(org_name)} is not configured any more."
     if org.channel and org.channel != channel:
-        return f"Warnings of {org.name} are handled in its own channel."
+        return f"Warnings of {escape(org.name)} are handled in its own channel."
     return org, key, user, channel, ts
 
 

@@ -182,6 +182,12 @@ class SlackMock:
         if method == "chat.postEphemeral":
             self._ts += 1
             return {"ok": True, "message_ts": f"1700000000.{self._ts:06d}"}
+        if method == "views.open":
+            view = params.get("view")
+            view = json.loads(view) if isinstance(view, str) else view
+            if not params.get("trigger_id") or not isinstance(view, dict):
+                return {"ok": False, "error": "invalid_arguments"}
+            return {"ok": True, "view": {**view, "id": "V0EXAUTH"}}
         if method == "usergroups.users.list":
             group = params.get("usergroup")
             if group not in self.usergroups:

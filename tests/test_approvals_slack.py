@@ -201,7 +201,9 @@ def test_deny_modal_needs_a_reason_and_cancels_with_it_literally(
     assert denied[0]["target"] == f"{op_id}/{index + 1}"
     closed = [e for e in audit.entries(env.conn, "lab", 100) if e["action"] == "operation.close"]
     assert closed and closed[0]["detail"]["reason"].startswith(f"step {index + 1} denied by")
-    assert f"denied step {index + 1}:" in slack.calls_of("chat.postMessage")[-1].params["text"]
+    # the thread note follows the card update, after the operation was cancelled
+    assert wait_until(lambda: [c for c in slack.calls_of("chat.postMessage")
+                               if f"denied step {index + 1}:" in c.params["text"]])
     assert not auth_creations(env.handle)
     changing = ("New-", "Set-", "Remove-", "Import-", "Restart-", "Enable-", "iisreset")
     assert not [c for c in env.handle.org.calls() if c["command"].startswith(changing)]

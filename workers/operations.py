@@ -360,10 +360,17 @@ def _expired(record: dict[str, Any]) -> bool:
 
 def deny(conn: redis.Redis, org: OrgSettings, op_id: str, index: int, *, user: str,
          reason: str) -> None:
-    """A denied step ends the operation (cancelled); the org is free again."""
-    operation.set_step(conn, op_id, index, "skipped", outcome=f"denied by {user}: {reason}",
-                       now=execute.now())
-    op = operation.require(conn, op_id)
+    """A denied step ends the operation (cancelled); the org is free again. Who denied it
+    and why are kept on the step (`denied`), so the card can say so after any re-render."""
+    moment = execute.now()
+    why = audit.scrub_text(reason)
+
+    def mutate(doc: dict[str, Any]) -> None:
+        doc["steps"][index].update(state="skipped", outcome=f"denied by {user}: {why}",
+                                   finished_at=moment.astimezone(UTC).isoformat(),
+                                   denied={"by": user, "reason": why})
+
+    op = operation.update(conn, op_id, mutate, now=moment)
     if op["state"] in operation.OPEN_STATES:
         _close(conn, org, op, "cancelled", f"step {index + 1} denied by {user}: {reason}")
 
