@@ -8,6 +8,9 @@ job id, so double clicks, Slack retries and RQ redeliveries run it once. Every c
 refused or not, goes to the audit log; a refused one gets an ephemeral line and changes
 nothing.
 
+Whenever Redis does not answer (workers.queues.ANSWER_TIMEOUT), the clicker gets the one
+line saying so.
+
 `register(app, settings)` adds the listeners to the bolt app. The subcommand handlers
 (`fix`, `rotate`, `backend`, `ops`, `audit_text`, `resume`) return the ephemeral reply text
 and enqueue the worker job; bot/app.py (`start_op`) routes the parsed subcommands here.
@@ -28,7 +31,7 @@ from slack_sdk import WebClient
 from bot import cards
 from config.settings import OrgSettings, Settings
 from workers import approval, audit, operation, operations, ops_jobs
-from workers.queues import connect
+from workers.queues import ANSWER_TIMEOUT, QUEUE_DOWN, UNREACHABLE_ERRORS, connect
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +216,7 @@ def resume(conn: Redis, handlers: Approvals, settings: Settings, user: str, chan
 
 def register(app: App, settings: Settings, *, redis_url: str | None = None) -> Approvals:
     """Add the Approve/Deny listeners and the deny modal to `app`."""
-    conn = connect(redis_url or settings.redis.url)
+    conn = connect(redis_url or settings.redis.url, timeout=ANSWER_TIMEOUT)
     handlers = Approvals(settings, conn, app.client)
     after_ack = ThreadPoolExecutor(max_workers=8, thread_name_prefix="exauth-approvals")
 
@@ -226,7 +229,11 @@ def register(app: App, settings: Settings, *, redis_url: str | None = None) -> A
         channel = (body.get("channel") or {}).get("id", "")
         action = body["actions"][0]
         if decision == "approve":
-            result = handlers.approve(user, action.get("value", ""), channel=channel)
+            try:
+                result = handlers.approve(user, action.get("value", ""), channel=channel)
+            except UNREACHABLE_ERRORS:
+                reply(client, channel, user, QUEUE_DOWN)
+                return
             if not result.ok:
                 reply(client, channel, user, f"Not approved: {result.message}")
             return
@@ -258,8 +265,12 @@ def register(app: App, settings: Settings, *, redis_url: str | None = None) -> A
         user = body["user"]["id"]
 
         def work() -> None:
-            result = handlers.deny(user, meta.get("value", ""), reason,
-                                   channel=meta.get("channel", ""))
+            try:
+                result = handlers.deny(user, meta.get("value", ""), reason,
+                                       channel=meta.get("channel", ""))
+            except UNREACHABLE_ERRORS:
+                reply(client, meta.get("channel", ""), user, QUEUE_DOWN)
+                return
             if not result.ok:
                 reply(client, meta.get("channel", ""), user, f"Not denied: {result.message}")
 

@@ -12,7 +12,8 @@ raises into RQ: a raising success callback would mark the sweep failed.
 approvers only (user ID or member of a listed user group, looked up fresh through
 GroupCache), audited in both outcomes, 7 days, lifted early by the sweep when the warning
 gets worse. Fix: starts the recommended operation exactly as `/exauth fix` does (operators
-only, one operation per org); its approval card follows in the channel.
+only, one operation per org); its approval card follows in the channel. When Redis does
+not answer, the clicker hears that in one line.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -37,7 +39,7 @@ from bot.slack import callback_client
 from config.settings import ConfigError, OrgSettings, Settings
 from workers import audit, jobs, warning_state
 from workers.approval import GroupCache, is_allowed_approver
-from workers.queues import connect
+from workers.queues import ANSWER_TIMEOUT, QUEUE_DOWN, UNREACHABLE_ERRORS, connect
 from workers.warnings import EMOJI, Notice
 
 log = logging.getLogger(__name__)
@@ -174,7 +176,7 @@ def register(app: App, settings: Settings, handlers: Approvals, *,
              redis_url: str | None = None, clock: Clock | None = None) -> None:
     """Add the Fix / Snooze handlers to the bot's App. They ack at once; the Redis and
     Slack work runs on a small pool so Slack gets its answer inside 3 s."""
-    conn = connect(redis_url or settings.redis.url)
+    conn = connect(redis_url or settings.redis.url, timeout=ANSWER_TIMEOUT)
     pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="exauth-warning")
     caches: dict[int, GroupCache] = {}
     now = clock or (lambda: datetime.now(UTC))
@@ -189,12 +191,14 @@ def register(app: App, settings: Settings, handlers: Approvals, *,
     @app.action(SNOOZE_ACTION)
     def _snooze(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        pool.submit(_logged, handle_snooze, settings, conn, client, groups(client), body, now())
+        pool.submit(_answered, client, body, partial(
+            handle_snooze, settings, conn, client, groups(client), body, now()))
 
     @app.action(FIX_ACTION)
     def _fix(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        pool.submit(_logged, handle_fix, settings, conn, client, body, handlers)
+        pool.submit(_answered, client, body, partial(
+            handle_fix, settings, conn, client, body, handlers))
 
 
 def handle_snooze(settings: Settings, conn: Redis, client: WebClient, groups: GroupCache,
@@ -296,9 +300,13 @@ def _tell(client: WebClient, body: dict[str, Any], text: str) -> None:
         log.info("could not answer a warning button: %s", _line(exc))
 
 
-def _logged(func: Callable[..., Any], *args: Any) -> None:
+def _answered(client: WebClient, body: dict[str, Any], work: Callable[[], object]) -> None:
+    """A button's work after the ack: never silent when Redis does not answer."""
     try:
-        func(*args)
+        work()
+    except UNREACHABLE_ERRORS as exc:
+        log.warning("warning button: Redis is not reachable: %s", type(exc).__name__)
+        _tell(client, body, QUEUE_DOWN)
     except Exception as exc:
         log.warning("warning button failed: %s: %s", type(exc).__name__, _line(exc))
 
