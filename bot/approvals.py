@@ -27,6 +27,7 @@ from typing import Any
 from redis import Redis
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from bot import cards
 from config.settings import OrgSettings, Settings
@@ -238,8 +239,14 @@ def register(app: App, settings: Settings, *, redis_url: str | None = None) -> A
                 reply(client, channel, user, f"Not approved: {result.message}")
             return
         message = body.get("message") or {}
-        client.views_open(trigger_id=body["trigger_id"], view=cards.deny_modal(
-            action.get("value", ""), channel, str(message.get("ts", ""))))
+        try:
+            client.views_open(trigger_id=body["trigger_id"], view=cards.deny_modal(
+                action.get("value", ""), channel, str(message.get("ts", ""))))
+        except SlackApiError as exc:  # e.g. expired_trigger_id: the click came too late
+            error = exc.response.get("error") or "error"
+            log.warning("deny form not opened: %s", error)
+            after_ack.submit(_logged, reply, client, channel, user,
+                             f"I could not open the deny form ({error}); click Deny again.")
 
     @app.action(cards.APPROVE_ACTION)
     def approve_clicked(ack: Ack, body: dict[str, Any], client: WebClient) -> None:

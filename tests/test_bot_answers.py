@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -211,3 +212,25 @@ def test_the_bot_waits_briefly_on_redis_and_the_worker_keeps_its_defaults() -> N
     with pytest.raises(redis.ConnectionError):
         bot_side.ping()
     assert time.monotonic() - started < 1.5
+
+
+# --- the deny form ---------------------------------------------------------------------------
+
+
+def test_a_deny_form_that_cannot_open_is_answered(
+        slack: SlackMock, redis_url: str, start_bot: Callable[[str], SlackHttpServer]) -> None:
+    bot = start_bot(redis_url)
+    slack.fail_next("views.open", "expired_trigger_id")
+    assert post(bot, button(cards.DENY_ACTION, CARD_VALUE, "trig-deny-1")).status_code == 200
+    answer = slack.wait_for("chat.postEphemeral", timeout=ANSWER_WITHIN)[0]
+    assert answer.params["user"] == USER and answer.params["channel"] == CHANNEL
+    assert "deny form" in answer.params["text"]
+    assert "expired_trigger_id" in answer.params["text"]
+    assert "\n" not in answer.params["text"]
+
+    # When it opens, the form is the answer: nothing more is said.
+    assert post(bot, button(cards.DENY_ACTION, CARD_VALUE, "trig-deny-2")).status_code == 200
+    opened: list[Any] = slack.wait_for("views.open", 2)
+    assert opened[1].response["ok"] is True
+    time.sleep(0.3)
+    assert len(slack.calls_of("chat.postEphemeral")) == 1
