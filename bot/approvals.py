@@ -8,8 +8,9 @@ job id, so double clicks, Slack retries and RQ redeliveries run it once. Every c
 refused or not, goes to the audit log; a refused one gets an ephemeral line and changes
 nothing.
 
-Whenever Redis does not answer (workers.queues.ANSWER_TIMEOUT), the clicker gets the one
-line saying so.
+A Slack user group that cannot be listed fails closed for that group only
+(approval.GroupCache.membership); the refusal names it. Whenever Redis does not answer
+(workers.queues.ANSWER_TIMEOUT), the clicker gets the one line saying so.
 
 `register(app, settings)` adds the listeners to the bolt app. The subcommand handlers
 (`fix`, `rotate`, `backend`, `ops`, `audit_text`, `resume`) return the ephemeral reply text
@@ -50,13 +51,10 @@ class Approvals:
     def _members(self, group: str) -> list[str]:
         return list(self.client.usergroups_users_list(usergroup=group)["users"])
 
-    def user_groups(self, user: str, listed: list[str]) -> set[str] | None:
-        """Groups of `listed` the user is in; None when Slack could not say (fail closed)."""
-        try:
-            return self.groups.groups_of(user, listed)
-        except Exception as exc:
-            log.warning("user group lookup failed: %s", type(exc).__name__)
-            return None
+    def user_groups(self, user: str, listed: list[str]) -> approval.Membership:
+        """Groups of `listed` the user is in, and those Slack could not list (fail closed
+        for those only: a user listed by ID does not depend on any lookup)."""
+        return self.groups.membership(user, listed)
 
     def approve(self, user: str, value: str, *, channel: str = "") -> approval.Decision:
         """One Approve click. Enqueues the step only for the click that won."""
@@ -78,14 +76,11 @@ class Approvals:
                                      None)
         org = self.settings.org(op["org"])
         groups = self.user_groups(user, org.approvers)
-        if groups is None:
-            result = approval.Decision(False, "not_approver", "could not check your Slack "
-                                       "user groups right now; try again in a minute", None)
-        else:
-            result = approval.decide(
-                self.conn, op_id, index, user=user, decision=decision, reason=reason,
-                approvers=org.approvers, user_groups=groups,
-                allow_self_approval=org.allow_self_approval, request_id=request_id)
+        result = approval.decide(
+            self.conn, op_id, index, user=user, decision=decision, reason=reason,
+            approvers=org.approvers, user_groups=groups.groups,
+            allow_self_approval=org.allow_self_approval, request_id=request_id,
+            unchecked_groups=groups.unchecked)
         audit.record(self.conn, org=org.name, actor=user, action=f"approval.{decision}",
                      target=operation.step_ref(op_id, index), outcome=result.code,
                      detail={"reason": reason} if reason else {})
@@ -128,20 +123,30 @@ class Approvals:
 # --- subcommands ----------------------------------------------------------------------------
 
 
-def may_operate(org: OrgSettings, user: str, groups: Callable[[str, list[str]], set[str] | None]
-                ) -> bool:
-    """Operators start changes; nobody listed means anyone in the org's channel."""
-    if not org.operators:
-        return True
-    found = groups(user, org.operators)
-    return approval.is_allowed_approver(user, found or set(), org.operators)
+Lookup = Callable[[str, list[str]], approval.Membership]
+
+
+def refusal(user: str, listed: list[str], groups: Lookup, why: str) -> str | None:
+    """None when `user` is listed (by user ID, or in a listed user group), else `why`,
+    naming the listed groups Slack could not list just now (they fail closed)."""
+    found = groups(user, listed)
+    if found.allows(user, listed):
+        return None
+    if found.unchecked:
+        return (f"{why} (Slack user group(s) {', '.join(found.unchecked)} could not be "
+                "checked just now; try again in a minute.)")
+    return why
 
 
 def start(conn: Redis, handlers: Approvals, org: OrgSettings, user: str, channel: str,
           kind: str | None, servers: list[str] | None = None, override: bool = False) -> str:
-    """Enqueue the start of an operation; the card appears when the worker has read Exchange."""
-    if not may_operate(org, user, handlers.user_groups):
-        return f"Only the operators of {org.name} may start changes."
+    """Enqueue the start of an operation; the card appears when the worker has read Exchange.
+    Operators start changes; nobody listed means anyone in the org's channel."""
+    if org.operators:
+        refused = refusal(user, org.operators, handlers.user_groups,
+                          f"Only the operators of {org.name} may start changes.")
+        if refused:
+            return refused
     busy = operation.open_ops(conn, org.name)
     if busy:
         return (f"{org.name} already has an open operation (`{busy[0]['id']}`, "
@@ -205,8 +210,11 @@ def resume(conn: Redis, handlers: Approvals, settings: Settings, user: str, chan
     if op is None:
         return f"No operation `{op_id[:40]}`."
     org = settings.org(op["org"])
-    if not may_operate(org, user, handlers.user_groups):
-        return f"Only the operators of {org.name} may resume operations."
+    if org.operators:
+        refused = refusal(user, org.operators, handlers.user_groups,
+                          f"Only the operators of {org.name} may resume operations.")
+        if refused:
+            return refused
     ops_jobs.enqueue(conn, "resume_job", (op["id"], user),
                      meta={"reply": {"channel": channel}, "what": "resume", "op_id": op["id"]})
     return f"Re-validating operation `{op['id']}`; progress follows in its card's thread."

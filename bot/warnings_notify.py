@@ -12,8 +12,9 @@ raises into RQ: a raising success callback would mark the sweep failed.
 approvers only (user ID or member of a listed user group, looked up fresh through
 GroupCache), audited in both outcomes, 7 days, lifted early by the sweep when the warning
 gets worse. Fix: starts the recommended operation exactly as `/exauth fix` does (operators
-only, one operation per org); its approval card follows in the channel. When Redis does
-not answer, the clicker hears that in one line.
+only, one operation per org); its approval card follows in the channel. A user group Slack
+cannot list fails closed for that group only, and the answer names it; when Redis does not
+answer, the clicker hears that in one line.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from bot.approvals import Approvals
 from bot.slack import callback_client
 from config.settings import ConfigError, OrgSettings, Settings
 from workers import audit, jobs, warning_state
-from workers.approval import GroupCache, is_allowed_approver
+from workers.approval import GroupCache
 from workers.queues import ANSWER_TIMEOUT, QUEUE_DOWN, UNREACHABLE_ERRORS, connect
 from workers.warnings import EMOJI, Notice
 
@@ -209,14 +210,13 @@ def handle_snooze(settings: Settings, conn: Redis, client: WebClient, groups: Gr
         _tell(client, body, click)
         return "invalid"
     org, key, user, channel, ts = click
-    try:
-        allowed = is_allowed_approver(user, groups.groups_of(user, org.approvers), org.approvers)
-    except Exception as exc:
-        log.warning("snooze %s/%s: user group lookup failed: %s", org.name, key, _line(exc))
-        _tell(client, body, "I could not check the approvers' user groups just now; "
-                            "try again in a minute.")
+    found = groups.membership(user, org.approvers)
+    if not found.allows(user, org.approvers) and found.unchecked:
+        _tell(client, body, f"Only approvers of {org.name} can snooze its warnings, and Slack "
+                            f"user group(s) {', '.join(found.unchecked)} could not be checked "
+                            "just now; try again in a minute.")
         return "lookup_failed"
-    if not allowed:
+    if not found.allows(user, org.approvers):
         audit.record(conn, org=org.name, actor=user, action="warning.snooze", target=key,
                      outcome="refused: not an approver", now=now)
         _tell(client, body, f"Only approvers of {org.name} can snooze its warnings.")
