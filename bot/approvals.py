@@ -8,9 +8,10 @@ job id, so double clicks, Slack retries and RQ redeliveries run it once. Every c
 refused or not, goes to the audit log; a refused one gets an ephemeral line and changes
 nothing.
 
-A Slack user group that cannot be listed fails closed for that group only
-(approval.GroupCache.membership); the refusal names it. Whenever Redis does not answer
-(workers.queues.ANSWER_TIMEOUT), the clicker gets the one line saying so.
+An Approve click is taken only in the org's own channel (a card seen elsewhere is refused
+and audited like any refusal). A Slack user group that cannot be listed fails closed for
+that group only (approval.GroupCache.membership); the refusal names it. Whenever Redis does
+not answer (workers.queues.ANSWER_TIMEOUT), the clicker gets the one line saying so.
 
 `register(app, settings)` adds the listeners to the bolt app. The subcommand handlers
 (`fix`, `rotate`, `backend`, `ops`, `audit_text`, `resume`) return the ephemeral reply text
@@ -75,12 +76,16 @@ class Approvals:
             return approval.Decision(False, "not_found", f"operation {op_id} does not exist",
                                      None)
         org = self.settings.org(op["org"])
-        groups = self.user_groups(user, org.approvers)
-        result = approval.decide(
-            self.conn, op_id, index, user=user, decision=decision, reason=reason,
-            approvers=org.approvers, user_groups=groups.groups,
-            allow_self_approval=org.allow_self_approval, request_id=request_id,
-            unchecked_groups=groups.unchecked)
+        if decision == "approve" and channel != org.channel:
+            result = approval.Decision(False, "wrong_channel", f"steps of {org.name} are "
+                                       f"approved in its own channel, <#{org.channel}>", None)
+        else:
+            groups = self.user_groups(user, org.approvers)
+            result = approval.decide(
+                self.conn, op_id, index, user=user, decision=decision, reason=reason,
+                approvers=org.approvers, user_groups=groups.groups,
+                allow_self_approval=org.allow_self_approval, request_id=request_id,
+                unchecked_groups=groups.unchecked)
         audit.record(self.conn, org=org.name, actor=user, action=f"approval.{decision}",
                      target=operation.step_ref(op_id, index), outcome=result.code,
                      detail={"reason": reason} if reason else {})
@@ -202,7 +207,17 @@ def audit_text(conn: Redis, org: OrgSettings, limit: int = 15) -> str:
 
 def resume(conn: Redis, handlers: Approvals, settings: Settings, user: str, channel: str,
            op_id: str) -> str:
-    """`/exauth resume <op>`: re-validate and continue an interrupted or lapsed operation."""
+    """`/exauth resume <op>`: re-validate and continue an interrupted or lapsed operation.
+
+    Only in the org's own channel, and only by whoever may start an operation there (its
+    operators; with none listed, anyone in the channel, as for `fix`) or approve one. Decided
+    so because a resume can do nothing a start cannot: it re-reads Exchange, adopts what a
+    dead step already did, and asks again for an approval that lapsed; every change it leads
+    to still waits for an approver, and the cron sweep resumes the same operations on its
+    own. Approvers may resume without being operators: a lapsed approval is theirs to ask for
+    again. A refusal is audited (`operation.resume`, "refused: ..."). The op id echoed when
+    there is no such operation is the user's own text (clipped), the only text echoed here.
+    """
     try:
         op = operation.load(conn, op_id)
     except operation.OperationError:
@@ -210,11 +225,19 @@ def resume(conn: Redis, handlers: Approvals, settings: Settings, user: str, chan
     if op is None:
         return f"No operation `{op_id[:40]}`."
     org = settings.org(op["org"])
-    if org.operators:
-        refused = refusal(user, org.operators, handlers.user_groups,
-                          f"Only the operators of {org.name} may resume operations.")
-        if refused:
-            return refused
+    refused, outcome = None, ""
+    if channel != org.channel:
+        refused = f"Operations of {org.name} are resumed in its own channel, <#{org.channel}>."
+        outcome = "refused: wrong channel"
+    elif org.operators:
+        listed = [*org.operators, *org.approvers]
+        refused = refusal(user, listed, handlers.user_groups, f"Only the operators and "
+                          f"approvers of {org.name} may resume its operations.")
+        outcome = "refused: not an operator or approver"
+    if refused:
+        audit.record(conn, org=org.name, actor=user, action="operation.resume",
+                     target=op["id"], outcome=outcome)
+        return refused
     ops_jobs.enqueue(conn, "resume_job", (op["id"], user),
                      meta={"reply": {"channel": channel}, "what": "resume", "op_id": op["id"]})
     return f"Re-validating operation `{op['id']}`; progress follows in its card's thread."

@@ -1,7 +1,10 @@
-"""Who may approve, and from where: signed requests into the bot's bolt app, real
+"""Who may approve or resume, and from where: signed requests into the bot's bolt app, real
 Redis, the lab, and the Slack mock (the fixtures of tests/test_approvals_slack.py).
 
 - A Slack user group that cannot be listed fails closed for that group only.
+- An Approve click or `/exauth resume` from a channel other than the org's is refused and
+  audited; `/exauth resume` is for the org's operators (anyone in the channel when none are
+  listed) and approvers (bot.approvals.resume says why).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from slack_bolt import App, BoltRequest
@@ -19,13 +23,16 @@ from bot import cards
 from bot.warnings_notify import SNOOZE_ACTION, handle_snooze
 from config.settings import settings_from_dict
 from tests.slack_mock import BOT_TOKEN, SlackMock, signed_headers, slash_command_body
-from tests.test_approvals_slack import CHANNEL, OUTSIDER, dispatch, open_card
+from tests.test_approvals_slack import CHANNEL, GROUP_MEMBER, OUTSIDER, dispatch, open_card
 from tests.test_approvals_slack import bot as bot  # the fixtures
 from tests.test_approvals_slack import slack as slack
 from tests.test_operations_lab import APPROVER, Env
 from tests.test_operations_lab import env_for as env_for
-from workers import approval, audit
+from workers import approval, audit, operation
+from workers.queues import CHANGE_QUEUE, queue
 
+ELSEWHERE = "C0ELSEWHERE"
+OPERATOR = "U0OPER"
 Bot = Callable[..., tuple[Env, App]]
 
 
@@ -64,6 +71,11 @@ def slash(app: App, slack: SlackMock, text: str, user: str, channel: str = CHANN
     answer = slack.wait_for("response", before + 1, timeout=5)[-1]
     assert answer.params["response_type"] == "ephemeral"
     return str(answer.params["text"])
+
+
+def resume_jobs(env: Env) -> list[Any]:
+    return [job for job in queue(CHANGE_QUEUE, env.conn).get_jobs()
+            if job.func_name.endswith("resume_job")]
 
 
 def audited(env: Env, action: str) -> list[tuple[str, str]]:
@@ -137,3 +149,63 @@ def test_snooze_by_an_approver_listed_by_id_does_not_wait_on_a_failing_group(
     assert snooze(APPROVER) == "gone"  # allowed; there is just no such warning to snooze
     assert snooze(OUTSIDER) == "lookup_failed"
     assert "S0GONE" in ephemeral_to(slack, OUTSIDER)
+
+
+# --- the channel an Approve click comes from --------------------------------------------------
+
+
+def test_an_approve_click_from_another_channel_is_refused_and_audited(
+        bot: Bot, slack: SlackMock) -> None:
+    env, app = bot()
+    op_id, _, value = open_card(env)
+    index = json.loads(value)["step"]
+    click(app, APPROVER, value, channel=ELSEWHERE)
+    refused = ephemeral_to(slack, APPROVER)
+    assert refused.startswith("Not approved:") and f"<#{CHANNEL}>" in refused
+    time.sleep(0.3)
+    assert (approval.get(env.conn, op_id, index) or {})["state"] == "pending"
+    assert queue(CHANGE_QUEUE, env.conn).count == 0
+    assert audited(env, "approval.approve") == [(APPROVER, "wrong_channel")]
+
+    click(app, APPROVER, value)  # the same approver in the org's channel
+    deadline = time.monotonic() + 5
+    while (approval.get(env.conn, op_id, index) or {}).get("state") != "enqueued":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+# --- /exauth resume -----------------------------------------------------------------------
+
+
+def test_resume_from_another_channel_is_refused_and_audited(bot: Bot, slack: SlackMock) -> None:
+    env, app = bot()
+    op_id, _, _ = open_card(env)
+    answer = slash(app, slack, f"resume {op_id}", APPROVER, channel=ELSEWHERE)
+    assert f"<#{CHANNEL}>" in answer and "\n" not in answer
+    assert resume_jobs(env) == []
+    assert audited(env, "operation.resume") == [(APPROVER, "refused: wrong channel")]
+    assert operation.load(env.conn, op_id) is not None
+
+
+def test_resume_is_for_operators_and_approvers_when_operators_are_listed(
+        bot: Bot, slack: SlackMock) -> None:
+    env, app = bot(operators=f'["{OPERATOR}"]')
+    op_id, _, _ = open_card(env)
+
+    answer = slash(app, slack, f"resume {op_id}", OUTSIDER)
+    assert answer.startswith("Only the operators") and "\n" not in answer
+    assert resume_jobs(env) == []
+    assert audited(env, "operation.resume") == [(OUTSIDER, "refused: not an operator or "
+                                                            "approver")]
+
+    assert "Re-validating" in slash(app, slack, f"resume {op_id}", OPERATOR)
+    assert "Re-validating" in slash(app, slack, f"resume {op_id}", APPROVER)  # not an operator
+    assert "Re-validating" in slash(app, slack, f"resume {op_id}", GROUP_MEMBER)  # by group
+    assert [job.args[1] for job in resume_jobs(env)] == [OPERATOR, APPROVER, GROUP_MEMBER]
+
+
+def test_without_operators_anyone_in_the_channel_may_resume(bot: Bot, slack: SlackMock) -> None:
+    env, app = bot()  # no operators listed: anyone in the org's channel may start, or resume
+    op_id, _, _ = open_card(env)
+    assert "Re-validating" in slash(app, slack, f"resume {op_id}", OUTSIDER)
+    assert [job.args[1] for job in resume_jobs(env)] == [OUTSIDER]
