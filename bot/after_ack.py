@@ -10,6 +10,9 @@ ack p99 from ~230-500 ms to ~35-50 ms; a burst's placeholders land ~1-1.5 s late
 
 Duplicate deliveries enqueue nothing: a second request with a trigger_id already seen
 (Redis SET NX with a TTL under `exauth:dedupe:`, atomic across bot replicas) is dropped.
+When Redis does not answer that check (stopped, or hung past workers.queues.ANSWER_TIMEOUT),
+every command of the batch gets the one ephemeral line saying so instead: nothing it asks
+for can be done without the job queue, and asking Redis again would only make it wait.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from slack_bolt import Respond
 from slack_sdk import WebClient
 
 from bot import views
-from workers.queues import ReadJob, enqueue_reads
+from workers.queues import QUEUE_DOWN, UNREACHABLE_ERRORS, ReadJob, enqueue_reads
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +148,14 @@ class AfterAck:
             try:
                 fresh = first_deliveries(self.redis,
                                          [s.command.get("trigger_id") for s in batch])
-            except Exception as exc:  # Redis down: act anyway, the enqueue will say so
+            except UNREACHABLE_ERRORS as exc:
+                log.warning("duplicate check failed, Redis is not reachable: %s",
+                            type(exc).__name__)
+                for started in batch:
+                    self._posts.submit(logged, partial(started.respond, text=QUEUE_DOWN,
+                                                       response_type="ephemeral"))
+                continue
+            except Exception as exc:  # Redis answered oddly: act anyway, the enqueue says
                 log.warning("duplicate check failed: %s", type(exc).__name__)
                 fresh = [True] * len(batch)
             for started, first in zip(batch, fresh, strict=True):

@@ -42,7 +42,7 @@ from bot.slack import SlackNotConfigured, api_url, web_client
 from bot.warnings_notify import register as register_warnings
 from config.settings import Settings
 from workers import jobs
-from workers.queues import ReadJob, connect
+from workers.queues import ANSWER_TIMEOUT, QUEUE_DOWN, UNREACHABLE_ERRORS, ReadJob, connect
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def create_app(settings: Settings, *, redis_url: str | None = None,
         signing_secret=signing_secret.get_secret_value() if signing_secret else "",
         process_before_response=True,
     )
-    after_ack = AfterAck(connect(redis_url or settings.redis.url))
+    after_ack = AfterAck(connect(redis_url or settings.redis.url, timeout=ANSWER_TIMEOUT))
     org_channels = {org.name: org.channel for org in settings.orgs}
 
     @app.command(COMMAND)
@@ -113,7 +113,17 @@ def is_redelivery(request: BoltRequest) -> bool:
 
 def start_op(decision: RunOp, handlers: Approvals, command: dict[str, Any],
              respond: Respond) -> None:
-    """Operation subcommands: check who asks, enqueue, answer ephemerally (after the ack)."""
+    """Operation subcommands: check who asks, enqueue, answer ephemerally (after the ack).
+    Every one of them needs Redis; when it does not answer, the asker hears so."""
+    try:
+        text = _op_answer(decision, handlers, command)
+    except UNREACHABLE_ERRORS as exc:
+        log.warning("/exauth %s: Redis is not reachable: %s", decision.kind, type(exc).__name__)
+        text = QUEUE_DOWN
+    respond(text=text, response_type="ephemeral")
+
+
+def _op_answer(decision: RunOp, handlers: Approvals, command: dict[str, Any]) -> str:
     redis = handlers.conn
     settings = handlers.settings
     user = command.get("user_id") or ""
@@ -133,7 +143,7 @@ def start_op(decision: RunOp, handlers: Approvals, command: dict[str, Any],
             text = op_commands.ops(redis, org)
         else:
             text = op_commands.audit_text(redis, org)
-    respond(text=text, response_type="ephemeral")
+    return text
 
 
 def post_placeholder(decision: RunJob, client: WebClient, after_ack: AfterAck,

@@ -8,6 +8,11 @@ job id, so double clicks, Slack retries and RQ redeliveries run it once. Every c
 refused or not, goes to the audit log; a refused one gets an ephemeral line and changes
 nothing.
 
+An Approve click is taken only in the org's own channel (a card seen elsewhere is refused
+and audited like any refusal). A Slack user group that cannot be listed fails closed for
+that group only (approval.GroupCache.membership); the refusal names it. Whenever Redis does
+not answer (workers.queues.ANSWER_TIMEOUT), the clicker gets the one line saying so.
+
 `register(app, settings)` adds the listeners to the bolt app. The subcommand handlers
 (`fix`, `rotate`, `backend`, `ops`, `audit_text`, `resume`) return the ephemeral reply text
 and enqueue the worker job; bot/app.py (`start_op`) routes the parsed subcommands here.
@@ -24,12 +29,13 @@ from typing import Any
 from redis import Redis
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from bot import cards
 from bot.views import escape
 from config.settings import OrgSettings, Settings
 from workers import approval, audit, operation, operations, ops_jobs
-from workers.queues import connect
+from workers.queues import ANSWER_TIMEOUT, QUEUE_DOWN, UNREACHABLE_ERRORS, connect
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +53,10 @@ class Approvals:
     def _members(self, group: str) -> list[str]:
         return list(self.client.usergroups_users_list(usergroup=group)["users"])
 
-    def user_groups(self, user: str, listed: list[str]) -> set[str] | None:
-        """Groups of `listed` the user is in; None when Slack could not say (fail closed)."""
-        try:
-            return self.groups.groups_of(user, listed)
-        except Exception as exc:
-            log.warning("user group lookup failed: %s", type(exc).__name__)
-            return None
+    def user_groups(self, user: str, listed: list[str]) -> approval.Membership:
+        """Groups of `listed` the user is in, and those Slack could not list (fail closed
+        for those only: a user listed by ID does not depend on any lookup)."""
+        return self.groups.membership(user, listed)
 
     def approve(self, user: str, value: str, *, channel: str = "") -> approval.Decision:
         """One Approve click. Enqueues the step only for the click that won."""
@@ -74,15 +77,16 @@ class Approvals:
             return approval.Decision(False, "not_found", f"operation {op_id} does not exist",
                                      None)
         org = self.settings.org(op["org"])
-        groups = self.user_groups(user, org.approvers)
-        if groups is None:
-            result = approval.Decision(False, "not_approver", "could not check your Slack "
-                                       "user groups right now; try again in a minute", None)
+        if decision == "approve" and channel != org.channel:
+            result = approval.Decision(False, "wrong_channel", f"steps of {org.name} are "
+                                       "approved only in its own channel", None)
         else:
+            groups = self.user_groups(user, org.approvers)
             result = approval.decide(
                 self.conn, op_id, index, user=user, decision=decision, reason=reason,
-                approvers=org.approvers, user_groups=groups,
-                allow_self_approval=org.allow_self_approval, request_id=request_id)
+                approvers=org.approvers, user_groups=groups.groups,
+                allow_self_approval=org.allow_self_approval, request_id=request_id,
+                unchecked_groups=groups.unchecked)
         audit.record(self.conn, org=org.name, actor=user, action=f"approval.{decision}",
                      target=operation.step_ref(op_id, index), outcome=result.code,
                      detail={"reason": reason} if reason else {})
@@ -125,20 +129,30 @@ class Approvals:
 # --- subcommands ----------------------------------------------------------------------------
 
 
-def may_operate(org: OrgSettings, user: str, groups: Callable[[str, list[str]], set[str] | None]
-                ) -> bool:
-    """Operators start changes; nobody listed means anyone in the org's channel."""
-    if not org.operators:
-        return True
-    found = groups(user, org.operators)
-    return approval.is_allowed_approver(user, found or set(), org.operators)
+Lookup = Callable[[str, list[str]], approval.Membership]
+
+
+def refusal(user: str, listed: list[str], groups: Lookup, why: str) -> str | None:
+    """None when `user` is listed (by user ID, or in a listed user group), else `why`,
+    naming the listed groups Slack could not list just now (they fail closed)."""
+    found = groups(user, listed)
+    if found.allows(user, listed):
+        return None
+    if found.unchecked:
+        return (f"{why} (Slack user group(s) {', '.join(found.unchecked)} could not be "
+                "checked just now; try again in a minute.)")
+    return why
 
 
 def start(conn: Redis, handlers: Approvals, org: OrgSettings, user: str, channel: str,
           kind: str | None, servers: list[str] | None = None, override: bool = False) -> str:
-    """Enqueue the start of an operation; the card appears when the worker has read Exchange."""
-    if not may_operate(org, user, handlers.user_groups):
-        return f"Only the operators of {escape(org.name)} may start changes."
+    """Enqueue the start of an operation; the card appears when the worker has read Exchange.
+    Operators start changes; nobody listed means anyone in the org's channel."""
+    if org.operators:
+        refused = refusal(user, org.operators, handlers.user_groups,
+                          f"Only the operators of {escape(org.name)} may start changes.")
+        if refused:
+            return refused
     busy = operation.open_ops(conn, org.name)
     if busy:
         return (f"{escape(org.name)} already has an open operation (`{busy[0]['id']}`, "
@@ -194,7 +208,17 @@ def audit_text(conn: Redis, org: OrgSettings, limit: int = 15) -> str:
 
 def resume(conn: Redis, handlers: Approvals, settings: Settings, user: str, channel: str,
            op_id: str) -> str:
-    """`/exauth resume <op>`: re-validate and continue an interrupted or lapsed operation."""
+    """`/exauth resume <op>`: re-validate and continue an interrupted or lapsed operation.
+
+    Only in the org's own channel, and only by whoever may start an operation there (its
+    operators; with none listed, anyone in the channel, as for `fix`) or approve one. Decided
+    so because a resume can do nothing a start cannot: it re-reads Exchange, adopts what a
+    dead step already did, and asks again for an approval that lapsed; every change it leads
+    to still waits for an approver, and the cron sweep resumes the same operations on its
+    own. Approvers may resume without being operators: a lapsed approval is theirs to ask for
+    again. A refusal is audited (`operation.resume`, "refused: ..."). The op id echoed when
+    there is no such operation is the user's own text (clipped), the only text echoed here.
+    """
     try:
         op = operation.load(conn, op_id)
     except operation.OperationError:
@@ -202,8 +226,20 @@ def resume(conn: Redis, handlers: Approvals, settings: Settings, user: str, chan
     if op is None:
         return f"No operation `{escape(op_id[:40])}`."
     org = settings.org(op["org"])
-    if not may_operate(org, user, handlers.user_groups):
-        return f"Only the operators of {escape(org.name)} may resume operations."
+    refused, outcome = None, ""
+    if channel != org.channel:
+        refused = (f"Operations of {escape(org.name)} are resumed in its own channel, "
+                   f"<#{org.channel}>.")
+        outcome = "refused: wrong channel"
+    elif org.operators:
+        listed = [*org.operators, *org.approvers]
+        refused = refusal(user, listed, handlers.user_groups, f"Only the operators and "
+                          f"approvers of {escape(org.name)} may resume its operations.")
+        outcome = "refused: not an operator or approver"
+    if refused:
+        audit.record(conn, org=org.name, actor=user, action="operation.resume",
+                     target=op["id"], outcome=outcome)
+        return refused
     ops_jobs.enqueue(conn, "resume_job", (op["id"], user),
                      meta={"reply": {"channel": channel}, "what": "resume", "op_id": op["id"]})
     return f"Re-validating operation `{op['id']}`; progress follows in its card's thread."
@@ -214,7 +250,7 @@ def resume(conn: Redis, handlers: Approvals, settings: Settings, user: str, chan
 
 def register(app: App, settings: Settings, *, redis_url: str | None = None) -> Approvals:
     """Add the Approve/Deny listeners and the deny modal to `app`."""
-    conn = connect(redis_url or settings.redis.url)
+    conn = connect(redis_url or settings.redis.url, timeout=ANSWER_TIMEOUT)
     handlers = Approvals(settings, conn, app.client)
     after_ack = ThreadPoolExecutor(max_workers=8, thread_name_prefix="exauth-approvals")
 
@@ -227,13 +263,23 @@ def register(app: App, settings: Settings, *, redis_url: str | None = None) -> A
         channel = (body.get("channel") or {}).get("id", "")
         action = body["actions"][0]
         if decision == "approve":
-            result = handlers.approve(user, action.get("value", ""), channel=channel)
+            try:
+                result = handlers.approve(user, action.get("value", ""), channel=channel)
+            except UNREACHABLE_ERRORS:
+                reply(client, channel, user, QUEUE_DOWN)
+                return
             if not result.ok:
                 reply(client, channel, user, f"Not approved: {escape(result.message)}")
             return
         message = body.get("message") or {}
-        client.views_open(trigger_id=body["trigger_id"], view=cards.deny_modal(
-            action.get("value", ""), channel, str(message.get("ts", ""))))
+        try:
+            client.views_open(trigger_id=body["trigger_id"], view=cards.deny_modal(
+                action.get("value", ""), channel, str(message.get("ts", ""))))
+        except SlackApiError as exc:  # e.g. expired_trigger_id: the click came too late
+            error = exc.response.get("error") or "error"
+            log.warning("deny form not opened: %s", error)
+            after_ack.submit(_logged, reply, client, channel, user,
+                             f"I could not open the deny form ({error}); click Deny again.")
 
     @app.action(cards.APPROVE_ACTION)
     def approve_clicked(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
@@ -259,8 +305,12 @@ def register(app: App, settings: Settings, *, redis_url: str | None = None) -> A
         user = body["user"]["id"]
 
         def work() -> None:
-            result = handlers.deny(user, meta.get("value", ""), reason,
-                                   channel=meta.get("channel", ""))
+            try:
+                result = handlers.deny(user, meta.get("value", ""), reason,
+                                       channel=meta.get("channel", ""))
+            except UNREACHABLE_ERRORS:
+                reply(client, meta.get("channel", ""), user, QUEUE_DOWN)
+                return
             if not result.ok:
                 reply(client, meta.get("channel", ""), user,
                       f"Not denied: {escape(result.message)}")

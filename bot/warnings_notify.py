@@ -12,7 +12,9 @@ raises into RQ: a raising success callback would mark the sweep failed.
 approvers only (user ID or member of a listed user group, looked up fresh through
 GroupCache), audited in both outcomes, 7 days, lifted early by the sweep when the warning
 gets worse. Fix: starts the recommended operation exactly as `/exauth fix` does (operators
-only, one operation per org); its approval card follows in the channel.
+only, one operation per org); its approval card follows in the channel. A user group Slack
+cannot list fails closed for that group only, and the answer names it; when Redis does not
+answer, the clicker hears that in one line.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -37,8 +40,8 @@ from bot.slack import callback_client
 from bot.views import escape
 from config.settings import ConfigError, OrgSettings, Settings
 from workers import audit, jobs, warning_state
-from workers.approval import GroupCache, is_allowed_approver
-from workers.queues import connect
+from workers.approval import GroupCache
+from workers.queues import ANSWER_TIMEOUT, QUEUE_DOWN, UNREACHABLE_ERRORS, connect
 from workers.warnings import EMOJI, Notice
 
 log = logging.getLogger(__name__)
@@ -181,7 +184,7 @@ def register(app: App, settings: Settings, handlers: Approvals, *,
              redis_url: str | None = None, clock: Clock | None = None) -> None:
     """Add the Fix / Snooze handlers to the bot's App. They ack at once; the Redis and
     Slack work runs on a small pool so Slack gets its answer inside 3 s."""
-    conn = connect(redis_url or settings.redis.url)
+    conn = connect(redis_url or settings.redis.url, timeout=ANSWER_TIMEOUT)
     pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="exauth-warning")
     caches: dict[int, GroupCache] = {}
     now = clock or (lambda: datetime.now(UTC))
@@ -196,12 +199,14 @@ def register(app: App, settings: Settings, handlers: Approvals, *,
     @app.action(SNOOZE_ACTION)
     def _snooze(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        pool.submit(_logged, handle_snooze, settings, conn, client, groups(client), body, now())
+        pool.submit(_answered, client, body, partial(
+            handle_snooze, settings, conn, client, groups(client), body, now()))
 
     @app.action(FIX_ACTION)
     def _fix(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        pool.submit(_logged, handle_fix, settings, conn, client, body, handlers)
+        pool.submit(_answered, client, body, partial(
+            handle_fix, settings, conn, client, body, handlers))
 
 
 def handle_snooze(settings: Settings, conn: Redis, client: WebClient, groups: GroupCache,
@@ -212,14 +217,13 @@ def handle_snooze(settings: Settings, conn: Redis, client: WebClient, groups: Gr
         _tell(client, body, click)
         return "invalid"
     org, key, user, channel, ts = click
-    try:
-        allowed = is_allowed_approver(user, groups.groups_of(user, org.approvers), org.approvers)
-    except Exception as exc:
-        log.warning("snooze %s/%s: user group lookup failed: %s", org.name, key, _line(exc))
-        _tell(client, body, "I could not check the approvers' user groups just now; "
-                            "try again in a minute.")
+    found = groups.membership(user, org.approvers)
+    if not found.allows(user, org.approvers) and found.unchecked:
+        _tell(client, body, f"Only approvers of {org.name} can snooze its warnings, and Slack "
+                            f"user group(s) {', '.join(found.unchecked)} could not be checked "
+                            "just now; try again in a minute.")
         return "lookup_failed"
-    if not allowed:
+    if not found.allows(user, org.approvers):
         audit.record(conn, org=org.name, actor=user, action="warning.snooze", target=key,
                      outcome="refused: not an approver", now=now)
         _tell(client, body, f"Only approvers of {escape(org.name)} can snooze its warnings.")
@@ -303,9 +307,13 @@ def _tell(client: WebClient, body: dict[str, Any], text: str) -> None:
         log.info("could not answer a warning button: %s", _line(exc))
 
 
-def _logged(func: Callable[..., Any], *args: Any) -> None:
+def _answered(client: WebClient, body: dict[str, Any], work: Callable[[], object]) -> None:
+    """A button's work after the ack: never silent when Redis does not answer."""
     try:
-        func(*args)
+        work()
+    except UNREACHABLE_ERRORS as exc:
+        log.warning("warning button: Redis is not reachable: %s", type(exc).__name__)
+        _tell(client, body, QUEUE_DOWN)
     except Exception as exc:
         log.warning("warning button failed: %s: %s", type(exc).__name__, _line(exc))
 

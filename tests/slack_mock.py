@@ -193,6 +193,8 @@ class SlackMock:
             if group not in self.usergroups:
                 return {"ok": False, "error": "no_such_subteam"}
             return {"ok": True, "users": list(self.usergroups[group])}
+        if method == "views.open":  # the deny modal; fail_next("views.open", ...) refuses it
+            return {"ok": True, "view": {"id": "V0EXAUTH", "type": "modal"}}
         if method == "users.info":
             user = self.users.get(str(params.get("user")))
             if user is None:

@@ -15,11 +15,15 @@ step can pass it to `decide` and is refused as out of date instead of approving 
 request. A denied, expired or failed step can be requested again (a new round, a new id).
 
 Who may approve is a pure rule (`is_allowed_approver`); Slack user-group membership is
-looked up by the caller through `GroupCache`, fresh at most 60 s old.
+looked up by the caller through `GroupCache`, fresh at most 60 s old. A group Slack cannot
+list fails closed for that group only (`GroupCache.membership`): someone listed by user ID,
+or found in another listed group, is not refused because of it; anyone else is refused
+with the groups that could not be checked named (`decide(unchecked_groups=...)`).
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -29,6 +33,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
+
+log = logging.getLogger(__name__)
 
 PREFIX = "exauth:approval:"
 DECISIONS = ("approve", "deny")
@@ -47,7 +53,7 @@ class Decision:
 
     ok: bool
     code: str  # approved, denied, not_approver, self_approval, expired, already_decided,
-    # stale, not_found, reason_required, invalid
+    # stale, not_found, reason_required, invalid, groups_unchecked
     message: str
     record: dict[str, Any] | None
 
@@ -60,6 +66,17 @@ def is_allowed_approver(user: str, user_groups: Iterable[str], approvers: Iterab
     """Listed by user ID, or member of a listed user group. Nobody listed means nobody."""
     allowed = set(approvers)
     return user in allowed or not allowed.isdisjoint(user_groups)
+
+
+@dataclass(frozen=True)
+class Membership:
+    """The listed user groups a user is in, and the listed groups Slack could not list."""
+
+    groups: frozenset[str]
+    unchecked: tuple[str, ...] = ()
+
+    def allows(self, user: str, listed: Iterable[str]) -> bool:
+        return is_allowed_approver(user, self.groups, listed)
 
 
 class GroupCache:
@@ -99,6 +116,24 @@ class GroupCache:
     def groups_of(self, user: str, approvers: Iterable[str]) -> set[str]:
         """The listed user groups (IDs starting with "S") that `user` belongs to."""
         return {g for g in approvers if g.startswith("S") and user in self.members(g)}
+
+    def membership(self, user: str, listed: Iterable[str]) -> Membership:
+        """Like `groups_of`, but a group whose lookup fails is reported, not raised, so it
+        decides nothing for a user listed by ID (not looked up at all) or found elsewhere."""
+        listed = list(listed)
+        if user in listed:
+            return Membership(frozenset())
+        found: set[str] = set()
+        unchecked: list[str] = []
+        for group in (g for g in listed if g.startswith("S")):
+            try:
+                if user in self.members(group):
+                    found.add(group)
+            except Exception as exc:  # Slack refused or is down: this group only fails closed
+                log.warning("Slack user group %s could not be listed: %s", group,
+                            type(exc).__name__)
+                unchecked.append(group)
+        return Membership(frozenset(found), tuple(unchecked))
 
     def invalidate(self, group_id: str | None = None) -> None:
         with self._lock:
@@ -235,11 +270,14 @@ def decide(
     allow_self_approval: bool = False,
     now: datetime | None = None,
     request_id: str | None = None,
+    unchecked_groups: Iterable[str] = (),
 ) -> Decision:
     """Apply one click. Exactly one click per request can return ok=True.
 
     The requester may always deny (withdraw) their own request; everything else needs an
-    allowed approver, and approving one's own request needs `allow_self_approval`.
+    allowed approver, and approving one's own request needs `allow_self_approval`. A user
+    who is not an approver by what could be checked, while `unchecked_groups` (listed groups
+    Slack could not list) remain, is refused as `groups_unchecked`, naming them.
     """
     key = approval_key(op_id, step)
     what = f"step {step + 1} of operation {op_id}"  # numbered from 1, as on the card
@@ -260,10 +298,15 @@ def decide(
         request_id or "",
     ]
     code, record = _run(conn, _DECIDE, key, argv)
+    unchecked = ", ".join(unchecked_groups)
+    if code == "not_approver" and unchecked:
+        code = "groups_unchecked"
     messages = {
         "approved": f"{what} approved by {user}",
         "denied": f"{what} denied by {user}: {reason}",
         "not_approver": f"{user} is not an approver for this org",
+        "groups_unchecked": f"{user} is not listed as an approver by user ID, and Slack user "
+        f"group(s) {unchecked} could not be checked just now; try again in a minute",
         "self_approval": "you requested this step; this org does not allow self-approval",
         "already_decided": f"{what} is already {record.get('state')}"
         + (f" by {record['decided_by']}" if record.get("decided_by") else ""),

@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry as RedisRetry
 from rq import Callback, Queue, Retry
 from rq.job import Job
 from rq.queue import EnqueueData
@@ -47,8 +51,23 @@ def read_retry() -> Retry:
     return Retry(max=len(READ_RETRY_INTERVALS), interval=list(READ_RETRY_INTERVALS))
 
 
-def connect(url: str) -> Redis:
-    return Redis.from_url(url)
+# Whoever answers a person (the bot: acks, ephemeral answers) waits on Redis at most this
+# long per connect and per read, and never retries: a hung Redis must cost one short wait,
+# not redis-py's default (5 s per read, retried ten times), so Slack's 3 s still hold.
+ANSWER_TIMEOUT = 1.0
+# What a Redis that is stopped, hung or refusing us raises (redis-py wraps socket errors).
+UNREACHABLE_ERRORS = (RedisConnectionError, RedisTimeoutError)
+# The one line a person in Slack gets when the job queue cannot be reached.
+QUEUE_DOWN = "The job queue (Redis) is not reachable right now; try again in a minute."
+
+
+def connect(url: str, *, timeout: float | None = None) -> Redis:
+    """A Redis client. Workers, cron and the CLI keep redis-py's defaults (they may wait);
+    `timeout` (ANSWER_TIMEOUT for the bot) bounds connect and each read, with no retry."""
+    if timeout is None:
+        return Redis.from_url(url)
+    return Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                          retry=RedisRetry(NoBackoff(), 0))
 
 
 def unreachable(url: str, exc: BaseException) -> str:
