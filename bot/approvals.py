@@ -144,7 +144,7 @@ def start(conn: Redis, handlers: Approvals, org: OrgSettings, user: str, channel
                 f"{busy[0]['kind']}); see `/exauth ops`.")
     ops_jobs.enqueue(conn, "start_operation_job",
                      (org.name, kind, user, list(servers or []), override),
-                     meta={"reply": {"channel": channel}, "what": kind or "fix"})
+                     meta={"reply": {"channel": channel}, "what": kind or "fix", "user": user})
     what = kind or "the change the status recommends"
     tail = " (override: the org is blocked)" if override else ""
     return f"Reading {org.name} and preparing {what}{tail}; the card follows here."
@@ -204,7 +204,8 @@ def resume(conn: Redis, handlers: Approvals, settings: Settings, user: str, chan
     if not may_operate(org, user, handlers.user_groups):
         return f"Only the operators of {org.name} may resume operations."
     ops_jobs.enqueue(conn, "resume_job", (op["id"], user),
-                     meta={"reply": {"channel": channel}, "what": "resume", "op_id": op["id"]})
+                     meta={"reply": {"channel": channel}, "what": "resume", "op_id": op["id"],
+                           "user": user})
     return f"Re-validating operation `{op['id']}`; progress follows in its card's thread."
 
 
