@@ -252,6 +252,13 @@ def card_not_posted_text(op_id: str, org: str, error: str) -> str:
                  f"`/exauth resume {op_id}` posts its card here.", MAX_FALLBACK)
 
 
+def sweep_failure_text(org: str, reason: str) -> str:
+    """A warnings sweep that failed as a whole, for the org's channel (nobody asked)."""
+    return _clip(f":warning: exauth could not run the warnings check of {_escape(org)}: "
+                 f"{_escape(_one_line(reason))}. It runs again at its next scheduled time; "
+                 f"`/exauth status {_escape(org)}` checks now.", MAX_FALLBACK)
+
+
 def plan_message(document: Mapping[str, Any]) -> Message:
     """The decision and the exact steps, read-only (approval cards come with changes)."""
     org = str(document.get("org") or "?")

@@ -24,6 +24,7 @@ from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
 import workers.queues
+import workers.sweep
 from tests.test_jobs_status import CHANNEL, Stack, texts
 from tests.test_jobs_status import stack_for as stack_for  # the fixture
 from workers.queues import READ_QUEUE, SERIALIZER
@@ -86,6 +87,28 @@ def test_operation_start_past_its_time_limit_says_so_in_the_channel(
     assert [c.params["text"] for c in posts] == [
         ":x: exauth fix: the check took longer than its 2 s time limit and was stopped"]
     assert not stack.updates()
+
+
+def test_warnings_sweep_past_its_time_limit_says_so_in_the_org_channel(
+        stack_for: Callable[..., Stack], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nobody asked for a sweep, but the channel relies on it: before, a sweep past its
+    limit ran on (or failed into the log only) and the channel heard nothing."""
+    stack = stack_for("healthy")
+    slow_lab(stack, 1500)
+    monkeypatch.setattr(workers.sweep, "READ_TIMEOUT", 2)
+    conn = redis.Redis.from_url(stack.redis_url)
+    job = workers.sweep.enqueue_sweep(conn, "lab", run_id="slot-1")
+    stack.work()
+
+    job.refresh()
+    assert job.get_status() == JobStatus.FAILED
+    [said] = stack.slack.calls_of("chat.postMessage")
+    assert said.params["channel"] == CHANNEL
+    assert said.params["text"] == (
+        ":warning: exauth could not run the warnings check of lab: the check took longer "
+        "than its 2 s time limit and was stopped. It runs again at its next scheduled time; "
+        "`/exauth status lab` checks now.")
+    conn.close()
 
 
 # --- a worker killed mid-job --------------------------------------------------------------
