@@ -159,7 +159,7 @@ def start(conn: Redis, handlers: Approvals, org: OrgSettings, user: str, channel
                 f"{busy[0]['kind']}); see `/exauth ops`.")
     ops_jobs.enqueue(conn, "start_operation_job",
                      (org.name, kind, user, list(servers or []), override),
-                     meta={"reply": {"channel": channel}, "what": kind or "fix"})
+                     meta={"reply": {"channel": channel}, "what": kind or "fix", "user": user})
     what = kind or "the change the status recommends"
     tail = " (override: the org is blocked)" if override else ""
     return f"Reading {escape(org.name)} and preparing {what}{tail}; the card follows here."
@@ -241,7 +241,8 @@ def resume(conn: Redis, handlers: Approvals, settings: Settings, user: str, chan
                      target=op["id"], outcome=outcome)
         return refused
     ops_jobs.enqueue(conn, "resume_job", (op["id"], user),
-                     meta={"reply": {"channel": channel}, "what": "resume", "op_id": op["id"]})
+                     meta={"reply": {"channel": channel}, "what": "resume", "op_id": op["id"],
+                           "user": user})
     return f"Re-validating operation `{op['id']}`; progress follows in its card's thread."
 
 

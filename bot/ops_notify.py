@@ -17,9 +17,8 @@ from redis import Redis
 from rq.job import Job
 from slack_sdk.errors import SlackApiError
 
-from bot import cards
+from bot import cards, views
 from bot.slack import callback_client
-from bot.views import escape
 from workers import operation
 from workers.jobs import failure_reason
 
@@ -31,7 +30,8 @@ def operation_updated(job: Job, connection: Redis, result: Any) -> None:
     summaries = result if isinstance(result, list) else [result]
     for summary in summaries:
         if isinstance(summary, dict) and summary.get("op_id"):
-            publish(connection, summary, reply_channel=_reply_channel(job))
+            publish(connection, summary, reply_channel=_reply_channel(job),
+                    user=(job.meta or {}).get("user"))
 
 
 def sweep_done(job: Job, connection: Redis, result: Any) -> None:
@@ -43,7 +43,9 @@ def operation_job_failed(
     job: Job, connection: Redis, exc_type: type[BaseException] | None,
     exc_value: BaseException | None, tb: TracebackType | None,
 ) -> None:
-    """A job that raised (nothing to do, org busy, Exchange down): one line, no traceback."""
+    """A job that raised (nothing to do, org busy, Exchange down), ran out of time or lost
+    its worker (workers.deadline): one line in the card's thread, or in the channel the
+    command came from when there is no card; no traceback."""
     reason = failure_reason(exc_type, exc_value, job.timeout)
     meta = job.meta or {}
     op = operation.load(connection, str(meta["op_id"])) if meta.get("op_id") else None
@@ -52,13 +54,21 @@ def operation_job_failed(
     if not channel:
         log.warning("job %s failed with no Slack target: %s", job.id, reason)
         return
+    open_id = op["id"] if op is not None and op["state"] in operation.OPEN_STATES else None
+    text = views.operation_failure_text(str(meta.get("what") or "operation"), reason, open_id)
     _safe(lambda: callback_client().chat_postMessage(
-        channel=channel, thread_ts=card.get("ts"),
-        text=f":x: exauth {meta.get('what') or 'operation'}: {escape(reason)}"))
+        channel=channel, thread_ts=card.get("ts"), text=text))
 
 
-def publish(conn: Redis, summary: dict[str, Any], *, reply_channel: str | None = None) -> None:
-    """Post or update the card of `summary`'s operation and narrate its events."""
+def publish(conn: Redis, summary: dict[str, Any], *, reply_channel: str | None = None,
+            user: str | None = None) -> None:
+    """Post or update the card of `summary`'s operation and narrate its events.
+
+    A card Slack does not take (rate limited past the client's retries, which wait as
+    Slack's Retry-After says; any other refusal) is not silent: the person who asked
+    (`user`, else the operation's requester) hears it ephemerally, with the command that
+    posts it later. The operation itself is in Redis and waits.
+    """
     op = operation.load(conn, summary["op_id"])
     if op is None:
         return
@@ -70,9 +80,17 @@ def publish(conn: Redis, summary: dict[str, Any], *, reply_channel: str | None =
         if not channel:
             log.warning("operation %s has no card and no channel to post it in", op["id"])
             return
-        posted = _safe(lambda: slack.chat_postMessage(
-            channel=channel, text=message["text"], blocks=message["blocks"]))
-        if posted is None:
+        try:
+            posted = slack.chat_postMessage(channel=channel, text=message["text"],
+                                            blocks=message["blocks"])
+        except Exception as exc:
+            error = _error(exc)
+            log.warning("the card of %s was not posted: %s", op["id"], error)
+            who = user or op.get("requester")
+            if who:
+                _safe(lambda: slack.chat_postEphemeral(
+                    channel=channel, user=who,
+                    text=views.card_not_posted_text(op["id"], op["org"], error)))
             return
         card = {"channel": str(posted["channel"]), "ts": str(posted["ts"])}
         _remember(conn, op["id"], card)
@@ -108,3 +126,10 @@ def _safe(call: Any) -> Any:
     except Exception as exc:
         log.warning("could not update Slack: %s", type(exc).__name__)
     return None
+
+
+def _error(exc: Exception) -> str:
+    """Slack's error code (e.g. "ratelimited"), or what kind of failure it was."""
+    if isinstance(exc, SlackApiError):
+        return str(exc.response.get("error") or "error")
+    return type(exc).__name__

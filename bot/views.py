@@ -236,6 +236,30 @@ def failure_message(org: str, kind: str, reason: str) -> Message:
     ]}
 
 
+def operation_failure_text(what: str, reason: str, op_id: str | None = None) -> str:
+    """A failed operation job (start, step, resume...): one line, never a traceback; when
+    its operation is still open, how to pick it up again."""
+    text = f":x: exauth {what}: {escape(_one_line(reason))}"
+    if op_id:
+        text = text.rstrip(".") + (f". Operation `{op_id}` is kept; `/exauth resume {op_id}` "
+                                   "carries it on.")
+    return _clip(text, MAX_FALLBACK)
+
+
+def card_not_posted_text(op_id: str, org: str, error: str) -> str:
+    """For the requester alone: the operation exists but Slack took no card for it."""
+    return _clip(f":warning: Slack did not take the card of operation `{op_id}` for "
+                 f"{escape(org)} ({escape(_one_line(error))}). The operation is kept; "
+                 f"`/exauth resume {op_id}` posts its card here.", MAX_FALLBACK)
+
+
+def sweep_failure_text(org: str, reason: str) -> str:
+    """A warnings sweep that failed as a whole, for the org's channel (nobody asked)."""
+    return _clip(f":warning: exauth could not run the warnings check of {escape(org)}: "
+                 f"{escape(_one_line(reason))}. It runs again at its next scheduled time; "
+                 f"`/exauth status {escape(org)}` checks now.", MAX_FALLBACK)
+
+
 def plan_message(document: Mapping[str, Any]) -> Message:
     """The decision and the exact steps, read-only (approval cards come with changes)."""
     org = str(document.get("org") or "?")

@@ -35,10 +35,11 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot import approvals as op_commands
+from bot import views
 from bot.approvals import Approvals
 from bot.slack import callback_client
 from bot.views import escape
-from config.settings import ConfigError, OrgSettings, Settings
+from config.settings import ConfigError, OrgSettings, Settings, load_settings
 from workers import audit, jobs, warning_state
 from workers.approval import GroupCache
 from workers.queues import ANSWER_TIMEOUT, QUEUE_DOWN, UNREACHABLE_ERRORS, connect
@@ -69,9 +70,22 @@ def sweep_done(job: Job, connection: Redis, result: Any) -> None:
 
 def sweep_failed(job: Job, connection: Redis, exc_type: type[BaseException] | None,
                  exc_value: BaseException | None, tb: TracebackType | None) -> None:
-    """The sweep job itself failed (config, Redis): nothing to post, one log line."""
+    """The sweep job itself failed (config, Redis, its time limit, its worker died).
+
+    Nobody asked for it, but the org's channel relies on it for its warnings: one line
+    there (and in the log), so a sweep that keeps failing is not mistaken for "all well".
+    """
+    org = str((job.meta or {}).get("org") or "?")
     reason = jobs.failure_reason(exc_type, exc_value, job.timeout)
-    log.warning("warnings sweep of %s failed: %s", (job.meta or {}).get("org", "?"), reason)
+    log.warning("warnings sweep of %s failed: %s", org, reason)
+    try:
+        channel = load_settings().org(org).channel
+        if channel:
+            callback_client().chat_postMessage(channel=channel,
+                                               text=views.sweep_failure_text(org, reason))
+    except Exception as exc:
+        error = exc.response.get("error") if isinstance(exc, SlackApiError) else _line(exc)
+        log.warning("sweep %s: the failure was not posted: %s", org, error)
 
 
 # --- posting ---------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ class Call:
     headers: dict[str, str]
     status: int = 200
     response: dict[str, Any] = field(default_factory=dict)
+    at: float = field(default_factory=time.monotonic)  # when the mock answered it
 
 
 class SlackMock:

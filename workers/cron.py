@@ -1,7 +1,7 @@
 """`exauth cron`: RQ's cron scheduler enqueuing one warnings sweep per org, exactly once.
 
 Built on rq's CronScheduler/CronJob (rq 3), so `rq cron` monitoring sees the scheduler and
-its jobs, with three changes that exauth needs and rq does not give:
+its jobs, with four changes that exauth needs and rq does not give:
 
 - One active scheduler. rq's scheduler registry only records which schedulers are alive
   (names are unique per process); two processes would both enqueue every job. Here the
@@ -16,6 +16,9 @@ its jobs, with three changes that exauth needs and rq does not give:
 - JSON, callbacks. rq's CronJob enqueues with the default (pickle) serializer and without
   callbacks; here every sweep goes through workers.sweep.enqueue_sweep (JSON serializer,
   Slack callbacks by dotted path).
+- Jobs whose worker died end here. Every tick the active scheduler has rq fail (or retry)
+  the jobs whose worker stopped mid-job, running their failure callbacks, so a placeholder
+  never stays "Checking..." because a worker was killed (workers.deadline).
 
 Cron expressions are read in this process's local time zone (set TZ), as rq does.
 Time comes from an injectable clock so tests can move it.
@@ -38,6 +41,7 @@ from rq.cron import CronJob, CronScheduler
 
 from config.settings import Settings
 from workers import lock, ops_jobs
+from workers.deadline import reap_abandoned
 from workers.queues import (
     FAILURE_TTL,
     READ_QUEUE,
@@ -244,6 +248,7 @@ class SweepScheduler(CronScheduler):
                     continue
                 if self.enqueue_jobs():
                     self.save()
+                reap_abandoned(self.connection)  # jobs whose worker died: say so
                 self.heartbeat()
                 self.stop_event.wait(self.calculate_sleep_interval())
         finally:

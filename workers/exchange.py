@@ -800,7 +800,11 @@ class ExchangeClient:
         if workers == 1:
             return [guarded(item) for item in items]
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="exauth-exchange") as ex:
-            return list(ex.map(guarded, items))
+            try:
+                return list(ex.map(guarded, items))
+            except BaseException:  # the job's deadline (workers.deadline): ask no one else
+                ex.shutdown(wait=False, cancel_futures=True)
+                raise
 
     def _fall_back(self, fqdn: str, exchange_error: ExchangeError) -> None:
         """Use the host endpoint + snap-in when it works; else the original error stands."""

@@ -14,9 +14,11 @@ import logging
 from typing import Any
 
 from rq import get_current_job
+from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
 
 from config.settings import ConfigError, OrgSettings, load_settings
+from workers.deadline import JobDeadline
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,11 @@ def plan_job(org_name: str) -> dict[str, Any]:
 def failure_reason(exc_type: type[BaseException] | None, exc: BaseException | None,
                    timeout: int | None = None) -> str:
     """One readable line for a failed job; the user never sees a traceback."""
-    if exc_type is not None and issubclass(exc_type, JobTimeoutException):
+    if exc_type is not None and issubclass(exc_type, (JobTimeoutException, JobDeadline)):
         limit = f" {timeout} s" if timeout else ""
         return f"the check took longer than its{limit} time limit and was stopped"
+    if exc_type is not None and issubclass(exc_type, AbandonedJobError):
+        return "the worker running it stopped before it finished (killed or restarted)"
     if exc is None:
         return "the worker stopped without saying why"
     text = _first_line(str(exc))

@@ -7,7 +7,8 @@ process-wide cache of open PowerShell Remoting sessions because opening one on r
 Exchange costs seconds; only a worker that does not fork keeps that cache warm from one
 job to the next. The price is that a job that crashes the interpreter takes the worker
 with it; the container restart policy brings it back and RQ's abandoned-job handling
-re-queues the job. Job timeouts still apply (SimpleWorker uses SIGALRM in the main thread).
+re-queues the job. Job timeouts still apply (SimpleWorker uses SIGALRM in the main thread;
+workers.deadline makes them a JobDeadline that the job's own error handling cannot catch).
 
 The change queue is listed first so an approved rotation never waits behind a burst of
 status checks. The scheduler is on because read-job retries are scheduled with delays.
@@ -19,9 +20,9 @@ import logging
 import sys
 
 from redis import RedisError
-from rq import SimpleWorker
 
 from config.settings import Settings
+from workers.deadline import Worker
 from workers.exchange import close_all
 from workers.queues import CHANGE_QUEUE, READ_QUEUE, SERIALIZER, connect, queue, unreachable
 
@@ -38,7 +39,7 @@ def run(settings: Settings, burst: bool = False) -> int:
               flush=True)
         return 1
     queues = [queue(CHANGE_QUEUE, connection), queue(READ_QUEUE, connection)]
-    worker = SimpleWorker(queues, connection=connection, serializer=SERIALIZER)
+    worker = Worker(queues, connection=connection, serializer=SERIALIZER)
     try:
         worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
     finally:
