@@ -24,6 +24,7 @@ import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from redis import Redis
@@ -67,6 +68,8 @@ class Approvals:
 
     def _decide(self, user: str, value: str, decision: str, reason: str,
                 channel: str) -> approval.Decision:
+        """The click's decision; its message is Slack mrkdwn, outside text escaped, ready to
+        show the clicker (the org's channel link in a wrong-channel refusal stays a link)."""
         try:
             op_id, index, request_id = cards.parse_value(value)
         except (ValueError, TypeError):
@@ -74,19 +77,21 @@ class Approvals:
                                      None)
         op = operation.load(self.conn, op_id)
         if op is None:
-            return approval.Decision(False, "not_found", f"operation {op_id} does not exist",
-                                     None)
+            return approval.Decision(False, "not_found",
+                                     f"operation {escape(op_id)} does not exist", None)
         org = self.settings.org(op["org"])
         if decision == "approve" and channel != org.channel:
-            result = approval.Decision(False, "wrong_channel", f"steps of {org.name} are "
-                                       "approved only in its own channel", None)
+            result = approval.Decision(False, "wrong_channel", f"steps of {escape(org.name)} "
+                                       f"are approved in its own channel, <#{org.channel}>",
+                                       None)
         else:
             groups = self.user_groups(user, org.approvers)
-            result = approval.decide(
+            decided = approval.decide(
                 self.conn, op_id, index, user=user, decision=decision, reason=reason,
                 approvers=org.approvers, user_groups=groups.groups,
                 allow_self_approval=org.allow_self_approval, request_id=request_id,
                 unchecked_groups=groups.unchecked)
+            result = replace(decided, message=escape(decided.message))
         audit.record(self.conn, org=org.name, actor=user, action=f"approval.{decision}",
                      target=operation.step_ref(op_id, index), outcome=result.code,
                      detail={"reason": reason} if reason else {})
@@ -270,7 +275,7 @@ def register(app: App, settings: Settings, *, redis_url: str | None = None) -> A
                 reply(client, channel, user, QUEUE_DOWN)
                 return
             if not result.ok:
-                reply(client, channel, user, f"Not approved: {escape(result.message)}")
+                reply(client, channel, user, f"Not approved: {result.message}")
             return
         message = body.get("message") or {}
         try:
@@ -314,7 +319,7 @@ def register(app: App, settings: Settings, *, redis_url: str | None = None) -> A
                 return
             if not result.ok:
                 reply(client, meta.get("channel", ""), user,
-                      f"Not denied: {escape(result.message)}")
+                      f"Not denied: {result.message}")
 
         after_ack.submit(_logged, work)
 
