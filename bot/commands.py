@@ -11,6 +11,9 @@ Decisions written down here:
   org's name from a foreign channel gets a pointer to that org's channel instead.
 - With no org named, the org is the one mapped to the channel; if several orgs share the
   channel, the user must name one.
+- Slack sends the typed text with `&`, `<` and `>` encoded as `&amp;`, `&lt;` and `&gt;`;
+  it is decoded once here, so a name is looked up as typed and escaped exactly once when
+  it is shown back (bot.views.escape).
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def interpret(text: str, channel_id: str, orgs: Mapping[str, str]) -> Decision:
 
     `orgs` maps each configured org name to its Slack channel ID, in config order.
     """
-    words = text.split()
+    words = decode(text).split()
     subcommand = words[0].lower() if words else "help"
     args = words[1:]
 
@@ -81,6 +84,11 @@ def interpret(text: str, channel_id: str, orgs: Mapping[str, str]) -> Decision:
     if len(args) > 1:
         return Reply(f"`{subcommand}` takes at most one org name.\n{USAGE}")
     return _job(subcommand, args[0] if args else None, channel_id, orgs)
+
+
+def decode(text: str) -> str:
+    """Slack's encoding of command text undone (the three entities it writes, `&amp;` last)."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def _op(kind: str, args: list[str], channel_id: str, orgs: Mapping[str, str]) -> Decision:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.commands import USAGE, Reply, RunJob, RunOp, interpret
+from bot.commands import USAGE, Reply, RunJob, RunOp, decode, interpret
 
 ORGS = {"contoso": "C0CONTOSO", "fabrikam": "C0FABRIKAM"}
 SHARED = {"contoso": "C0SHARED", "fabrikam": "C0SHARED"}
@@ -123,3 +123,15 @@ def test_operation_subcommand_errors(text: str, channel: str, fragment: str) -> 
     decision = interpret(text, channel, ORGS)
     assert isinstance(decision, Reply)
     assert fragment in decision.text
+
+
+def test_slack_encoded_text_is_decoded_once_and_escaped_once_when_shown_back() -> None:
+    # Slack sends `/exauth status <b>&` as "status &lt;b&gt;&amp;"
+    reply = interpret("status &lt;b&gt;&amp;", "C1", {"contoso": "C1"})
+    assert isinstance(reply, Reply)
+    assert "&lt;b&gt;&amp;" in reply.text
+    assert "&amp;lt;" not in reply.text and "&amp;amp;" not in reply.text
+    # a name typed with an encoded character is looked up as typed
+    assert interpret("status a&amp;b", "C2", {"a&b": "C2"}) == RunJob("status", "a&b")
+    # an entity the user typed literally arrives as "&amp;lt;" and stays literal text
+    assert decode("&amp;lt;") == "&lt;"
