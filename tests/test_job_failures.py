@@ -16,19 +16,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import redis
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
+from rq.utils import utcformat
 
 import workers.queues
 import workers.sweep
 from tests.test_jobs_status import CHANNEL, Stack, texts
 from tests.test_jobs_status import stack_for as stack_for  # the fixture
-from workers.queues import READ_QUEUE, SERIALIZER
+from workers.deadline import NOT_STARTED_AFTER, expire_unstarted
+from workers.queues import READ_QUEUE, SERIALIZER, queue
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -186,3 +188,49 @@ def test_killed_worker_turns_the_placeholder_into_one_line(
     # and the check is tried again (rq schedules it just after the callback)
     wait_until(lambda: scheduled.get_job_ids() == [job.id], 10, "the retry is scheduled")
     conn.close()
+
+
+# --- a check no worker takes ----------------------------------------------------------------
+
+
+def test_a_check_no_worker_takes_ends_in_one_line(
+        stack_for: Callable[..., Stack], processes: list[subprocess.Popen[str]],
+        tmp_path: Path) -> None:
+    stack = stack_for("healthy")
+    conn = redis.Redis.from_url(stack.redis_url)
+    assert stack.command("status").status_code == 200  # and no worker runs at all
+    placeholder = stack.slack.wait_for("chat.postMessage")[0]
+    [job] = stack.enqueued(1)
+    # Let the check's time limit pass now instead of in five minutes.
+    waited = datetime.now(UTC) - timedelta(seconds=NOT_STARTED_AFTER + 60)
+    conn.hset(job.key, "enqueued_at", utcformat(waited))
+
+    processes.append(exauth(stack, tmp_path, "cron"))
+    update = stack.slack.wait_for("chat.update", timeout=30)[0]
+    assert update.params["ts"] == placeholder.response["ts"]
+    assert update.params["text"] == ("Could not check lab: no exauth worker took it within 6 "
+                                     "minutes; is `exauth worker` running?")
+    # taken off the queue, not retried: a late report would be stale
+    assert queue(READ_QUEUE, conn).get_job_ids() == []
+    assert job.get_status(refresh=True) == JobStatus.CANCELED
+
+
+def test_a_retry_no_worker_moves_is_ended_and_fresh_jobs_are_left(
+        stack_for: Callable[..., Stack]) -> None:
+    stack = stack_for("healthy")
+    conn = redis.Redis.from_url(stack.redis_url)
+    for _ in range(2):
+        assert stack.command("status").status_code == 200
+    stack.slack.wait_for("chat.postMessage", count=2)
+    retried, fresh = stack.enqueued(2)
+    # `retried` failed once and waits as a retry due long ago that no worker moved back.
+    read = queue(READ_QUEUE, conn)
+    conn.lrem(read.key, 1, retried.id)
+    scheduled = ScheduledJobRegistry(READ_QUEUE, connection=conn, serializer=SERIALIZER)
+    conn.zadd(scheduled.key, {retried.id: time.time() - NOT_STARTED_AFTER - 5})
+
+    assert expire_unstarted(conn) == [retried.id]
+    assert scheduled.get_job_ids() == [] and read.get_job_ids() == [fresh.id]
+    [update] = stack.slack.wait_for("chat.update")
+    assert update.params["text"].startswith("Could not check lab: no exauth worker took it")
+    assert expire_unstarted(conn) == []  # said once

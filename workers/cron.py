@@ -18,7 +18,8 @@ its jobs, with four changes that exauth needs and rq does not give:
   Slack callbacks by dotted path).
 - Jobs whose worker died end here. Every tick the active scheduler has rq fail (or retry)
   the jobs whose worker stopped mid-job, running their failure callbacks, so a placeholder
-  never stays "Checking..." because a worker was killed (workers.deadline).
+  never stays "Checking..." because a worker was killed, and a read job that no worker
+  took within its time limit ends the same way (workers.deadline).
 
 Cron expressions are read in this process's local time zone (set TZ), as rq does.
 Time comes from an injectable clock so tests can move it.
@@ -41,7 +42,7 @@ from rq.cron import CronJob, CronScheduler
 
 from config.settings import Settings
 from workers import lock, ops_jobs
-from workers.deadline import reap_abandoned
+from workers.deadline import expire_unstarted, reap_abandoned
 from workers.queues import (
     FAILURE_TTL,
     READ_QUEUE,
@@ -249,6 +250,7 @@ class SweepScheduler(CronScheduler):
                 if self.enqueue_jobs():
                     self.save()
                 reap_abandoned(self.connection)  # jobs whose worker died: say so
+                expire_unstarted(self.connection)  # read jobs no worker took: say so
                 self.heartbeat()
                 self.stop_event.wait(self.calculate_sleep_interval())
         finally:

@@ -18,7 +18,7 @@ from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
 
 from config.settings import ConfigError, OrgSettings, load_settings
-from workers.deadline import JobDeadline
+from workers.deadline import JobDeadline, NotStarted
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def failure_reason(exc_type: type[BaseException] | None, exc: BaseException | No
     if exc is None:
         return "the worker stopped without saying why"
     text = _first_line(str(exc))
-    if getattr(exc, "kind", None) or isinstance(exc, (ConfigError, LookupError)):
+    if getattr(exc, "kind", None) or isinstance(exc, (ConfigError, LookupError, NotStarted)):
         return text or type(exc).__name__
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return f"network error: {text or type(exc).__name__}"
@@ -73,7 +73,7 @@ def failure_reason(exc_type: type[BaseException] | None, exc: BaseException | No
 def is_permanent(exc: BaseException) -> bool:
     """True when retrying cannot help (and may hurt, e.g. lockouts on a bad password)."""
     permanent_kind = getattr(exc, "kind", None) in PERMANENT_KINDS
-    return permanent_kind or isinstance(exc, (ConfigError, LookupError))
+    return permanent_kind or isinstance(exc, (ConfigError, LookupError, NotStarted))
 
 
 def _org(org_name: str) -> OrgSettings:
