@@ -90,14 +90,16 @@ def open_card(env: Env) -> tuple[str, dict[str, Any], str]:
     return op_id, op, cards.button_value(op, index)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0,
+               what: str = "condition reached") -> Any:
+    """The first truthy value of `predicate`, polled until `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def params(call: Any) -> str:

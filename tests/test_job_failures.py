@@ -27,6 +27,7 @@ from rq.utils import utcformat
 
 import workers.queues
 import workers.sweep
+from tests.test_approvals_slack import wait_until
 from tests.test_jobs_status import CHANNEL, Stack, texts
 from tests.test_jobs_status import stack_for as stack_for  # the fixture
 from workers.deadline import NOT_STARTED_AFTER, expire_unstarted
@@ -40,16 +41,6 @@ def slow_lab(stack: Stack, latency_ms: int) -> None:
     for server in stack.lab.info["servers"]:
         stack.lab.org.add_fault({"server": server["name"], "endpoint": "any",
                                  "kind": "latency", "latency_ms": latency_ms})
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def test_status_past_its_time_limit_is_stopped_and_says_so(
