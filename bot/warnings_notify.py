@@ -233,9 +233,9 @@ def handle_snooze(settings: Settings, conn: Redis, client: WebClient, groups: Gr
     org, key, user, channel, ts = click
     found = groups.membership(user, org.approvers)
     if not found.allows(user, org.approvers) and found.unchecked:
-        _tell(client, body, f"Only approvers of {org.name} can snooze its warnings, and Slack "
-                            f"user group(s) {', '.join(found.unchecked)} could not be checked "
-                            "just now; try again in a minute.")
+        _tell(client, body, f"Only approvers of {escape(org.name)} can snooze its warnings, "
+                            f"and Slack user group(s) {', '.join(found.unchecked)} could not be "
+                            "checked just now; try again in a minute.")
         return "lookup_failed"
     if not found.allows(user, org.approvers):
         audit.record(conn, org=org.name, actor=user, action="warning.snooze", target=key,
