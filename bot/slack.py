@@ -16,6 +16,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
 )
 
+from config.errors import ExauthError
 from config.settings import Settings, load_settings
 
 DEFAULT_API_URL = "https://slack.com/api/"
@@ -23,7 +24,7 @@ RATE_LIMIT_RETRIES = 3
 TIMEOUT_SECONDS = 15
 
 
-class SlackNotConfigured(RuntimeError):
+class SlackNotConfigured(ExauthError, RuntimeError):
     """Raised when a token the process needs is not in its environment."""
 
 

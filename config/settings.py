@@ -32,6 +32,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from config.errors import ConfigError  # re-exported: code imports it from here
+
 DEFAULT_FILE = "exauth.toml"
 ENV_CONFIG = "EXAUTH_CONFIG"
 AuthMethod = Literal["kerberos", "negotiate", "ntlm", "basic", "credssp"]
@@ -41,16 +43,6 @@ _SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 _CRON_FIELD = re.compile(r"^[0-9*/,\-]+$")
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class ConfigError(ValueError):
-    """A configuration problem, rendered as `<file>: <key>: <what is wrong>`."""
-
-    def __init__(self, source: str, key: str, problem: str) -> None:
-        self.source = source
-        self.key = key
-        self.problem = problem
-        super().__init__(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
 
 
 # ---------------------------------------------------------------------------------------------

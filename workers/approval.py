@@ -34,6 +34,8 @@ from typing import Any
 
 import redis
 
+from config.errors import ExauthError
+
 log = logging.getLogger(__name__)
 
 PREFIX = "exauth:approval:"
@@ -43,7 +45,7 @@ MAX_REASON = 500
 RETRYABLE = ("denied", "expired", "failed")  # states from which a step may be requested again
 
 
-class ApprovalError(Exception):
+class ApprovalError(ExauthError):
     """A request that cannot be made; the message is one line for the user."""
 
 

@@ -40,6 +40,7 @@ import redis
 from croniter import croniter
 from rq.cron import CronJob, CronScheduler
 
+from config.errors import ExauthError
 from config.settings import Settings
 from workers import lock, ops_jobs
 from workers.deadline import expire_unstarted, reap_abandoned
@@ -74,7 +75,7 @@ Enqueue = Callable[[redis.Redis, str], Any]  # (connection, run id) -> the enque
 Say = Callable[[str], None]
 
 
-class CronConfigError(ValueError):
+class CronConfigError(ExauthError, ValueError):
     """A cron expression croniter cannot use; one line naming the org."""
 
 

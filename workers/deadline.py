@@ -49,6 +49,7 @@ from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty, UnixSignalDeathPenalty
 
+from config.errors import ExauthError
 from workers.queues import QUEUE_NAMES, READ_QUEUE, READ_TIMEOUT, SERIALIZER, queue
 
 log = logging.getLogger(__name__)
@@ -58,11 +59,16 @@ NOT_STARTED_SCAN = 200  # queued read jobs looked at per tick, oldest first
 
 
 class JobDeadline(BaseException):
-    """The running job passed its time limit (BaseException: see the module docstring)."""
+    """The running job passed its time limit (BaseException: see the module docstring).
+
+    The one product exception outside config.errors.ExauthError, on purpose: an
+    `except ExauthError` or `except Exception` must not stop it."""
 
 
-class NotStarted(Exception):
-    """No worker started the job within NOT_STARTED_AFTER; permanent (workers.jobs)."""
+class NotStarted(ExauthError):
+    """No worker started the job within NOT_STARTED_AFTER; a late report would be stale."""
+
+    permanent = True
 
     def __init__(self, waited: float) -> None:
         super().__init__(f"no exauth worker took it within {round(waited / 60)} minutes; "

@@ -32,6 +32,7 @@ from typing import Any
 
 import redis
 
+from config.errors import ExauthError
 from config.settings import OrgSettings
 from workers import approval, audit, lock, operation
 from workers.certificate import facts_from_exchange_certificate, prop
@@ -77,7 +78,7 @@ def org_now(org: OrgSettings, client: ExchangeClient | None = None) -> datetime:
     return org_clock(client or ExchangeClient(org), org.writer) or now()
 
 
-class StepRefused(Exception):
+class StepRefused(ExauthError):
     """The step must not run; the message is the one line the channel sees."""
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import redis
 
+from config.errors import ExauthError
+
 PREFIX = "exauth:lock:"
 
 _IF_HOLDER = """
@@ -31,7 +33,7 @@ return redis.call('PEXPIRE', KEYS[1], ARGV[3])
 """
 
 
-class LockBusy(Exception):
+class LockBusy(ExauthError):
     """Another owner holds the org's writer lock; the message names it."""
 
 

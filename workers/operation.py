@@ -29,6 +29,7 @@ from typing import Any
 
 import redis
 
+from config.errors import ExauthError
 from workers.audit import contains_secret, is_secret_key, scrub_text
 
 PREFIX = "exauth:op:"
@@ -67,7 +68,7 @@ _STEP_FIELDS = (
 )
 
 
-class OperationError(Exception):
+class OperationError(ExauthError):
     """A refused operation change; the message is one line naming what is wrong."""
 
 

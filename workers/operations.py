@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 
+from config.errors import ExauthError
 from config.settings import OrgSettings
 from workers import approval, audit, execute, lock, operation
 from workers.exchange import ExchangeClient
@@ -37,7 +38,7 @@ MAX_READ_STEPS = 200  # one advance never loops forever
 BATCHED = ("Restart-WebAppPool", "Remove-ExchangeCertificate")
 
 
-class NothingToDo(Exception):
+class NothingToDo(ExauthError):
     """The status recommends no change (or only waiting); the message says why."""
 
 
