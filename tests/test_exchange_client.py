@@ -1,4 +1,4 @@
-"""The Exchange client: sessions, bound parameters, error kinds, fallback, reuse, bounds.
+"""The Exchange client: sessions, bound parameters, error classes, fallback, reuse, bounds.
 
 The first half needs no lab (classification, parameters, the concurrency bound, a closed
 port, a server that answers 401); the second half drives the real pypsrp client against
@@ -23,8 +23,14 @@ from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFau
 
 from config.settings import OrgSettings, settings_for_lab, settings_from_dict
 from workers.exchange import (
+    ExchangeAuthFailed,
     ExchangeClient,
+    ExchangeEndpointBroken,
     ExchangeError,
+    ExchangeFailed,
+    ExchangeObjectMissing,
+    ExchangeUnreachable,
+    NoLanguageRefused,
     Secret,
     SessionCache,
     Target,
@@ -73,29 +79,32 @@ def _org(
 
 
 @pytest.mark.parametrize(
-    ("exc", "kind", "detail"),
+    ("exc", "cls", "detail"),
     [
-        (requests.ConnectionError("[Errno 111] Connection refused"), "unreachable",
+        (requests.ConnectionError("[Errno 111] Connection refused"), ExchangeUnreachable,
          "connection refused"),
-        (requests.ConnectTimeout("timed out"), "unreachable", "no answer within 30 s"),
+        (requests.ConnectTimeout("timed out"), ExchangeUnreachable, "no answer within 30 s"),
         (requests.ConnectionError("('Connection aborted.', RemoteDisconnected('Remote end "
-                                  "closed connection without response'))"), "unreachable",
+                                  "closed connection without response'))"), ExchangeUnreachable,
          "connection closed without an answer"),
-        (AuthenticationError("Failed to authenticate the user u with basic"), "auth",
+        (AuthenticationError("Failed to authenticate the user u with basic"), ExchangeAuthFailed,
          "access denied for svc@CONTOSO.COM (kerberos)"),
-        (WinRMTransportError("http", 401, ""), "auth", "access denied"),
+        (WinRMTransportError("http", 401, ""), ExchangeAuthFailed, "access denied"),
         (WinRMTransportError("http", 500, "<f>[FailureCategory=Cafe-SendFailure] x</f>"),
-         "endpoint_broken", "Cafe-SendFailure"),
+         ExchangeEndpointBroken, "Cafe-SendFailure"),
         (WSManFaultError(500, "", "[ClientAccessServer=EX1] [FailureCategory=Cafe-SendFailure]",
-                         "", "", ""), "endpoint_broken", "Cafe-SendFailure"),
-        (WinRMTransportError("http", 503, "<h1>Service Unavailable</h1>"), "error",
+                         "", "", ""), ExchangeEndpointBroken, "Cafe-SendFailure"),
+        (WinRMTransportError("http", 503, "<h1>Service Unavailable</h1>"), ExchangeFailed,
          "HTTP 503 from https://ex1.contoso.com/PowerShell: Service Unavailable"),
-        (requests.exceptions.SSLError("CERTIFICATE_VERIFY_FAILED"), "error", "TLS certificate"),
+        (requests.exceptions.SSLError("CERTIFICATE_VERIFY_FAILED"), ExchangeFailed,
+         "TLS certificate"),
     ],
 )
-def test_transport_failures_are_classified(exc: Exception, kind: str, detail: str) -> None:
+def test_transport_failures_are_classified(
+    exc: Exception, cls: type[ExchangeError], detail: str
+) -> None:
     err = classify(exc, TARGET, "opening the Exchange endpoint")
-    assert err.kind == kind
+    assert type(err) is cls
     assert detail in err.detail
     line = str(err)
     assert line.startswith("ex1.contoso.com: opening the Exchange endpoint: ")
@@ -115,22 +124,24 @@ def _record(message: str, error_id: str, reason: str) -> GenericComplexObject:
 
 
 @pytest.mark.parametrize(
-    ("message", "error_id", "reason", "kind"),
+    ("message", "error_id", "reason", "cls"),
     [
         ("A special Rpc error occurs on server EX2: The certificate with thumbprint AB12 "
          "was not found.", "2A7C5F0A,Microsoft.Exchange.Management.SystemConfigurationTasks."
-         "GetExchangeCertificate", "InvalidOperationException", "missing"),
+         "GetExchangeCertificate", "InvalidOperationException", ExchangeObjectMissing),
         ("The syntax is not supported by this runspace. This can occur if the runspace is in "
-         "no-language mode.", "ScriptsNotAllowed", "ParseException", "nolanguage"),
+         "no-language mode.", "ScriptsNotAllowed", "ParseException", NoLanguageRefused),
         ("The RPC server is unavailable.", "x,GetExchangeCertificate",
-         "InvalidOperationException", "unreachable"),
+         "InvalidOperationException", ExchangeUnreachable),
         ("The effective date must be in the future.", "x,SetAuthConfig",
-         "InvalidOperationException", "error"),
+         "InvalidOperationException", ExchangeFailed),
     ],
 )
-def test_cmdlet_errors_are_classified(message: str, error_id: str, reason: str, kind: str) -> None:
+def test_cmdlet_errors_are_classified(
+    message: str, error_id: str, reason: str, cls: type[ExchangeError]
+) -> None:
     err = _from_error_record(_record(message, error_id, reason), TARGET, "Get-ExchangeCertificate")
-    assert err.kind == kind
+    assert type(err) is cls
     assert err.error_id == error_id
     assert err.started
     assert message.split(".")[0] in str(err)
@@ -163,7 +174,7 @@ def test_wsman_settings_follow_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
     assert transport.ssl is True and transport.cert_validation is False
     # Even if a target is built by hand, basic over plain http to a remote host is refused.
     hand_made = Target("ex9", "exchange", "http://ex9.contoso.com/PowerShell", "basic", "u")
-    with pytest.raises(ExchangeError, match="refusing basic auth over plain http"):
+    with pytest.raises(ExchangeFailed, match="refusing basic auth over plain http"):
         _wsman(hand_made)
 
 
@@ -179,7 +190,7 @@ def test_closed_port_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
     client = ExchangeClient(org, cache=SessionCache())
     with pytest.raises(ExchangeError) as err:
         client.session("ex1.contoso.com", "exchange").run("Get-AuthConfig")
-    assert err.value.kind == "unreachable"
+    assert type(err.value) is ExchangeUnreachable
     assert str(err.value).startswith(
         "ex1.contoso.com: opening the Exchange endpoint: connection refused (")
 
@@ -216,7 +227,7 @@ def test_401_is_auth_and_never_shows_the_password(
     with pytest.raises(ExchangeError) as err:
         client.exchange("ex1.contoso.com", "Get-AuthConfig")
     # Both endpoints answer 401 here, so there is no fallback: the Exchange error stands.
-    assert err.value.kind == "auth"
+    assert type(err.value) is ExchangeAuthFailed
     assert "do-not-show-me" not in str(err.value)
     assert "access denied for u (basic)" in str(err.value)
 
@@ -235,13 +246,13 @@ def test_map_respects_the_bound_and_keeps_order() -> None:
         with lock:
             running["now"] -= 1
         if i == 4:
-            raise ExchangeError("unreachable", f"ex{i}", "x", "down")
+            raise ExchangeUnreachable(f"ex{i}", "x", "down")
         return i * 10
 
     results = client.map(work, list(range(12)))
     assert running["peak"] == 3
-    assert [r if isinstance(r, int) else r.kind for r in results] == [
-        0, 10, 20, 30, "unreachable", 50, 60, 70, 80, 90, 100, 110]
+    assert [r if isinstance(r, int) else type(r) for r in results] == [
+        0, 10, 20, 30, ExchangeUnreachable, 50, 60, 70, 80, 90, 100, 110]
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,7 +289,7 @@ def test_hostile_text_reaches_the_lab_literally(lab: Any) -> None:
     hostile = "'; Remove-Item -Recurse C:\\ ; $(Stop-Computer) #"
     with pytest.raises(ExchangeError) as err:
         client.exchange(fqdn, "Get-ExchangeCertificate", Server=fqdn, Thumbprint=hostile)
-    assert err.value.kind in ("missing", "error")
+    assert isinstance(err.value, ExchangeObjectMissing | ExchangeFailed)
     last = [c for c in lab.org.calls() if c["command"] == "Get-ExchangeCertificate"][-1]
     assert last["parameters"]["Thumbprint"] == hostile
     assert last["parameters"]["Server"] == fqdn
@@ -312,7 +323,7 @@ def test_wrong_password_is_auth(make_lab: Callable[..., Any]) -> None:
     client = ExchangeClient(org, cache=SessionCache())
     with pytest.raises(ExchangeError) as err:
         client.exchange(org.writer, "Get-AuthConfig")
-    assert err.value.kind == "auth"
+    assert type(err.value) is ExchangeAuthFailed
     assert "not-the-password" not in str(err.value)
 
 
@@ -324,7 +335,7 @@ def test_unreachable_server_is_unreachable(make_lab: Callable[..., Any]) -> None
     client = ExchangeClient(lab_org(handle), cache=SessionCache())
     with pytest.raises(ExchangeError) as err:
         client.exchange(fqdn, "Get-ExchangeCertificate", Server=fqdn)
-    assert err.value.kind == "unreachable"
+    assert type(err.value) is ExchangeUnreachable
     assert err.value.server == fqdn.lower()
 
 
@@ -338,7 +349,7 @@ def test_broken_backend_falls_back_to_host_with_snapin(make_lab: Callable[..., A
     client = ExchangeClient(org, cache=cache)
     with pytest.raises(ExchangeError) as err:
         client.session(fqdn, "exchange")
-    assert err.value.kind == "endpoint_broken"
+    assert type(err.value) is ExchangeEndpointBroken
     certs = client.exchange(fqdn, "Get-ExchangeCertificate", Server=fqdn)
     assert certs and all(c.adapted_properties.get("RawData") for c in certs)
     assert "endpoint_broken" not in client.fallbacks[fqdn.lower()]
@@ -368,7 +379,7 @@ def test_add_script_is_nolanguage(lab: Any) -> None:
         ps.invoke()
     assert ps.streams.error
     err = _from_error_record(ps.streams.error[0], session.target, "a script")
-    assert err.kind == "nolanguage"
+    assert type(err) is NoLanguageRefused
     assert "bound parameters" in str(err)
 
 
@@ -425,7 +436,7 @@ def test_exchange_error_keeps_the_decoded_message_and_no_raw_control_character(
     client = ExchangeClient(lab_org(lab), cache=SessionCache())
     with pytest.raises(ExchangeError) as err:
         client.exchange(fqdn, "Get-AuthConfig")
-    assert err.value.kind == "error"
+    assert type(err.value) is ExchangeFailed
     assert err.value.error_id and err.value.error_id.endswith("GetAuthConfig")
     assert err.value.detail == "Disk \ufffd full; red text and a literal _x0041_ here"
     assert str(err.value) == f"{fqdn}: Get-AuthConfig on the Exchange endpoint: {err.value.detail}"

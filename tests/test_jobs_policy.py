@@ -11,7 +11,15 @@ from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 
 from config.settings import ConfigError, settings_from_dict
-from workers.exchange import ExchangeError
+from workers.deadline import NotStarted
+from workers.exchange import (
+    ExchangeAuthFailed,
+    ExchangeEndpointBroken,
+    ExchangeFailed,
+    ExchangeObjectMissing,
+    ExchangeUnreachable,
+    NoLanguageRefused,
+)
 from workers.jobs import failure_reason, is_permanent
 from workers.queues import (
     CHANGE_QUEUE,
@@ -56,24 +64,26 @@ def test_read_jobs_retry_and_change_jobs_do_not(redis_url: str) -> None:
 @pytest.mark.parametrize(
     ("exc", "permanent"),
     [
-        (ExchangeError("auth", "ex1.contoso.com", "opening", "HTTP 401"), True),
-        (ExchangeError("nolanguage", "ex1.contoso.com", "Get-X", "syntax"), True),
-        (ExchangeError("error", "ex1.contoso.com", "Get-X", "denied"), True),
-        (ExchangeError("unreachable", "ex1.contoso.com", "opening", "refused"), False),
-        (ExchangeError("endpoint_broken", "ex1.contoso.com", "opening", "Cafe"), False),
+        (ExchangeAuthFailed("ex1.contoso.com", "opening", "HTTP 401"), True),
+        (NoLanguageRefused("ex1.contoso.com", "Get-X", "syntax"), True),
+        (ExchangeFailed("ex1.contoso.com", "Get-X", "denied"), True),
+        (ExchangeObjectMissing("ex1.contoso.com", "Get-X", "was not found"), True),
+        (ExchangeUnreachable("ex1.contoso.com", "opening", "refused"), False),
+        (ExchangeEndpointBroken("ex1.contoso.com", "opening", "Cafe"), False),
         (ConfigError("exauth.toml", "org", 'no org named "x"'), True),
+        (NotStarted(600), True),
         (ConnectionError("reset"), False),
         (RuntimeError("something odd"), False),
     ],
-    ids=["auth", "nolanguage", "cmdlet-error", "unreachable", "endpoint-broken", "config",
-         "connection", "unexpected"],
+    ids=["auth", "nolanguage", "cmdlet-error", "missing", "unreachable", "endpoint-broken",
+         "config", "not-started", "connection", "unexpected"],
 )
 def test_permanent_errors_are_not_retried(exc: BaseException, permanent: bool) -> None:
     assert is_permanent(exc) is permanent
 
 
 def test_failure_reasons_are_one_line() -> None:
-    auth = ExchangeError("auth", "ex1.contoso.com", "opening the Exchange endpoint", "HTTP 401")
+    auth = ExchangeAuthFailed("ex1.contoso.com", "opening the Exchange endpoint", "HTTP 401")
     assert failure_reason(type(auth), auth) == str(auth)
     assert "\n" not in str(auth)
     assert failure_reason(JobTimeoutException, JobTimeoutException("x"), 300) == (

@@ -40,7 +40,7 @@ from tests.test_jobs_status import Stack, stack_for
 from tests.test_operations_lab import Env
 from tests.test_operations_lab import env_for as env_for  # the fixture
 from workers import audit, operation
-from workers.exchange import ExchangeError
+from workers.exchange import ExchangeFailed
 from workers.queues import CHANGE_QUEUE, SERIALIZER, queue
 from workers.warnings import Notice
 
@@ -251,9 +251,8 @@ def test_operation_job_failure_line_escapes_the_exchange_error(
     env, _ = bot()
     job = Job.create("workers.ops_jobs.start_operation_job", connection=env.conn,
                      meta={"reply": {"channel": CHANNEL}, "what": "fix"})
-    error = ExchangeError("error", "ex1.contoso.lab", "New-ExchangeCertificate",
-                          hostile("exchange"))
-    ops_notify.operation_job_failed(job, env.conn, ExchangeError, error, None)
+    error = ExchangeFailed("ex1.contoso.lab", "New-ExchangeCertificate", hostile("exchange"))
+    ops_notify.operation_job_failed(job, env.conn, ExchangeFailed, error, None)
     said = slack.wait_for("chat.postMessage")[-1].params["text"]
     assert_inert(said, "exchange")
 

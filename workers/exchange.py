@@ -11,8 +11,10 @@ A read may be followed by `| Select-Object -Property ...` (a pipeline of command
 in NoLanguage): real Exchange objects are 100-200 KB of CLIXML each and reading them costs
 far more client CPU than asking for them, so callers that need a few properties say which.
 
-Every failure is one `ExchangeError` with a `kind` the callers decide on, and a one-line
-text for people (server, what was attempted, what went wrong, a hint), never a traceback.
+Every failure is one subclass of `ExchangeError`, chosen here where failures are classified
+(unreachable, logon refused, endpoint broken, script refused, object missing, anything
+else), that callers decide on by class, with a one-line text for people (server, what was
+attempted, what went wrong, a hint), never a traceback.
 
 When a server's Exchange endpoint cannot be opened but its host endpoint can (an Exchange
 Back End binding without a certificate makes the endpoint fail with Cafe-SendFailure), the
@@ -31,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -46,6 +48,7 @@ from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.serializer import Serializer, TaggedValue
 from pypsrp.wsman import WSMan
 
+from config.errors import ExauthError
 from config.settings import ConfigError, OrgSettings, is_loopback, plain_http_to_remote
 
 log = logging.getLogger(__name__)
@@ -64,21 +67,20 @@ _READ_ONLY_VERBS = ("get-", "test-")
 # One WS-Man Receive waits at most this long; longer cmdlets are polled again.
 _RECEIVE_WAIT = 20
 
-_HINTS: dict[str, str] = {
-    "unreachable": "is the server up and its WinRM/IIS port reachable from here?",
-    "auth": "check username and password_env/password_file, and the account's remote "
-    "PowerShell rights",
-    "endpoint_broken": "its Exchange Back End binding or auth certificate is likely broken",
-    "nolanguage": "the Exchange endpoint only runs cmdlets with bound parameters",
-}
 
+class ExchangeError(ExauthError):
+    """One failure talking to Exchange; str() is a single readable line.
 
-class ExchangeError(Exception):
-    """One failure talking to Exchange; str() is a single readable line."""
+    Only its subclasses are raised, and callers decide by class. `kind` names the class
+    where a string has to travel (the rows of `exauth check --json`); `hint` ends the line;
+    `permanent` says whether another attempt can answer differently (workers.jobs).
+    """
+
+    kind: ClassVar[Kind]
+    hint: ClassVar[str | None] = None
 
     def __init__(
         self,
-        kind: Kind,
         server: str,
         what: str,
         detail: str,
@@ -87,7 +89,8 @@ class ExchangeError(Exception):
         error_id: str | None = None,
         started: bool = False,
     ) -> None:
-        self.kind: Kind = kind
+        if type(self) is ExchangeError:
+            raise TypeError("raise a subclass of ExchangeError: callers decide by its class")
         self.server = server
         self.what = what
         self.detail = _one_line(detail)
@@ -98,13 +101,12 @@ class ExchangeError(Exception):
         super().__init__(self.line())
 
     def line(self) -> str:
-        hint = _HINTS.get(self.kind)
         text = f"{self.server}: {self.what}: {self.detail}"
-        return f"{text} ({hint})" if hint else text
+        return f"{text} ({self.hint})" if self.hint else text
 
-    def as_kind(self, kind: Kind) -> ExchangeError:
-        return ExchangeError(
-            kind,
+    def recast(self, cls: type[ExchangeError]) -> ExchangeError:
+        """The same failure told as another class (its hint)."""
+        return cls(
             self.server,
             self.what,
             self.detail,
@@ -112,6 +114,62 @@ class ExchangeError(Exception):
             error_id=self.error_id,
             started=self.started,
         )
+
+
+class ExchangeUnreachable(ExchangeError):
+    """No answer from the server or its WinRM/IIS port, or Exchange cannot reach the server
+    (RPC unavailable); a later attempt may find it up."""
+
+    kind = "unreachable"
+    hint = "is the server up and its WinRM/IIS port reachable from here?"
+    permanent = False
+
+
+class ExchangeAuthFailed(ExchangeError):
+    """The endpoint refused the account; another attempt would only count towards a
+    lockout."""
+
+    kind = "auth"
+    hint = (
+        "check username and password_env/password_file, and the account's remote "
+        "PowerShell rights"
+    )
+    permanent = True
+
+
+class ExchangeEndpointBroken(ExchangeError):
+    """The server's Exchange endpoint itself cannot work (Cafe-SendFailure: a broken back end
+    binding; serialization signing without its auth certificate); the host endpoint with the
+    snap-in may still serve, and a repair changes the answer."""
+
+    kind = "endpoint_broken"
+    hint = "its Exchange Back End binding or auth certificate is likely broken"
+    permanent = False
+
+
+class NoLanguageRefused(ExchangeError):
+    """The NoLanguage endpoint refused something that was not a cmdlet with bound
+    parameters: the same on every attempt."""
+
+    kind = "nolanguage"
+    hint = "the Exchange endpoint only runs cmdlets with bound parameters"
+    permanent = True
+
+
+class ExchangeObjectMissing(ExchangeError):
+    """Exchange ran the cmdlet and found no such object (a certificate by thumbprint)."""
+
+    kind = "missing"
+    permanent = True
+
+
+class ExchangeFailed(ExchangeError):
+    """Any other failure: the cmdlet's own error, a TLS certificate not trusted, an HTTP or
+    WS-Management fault, no answer within the operation timeout, basic auth refused over
+    plain http. Retrying repeats it."""
+
+    kind = "error"
+    permanent = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,8 +322,7 @@ def _wsman(target: Target) -> WSMan:
     ssl = parts.scheme == "https"
     loopback = is_loopback(parts.hostname)
     if target.auth == "basic" and plain_http_to_remote(target.url):
-        raise ExchangeError(
-            "error",
+        raise ExchangeFailed(
             target.server,
             f"opening the {target.label}",
             f"refusing basic auth over plain http to {parts.hostname} (use https)",
@@ -413,8 +470,7 @@ class Session:
             while ps.state == PSInvocationState.RUNNING:
                 if time.monotonic() > deadline:
                     _quietly(ps.stop)
-                    raise ExchangeError(
-                        "error",
+                    raise ExchangeFailed(
                         self.target.server,
                         what,
                         f"no answer within {self.target.operation_timeout} s; stopped",
@@ -481,7 +537,9 @@ def _select_refused(exc: ExchangeError) -> bool:
 
 def _session_broken(exc: ExchangeError) -> bool:
     """Transport-level failures mean the pool is unusable; cmdlet errors do not."""
-    return exc.error_id is None and exc.kind in ("unreachable", "error", "endpoint_broken")
+    return exc.error_id is None and isinstance(
+        exc, ExchangeUnreachable | ExchangeFailed | ExchangeEndpointBroken
+    )
 
 
 def _quietly(fn: Callable[[], Any]) -> None:
@@ -499,39 +557,41 @@ def _quietly(fn: Callable[[], Any]) -> None:
 def classify(
     exc: BaseException, target: Target, what: str, *, started: bool = False
 ) -> ExchangeError:
-    """Turn any failure of pypsrp/requests into an ExchangeError with a kind."""
+    """Turn any failure of pypsrp/requests into the ExchangeError subclass that says what
+    it means."""
 
-    def make(kind: Kind, detail: str) -> ExchangeError:
-        return ExchangeError(
-            kind, target.server, what, detail, endpoint=target.endpoint, started=started
-        )
+    def make(cls: type[ExchangeError], detail: str) -> ExchangeError:
+        return cls(target.server, what, detail, endpoint=target.endpoint, started=started)
 
     text = _one_line(str(exc))
     if "Cafe-SendFailure" in text:
-        return make("endpoint_broken", _CAFE_DETAIL)
+        return make(ExchangeEndpointBroken, _CAFE_DETAIL)
     if isinstance(exc, AuthenticationError) or (
         isinstance(exc, WinRMTransportError) and exc.code == 401
     ):
-        return make("auth", f"access denied for {target.username} ({target.auth})")
+        return make(ExchangeAuthFailed, f"access denied for {target.username} ({target.auth})")
     if isinstance(exc, requests.exceptions.SSLError):
         return make(
-            "error", "TLS certificate not trusted (set ca_bundle, or verify_tls = false for a lab)"
+            ExchangeFailed,
+            "TLS certificate not trusted (set ca_bundle, or verify_tls = false for a lab)",
         )
     if isinstance(exc, requests.exceptions.Timeout):
-        return make("unreachable", f"no answer within {target.connection_timeout} s")
+        return make(ExchangeUnreachable, f"no answer within {target.connection_timeout} s")
     if isinstance(exc, requests.exceptions.ConnectionError | ConnectionError | TimeoutError):
-        return make("unreachable", _connection_detail(text))
+        return make(ExchangeUnreachable, _connection_detail(text))
     if isinstance(exc, WinRMTransportError):
         body = _one_line(re.sub(r"<[^>]+>", " ", str(exc.response_text or "")))
-        return make("error", f"HTTP {exc.code} from {target.url}" + (f": {body}" if body else ""))
+        return make(
+            ExchangeFailed, f"HTTP {exc.code} from {target.url}" + (f": {body}" if body else "")
+        )
     if isinstance(exc, WSManFaultError):
         reason = _one_line(str(exc.reason or exc.message))
         if "rpc server is unavailable" in reason.lower():
-            return make("unreachable", reason)
-        return make("error", f"WS-Management fault: {reason}")
+            return make(ExchangeUnreachable, reason)
+        return make(ExchangeFailed, f"WS-Management fault: {reason}")
     if isinstance(exc, WinRMError):
-        return make("error", text or type(exc).__name__)
-    return make("error", f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+        return make(ExchangeFailed, text or type(exc).__name__)
+    return make(ExchangeFailed, f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
 def _connection_detail(text: str) -> str:
@@ -558,20 +618,19 @@ def _from_error_record(record: Any, target: Target, what: str) -> ExchangeError:
     error_id = str(getattr(record, "fq_error", "") or "")
     reason = str(getattr(record, "reason", "") or "")
     low = message.lower()
-    kind: Kind = "error"
+    cls: type[ExchangeError] = ExchangeFailed
     if "syntax is not supported by this runspace" in low or "scriptsnotallowed" in error_id.lower():
-        kind = "nolanguage"
+        cls = NoLanguageRefused
     elif "Cafe-SendFailure" in message or "serialization data signing" in low:
         # The endpoint itself cannot work (back end binding, expired/missing auth cert).
-        kind = "endpoint_broken"
+        cls = ExchangeEndpointBroken
     elif "was not found" in low and (
         "invalidoperation" in (reason + error_id).lower() or "special rpc error" in low
     ):
-        kind = "missing"
+        cls = ExchangeObjectMissing
     elif "rpc server is unavailable" in low or "cannot be contacted" in low:
-        kind = "unreachable"
-    return ExchangeError(
-        kind,
+        cls = ExchangeUnreachable
+    return cls(
         target.server,
         what,
         message or error_id or "failed",
@@ -812,7 +871,8 @@ class ExchangeClient:
             self.session(fqdn, "host").ensure_snapin()
         except ExchangeError:
             raise exchange_error from None
-        line = exchange_error.as_kind("endpoint_broken").line() + "; asked via its host endpoint"
+        broken = exchange_error.recast(ExchangeEndpointBroken)
+        line = broken.line() + "; asked via its host endpoint"
         with self._lock:
             self.fallbacks[fqdn.lower()] = line
         log.info("%s; using its host endpoint with the Exchange snap-in", line)
@@ -820,7 +880,9 @@ class ExchangeClient:
 
 def _answered(exc: ExchangeError) -> bool:
     """Exchange ran the cmdlet and said no (not a connection or endpoint problem)."""
-    return exc.error_id is not None and exc.kind not in ("unreachable", "endpoint_broken")
+    return exc.error_id is not None and not isinstance(
+        exc, ExchangeUnreachable | ExchangeEndpointBroken
+    )
 
 
 def _may_fall_back(exc: ExchangeError, cmdlet: str) -> bool:
@@ -828,6 +890,6 @@ def _may_fall_back(exc: ExchangeError, cmdlet: str) -> bool:
 
     Yes when the Exchange endpoint itself is broken or the failure came before the command
     ran; a cmdlet that may have run is repeated elsewhere only when it only reads."""
-    if exc.kind == "endpoint_broken":
+    if isinstance(exc, ExchangeEndpointBroken):
         return not exc.started or cmdlet.lower().startswith(_READ_ONLY_VERBS)
     return exc.error_id is None and not exc.started

@@ -17,13 +17,12 @@ from rq import get_current_job
 from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
 
+from config.errors import ExauthError
 from config.settings import ConfigError, OrgSettings, load_settings
 from workers.deadline import JobDeadline, NotStarted
+from workers.exchange import ExchangeError
 
 log = logging.getLogger(__name__)
-
-# Exchange error kinds (workers.exchange) that repeat identically on every attempt.
-PERMANENT_KINDS = frozenset({"auth", "nolanguage", "error", "missing"})
 
 
 def status_job(org_name: str) -> dict[str, Any]:
@@ -63,7 +62,7 @@ def failure_reason(exc_type: type[BaseException] | None, exc: BaseException | No
     if exc is None:
         return "the worker stopped without saying why"
     text = _first_line(str(exc))
-    if getattr(exc, "kind", None) or isinstance(exc, (ConfigError, LookupError, NotStarted)):
+    if isinstance(exc, (ExchangeError, ConfigError, LookupError, NotStarted)):
         return text or type(exc).__name__
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return f"network error: {text or type(exc).__name__}"
@@ -71,9 +70,11 @@ def failure_reason(exc_type: type[BaseException] | None, exc: BaseException | No
 
 
 def is_permanent(exc: BaseException) -> bool:
-    """True when retrying cannot help (and may hurt, e.g. lockouts on a bad password)."""
-    permanent_kind = getattr(exc, "kind", None) in PERMANENT_KINDS
-    return permanent_kind or isinstance(exc, (ConfigError, LookupError, NotStarted))
+    """True when retrying cannot help (and may hurt, e.g. lockouts on a bad password).
+
+    Each exauth exception class says so itself (config.errors.ExauthError.permanent); a
+    LookupError (no such org or job) is permanent too."""
+    return (isinstance(exc, ExauthError) and exc.permanent) or isinstance(exc, LookupError)
 
 
 def _org(org_name: str) -> OrgSettings:

@@ -42,7 +42,7 @@ from workers.certificate import (
     server_from,
     text,
 )
-from workers.exchange import ExchangeClient, ExchangeError, Statement
+from workers.exchange import ExchangeClient, ExchangeError, ExchangeFailed, Statement
 from workers.findings import is_in_scope
 from workers.model import AuthConfigObs, BackendObs, CertFacts, OrgObs, ServerObs
 from workers.report import build_status
@@ -237,6 +237,6 @@ def _facts(obj: Any, fqdn: str) -> CertFacts:
         )
     except ValueError as exc:
         thumbprint = text(prop(obj, "Thumbprint")) or "?"
-        raise ExchangeError(
-            "error", fqdn, f"reading certificate {thumbprint}", str(exc), error_id="parse"
+        raise ExchangeFailed(
+            fqdn, f"reading certificate {thumbprint}", str(exc), error_id="parse"
         ) from None
