@@ -34,9 +34,10 @@ from typing import Any
 
 import redis
 
+from workers import redis_keys
+
 log = logging.getLogger(__name__)
 
-PREFIX = "exauth:approval:"
 DECISIONS = ("approve", "deny")
 MAX_TTL_MINUTES = 7 * 24 * 60
 MAX_REASON = 500
@@ -148,7 +149,7 @@ def approval_key(op_id: str, step: int) -> str:
         raise ValueError("approval: op_id must be a non-empty id without ':'")
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise ValueError("approval: step must be a non-negative integer")
-    return f"{PREFIX}{op_id}:{step}"
+    return redis_keys.approval(op_id, step)
 
 
 def job_id(record: dict[str, Any]) -> str:

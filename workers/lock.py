@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-PREFIX = "exauth:lock:"
+from workers import redis_keys
 
 _IF_HOLDER = """
 local raw = redis.call('GET', KEYS[1])
@@ -38,7 +38,7 @@ class LockBusy(Exception):
 def lock_key(org: str) -> str:
     if not isinstance(org, str) or not org:
         raise ValueError("lock: org must be a non-empty name")
-    return PREFIX + org
+    return redis_keys.writer_lock(org)
 
 
 def acquire(

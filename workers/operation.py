@@ -29,12 +29,8 @@ from typing import Any
 
 import redis
 
+from workers import redis_keys
 from workers.audit import contains_secret, is_secret_key, scrub_text
-
-PREFIX = "exauth:op:"
-ORG_INDEX = "exauth:ops:"
-OPEN_INDEX = "exauth:open_ops"
-RESUME_INDEX = "exauth:resume"
 
 KINDS = (
     "stage_new",
@@ -89,7 +85,7 @@ class StaleOperation(OperationError):
 def op_key(op_id: str) -> str:
     if not isinstance(op_id, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", op_id):
         raise OperationError(f"not an operation id: {op_id!r}")
-    return PREFIX + op_id
+    return redis_keys.operation(op_id)
 
 
 def step_ref(op_id: str, index: int) -> str:
@@ -101,7 +97,7 @@ def step_ref(op_id: str, index: int) -> str:
 def org_index(org: str) -> str:
     if not isinstance(org, str) or not org:
         raise OperationError("an operation needs a non-empty org name")
-    return ORG_INDEX + org
+    return redis_keys.org_operations(org)
 
 
 # --- validation (pure) -------------------------------------------------------------------
@@ -328,12 +324,12 @@ def create(
         4,
         op_key(doc["id"]),
         org_index(org),
-        OPEN_INDEX,
-        RESUME_INDEX,
+        redis_keys.open_operations(),
+        redis_keys.resume_schedule(),
         doc["id"],
         _dump(doc),
         _score(doc["resume_at"]),
-        PREFIX,
+        redis_keys.OPERATION_PREFIX,
     )
     if _str(code) == "busy":
         raise OperationBusy(org, sorted(_str(b) for b in busy))
@@ -361,8 +357,8 @@ def save(
         4,
         op_key(doc["id"]),
         org_index(doc["org"]),
-        OPEN_INDEX,
-        RESUME_INDEX,
+        redis_keys.open_operations(),
+        redis_keys.resume_schedule(),
         expected,
         _dump(doc),
         doc["id"],
@@ -493,7 +489,7 @@ def close(
 
 def open_ops(conn: redis.Redis, org: str | None = None) -> list[dict[str, Any]]:
     """Open or waiting operations (of one org, or all), oldest first."""
-    ids = conn.smembers(OPEN_INDEX if org is None else org_index(org))
+    ids = conn.smembers(redis_keys.open_operations() if org is None else org_index(org))
     docs = _load_many(conn, sorted(_str(i) for i in ids))
     return sorted((d for d in docs if d["state"] in OPEN_STATES), key=lambda d: d["created_at"])
 
@@ -511,7 +507,7 @@ def waiting(conn: redis.Redis) -> list[dict[str, Any]]:
 
 
 def _resumable(conn: redis.Redis, until: float | str) -> list[dict[str, Any]]:
-    ids = conn.zrangebyscore(RESUME_INDEX, "-inf", until)
+    ids = conn.zrangebyscore(redis_keys.resume_schedule(), "-inf", until)
     docs = _load_many(conn, [_str(i) for i in ids])
     return [d for d in docs if d["state"] in OPEN_STATES and d.get("resume_at")]
 

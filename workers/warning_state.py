@@ -24,9 +24,9 @@ from typing import Any
 
 import redis
 
+from workers import redis_keys
 from workers.warnings import Notice, WarnState, utc_date
 
-PREFIX = "exauth:warn:"
 STATE_TTL = timedelta(days=35)  # longer than the gap between two bands (60 -> 30 days)
 CLAIM_TTL = timedelta(minutes=15)  # a sweep job plus its Slack callback, with margin
 SNOOZE = timedelta(days=7)
@@ -54,19 +54,19 @@ return 1
 
 
 def state_key(org: str, key: str) -> str:
-    return f"{PREFIX}{_org(org)}:s:{key}"
+    return redis_keys.warning_state(_org(org), key)
 
 
 def index_key(org: str) -> str:
-    return f"{PREFIX}{_org(org)}:index"
+    return redis_keys.warning_index(_org(org))
 
 
 def claim_key(org: str, key: str) -> str:
-    return f"{PREFIX}{_org(org)}:claim:{key}"
+    return redis_keys.warning_claim(_org(org), key)
 
 
 def clock_key(org: str) -> str:
-    return f"{PREFIX}{_org(org)}:clock"
+    return redis_keys.warning_clock(_org(org))
 
 
 def note_clock(conn: redis.Redis, org: str, skew: timedelta) -> None:
