@@ -35,6 +35,7 @@ from typing import Any
 import redis
 
 from workers import redis_keys
+from workers.redis_scripts import LuaScript
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def job_id(record: dict[str, Any]) -> str:
 
 # Lua: every script returns {code, flat HGETALL of the record after the call}.
 
-_REQUEST = """
+_REQUEST = LuaScript("""
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'pending' then
   local exp = tonumber(redis.call('HGET', KEYS[1], 'expires_ms'))
@@ -172,9 +173,9 @@ end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return {'created', redis.call('HGETALL', KEYS[1])}
-"""
+""")
 
-_DECIDE = """
+_DECIDE = LuaScript("""
 local rec = redis.call('HGETALL', KEYS[1])
 if #rec == 0 then return {'not_found', rec} end
 local user, decision, reason = ARGV[1], ARGV[2], ARGV[3]
@@ -202,9 +203,9 @@ if decision == 'deny' then new_state = 'denied' end
 redis.call('HSET', KEYS[1], 'state', new_state, 'decided_by', user, 'decided_at', now_iso,
            'reason', reason)
 return {new_state, redis.call('HGETALL', KEYS[1])}
-"""
+""")
 
-_MOVE = """
+_MOVE = LuaScript("""
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'not_found', {}} end
 for i = 1, tonumber(ARGV[1]) do
@@ -214,7 +215,7 @@ for i = 1, tonumber(ARGV[1]) do
   end
 end
 return {'refused', redis.call('HGETALL', KEYS[1])}
-"""
+""")
 
 
 def request(
@@ -386,8 +387,9 @@ def _move(
     return code == "moved"
 
 
-def _run(conn: redis.Redis, script: str, key: str, argv: list[str]) -> tuple[str, dict[str, Any]]:
-    code, flat = conn.eval(script, 1, key, *argv)
+def _run(conn: redis.Redis, script: LuaScript, key: str, argv: list[str]
+         ) -> tuple[str, dict[str, Any]]:
+    code, flat = script(conn, [key], argv)
     return _str(code), _record(flat)
 
 

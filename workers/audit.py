@@ -26,6 +26,7 @@ from typing import Any
 import redis
 
 from workers import redis_keys
+from workers.redis_scripts import LuaScript
 
 MASK = "***"
 MAX_TEXT = 4000  # longer strings are cut: an audit line is a record, not a dump
@@ -155,11 +156,11 @@ def _key_text(key: object) -> str:
     return f"<{type(key).__name__}>"
 
 
-_RECORD = """
+_RECORD = LuaScript("""
 local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV))
 redis.call('XADD', KEYS[2], id, unpack(ARGV))
 return id
-"""
+""")
 
 
 def org_stream(org: str) -> str:
@@ -211,7 +212,7 @@ def record(
         "detail": json.dumps(redact(detail or {}), sort_keys=True, allow_nan=False),
     }
     argv = [part for pair in fields.items() for part in pair]
-    raw = conn.eval(_RECORD, 2, redis_keys.audit_stream(), org_stream(org), *argv)
+    raw = _RECORD(conn, [redis_keys.audit_stream(), org_stream(org)], argv)
     entry_id = raw.decode() if isinstance(raw, bytes) else str(raw)
     target_file = Path(mirror) if mirror is not None else _mirror
     if target_file is not None:

@@ -31,6 +31,7 @@ import redis
 
 from workers import redis_keys
 from workers.audit import contains_secret, is_secret_key, scrub_text
+from workers.redis_scripts import LuaScript
 
 KINDS = (
     "stage_new",
@@ -244,7 +245,7 @@ def check(op: Mapping[str, Any]) -> dict[str, Any]:
 
 # --- storage ----------------------------------------------------------------------------
 
-_CREATE = """
+_CREATE = LuaScript("""
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   if redis.call('EXISTS', ARGV[4] .. id) == 0 then
     redis.call('SREM', KEYS[2], id)
@@ -258,9 +259,9 @@ redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[1])
 if ARGV[3] ~= '' then redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1]) end
 return {'ok', {}}
-"""
+""")
 
-_SAVE = """
+_SAVE = LuaScript("""
 local raw = redis.call('GET', KEYS[1])
 if not raw then return {'missing', ''} end
 local cur = cjson.decode(raw)
@@ -284,7 +285,7 @@ else
   redis.call('ZREM', KEYS[4], ARGV[3])
 end
 return {'ok', ''}
-"""
+""")
 
 
 def create(
@@ -319,17 +320,11 @@ def create(
             "version": 1,
         }
     )
-    code, busy = conn.eval(
-        _CREATE,
-        4,
-        op_key(doc["id"]),
-        org_index(org),
-        redis_keys.open_operations(),
-        redis_keys.resume_schedule(),
-        doc["id"],
-        _dump(doc),
-        _score(doc["resume_at"]),
-        redis_keys.OPERATION_PREFIX,
+    code, busy = _CREATE(
+        conn,
+        [op_key(doc["id"]), org_index(org), redis_keys.open_operations(),
+         redis_keys.resume_schedule()],
+        [doc["id"], _dump(doc), _score(doc["resume_at"]), redis_keys.OPERATION_PREFIX],
     )
     if _str(code) == "busy":
         raise OperationBusy(org, sorted(_str(b) for b in busy))
@@ -352,20 +347,12 @@ def save(
     doc["version"] = expected + 1
     doc["updated_at"] = _iso(_utc(now))
     is_open = doc["state"] in OPEN_STATES
-    code, info = conn.eval(
-        _SAVE,
-        4,
-        op_key(doc["id"]),
-        org_index(doc["org"]),
-        redis_keys.open_operations(),
-        redis_keys.resume_schedule(),
-        expected,
-        _dump(doc),
-        doc["id"],
-        doc["org"],
-        "1" if is_open else "0",
-        _score(doc["resume_at"]),
-        doc["kind"],
+    code, info = _SAVE(
+        conn,
+        [op_key(doc["id"]), org_index(doc["org"]), redis_keys.open_operations(),
+         redis_keys.resume_schedule()],
+        [expected, _dump(doc), doc["id"], doc["org"], "1" if is_open else "0",
+         _score(doc["resume_at"]), doc["kind"]],
     )
     code = _str(code)
     if code == "stale":
