@@ -37,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis
 
-from bot.after_ack import DEDUPE_PREFIX
 from bot.app import create_app
 from bot.http import HTTP_THREADS, SlackHttpServer
 from config.settings import load_settings, settings_from_dict
@@ -49,6 +48,7 @@ from tests.slack_mock import (
     signed_headers,
     slash_command_body,
 )
+from workers import redis_keys
 from workers.queues import QUEUE_NAMES, READ_QUEUE, queue
 
 CHANNEL = "C0BENCH"
@@ -80,7 +80,7 @@ def clean(redis_url: str) -> None:
                          q.finished_job_registry):
             for job_id in registry.get_job_ids():
                 registry.remove(job_id, delete_job=True)
-    for key in connection.scan_iter(DEDUPE_PREFIX + "bench-*"):
+    for key in connection.scan_iter(redis_keys.slack_delivery("bench-*")):
         connection.delete(key)
 
 

@@ -32,11 +32,11 @@ from slack_bolt import Respond
 from slack_sdk import WebClient
 
 from bot import views
+from workers import redis_keys
 from workers.queues import QUEUE_DOWN, UNREACHABLE_ERRORS, ReadJob, enqueue_reads
 
 log = logging.getLogger(__name__)
 
-DEDUPE_PREFIX = "exauth:dedupe:"
 DEDUPE_TTL_SECONDS = 3600  # a trigger_id is only usable for 30 minutes; keep it twice that
 AFTER_ACK_THREADS = 8  # placeholder posts at once: Slack I/O (~100 ms each), little CPU
 AFTER_ACK_BATCH = 25  # commands per dedupe / enqueue pipeline: ~10 ms of CPU, no more
@@ -86,7 +86,7 @@ def first_deliveries(redis: Redis, trigger_ids: list[str | None]) -> list[bool]:
     pipe = redis.pipeline(transaction=False)
     for trigger_id in trigger_ids:
         if trigger_id:
-            pipe.set(DEDUPE_PREFIX + trigger_id, "1", nx=True, ex=DEDUPE_TTL_SECONDS)
+            pipe.set(redis_keys.slack_delivery(trigger_id), "1", nx=True, ex=DEDUPE_TTL_SECONDS)
     answers = iter(pipe.execute())
     return [bool(next(answers)) if trigger_id else True for trigger_id in trigger_ids]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from workers import audit
+from workers import audit, redis_keys
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -134,7 +134,7 @@ def test_no_secret_reaches_the_stream_or_the_jsonl_mirror(
         )
 
     raw_dump = b""
-    for key in (audit.STREAM, audit.org_stream("contoso")):
+    for key in (redis_keys.audit_stream(), audit.org_stream("contoso")):
         for _id, fields in conn.xrange(key):
             raw_dump += b"".join(k + b"=" + v + b"\n" for k, v in fields.items())
     file_text = mirror.read_text()
@@ -161,7 +161,7 @@ def test_record_refuses_naive_time_and_writes_nothing(conn: redis.Redis) -> None
             outcome="ok",
             now=datetime(2025, 1, 1),
         )
-    assert conn.exists(audit.STREAM) == 0
+    assert conn.exists(redis_keys.audit_stream()) == 0
 
 
 def test_format_entry_is_one_line() -> None:

@@ -22,7 +22,6 @@ from slack_bolt import BoltRequest, BoltResponse
 
 from bot.after_ack import (
     ACKS_IN_FLIGHT,
-    DEDUPE_PREFIX,
     AcksInFlight,
     AfterAck,
     ReadRequest,
@@ -32,6 +31,7 @@ from bot.after_ack import (
 )
 from bot.http import SlackHttpServer
 from tests.slack_mock import SIGNING_SECRET, signed_headers
+from workers import redis_keys
 from workers.queues import READ_QUEUE, SERIALIZER, ReadJob, enqueue_reads, queue
 
 
@@ -240,7 +240,7 @@ def test_first_deliveries_in_one_batch(redis_url: str) -> None:
     conn = redis.Redis.from_url(redis_url)
     assert first_deliveries(conn, ["t1", None, "t1", "t2"]) == [True, True, False, True]
     assert first_deliveries(conn, ["t2", "t3"]) == [False, True]
-    assert 0 < conn.ttl(DEDUPE_PREFIX + "t1") <= 3600
+    assert 0 < conn.ttl(redis_keys.slack_delivery("t1")) <= 3600
 
 
 def test_after_ack_work_waits_for_the_acks_in_flight(redis_url: str) -> None:

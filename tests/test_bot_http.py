@@ -20,7 +20,6 @@ import pytest
 import redis
 import requests
 
-from bot.after_ack import DEDUPE_PREFIX
 from bot.app import create_app
 from bot.http import SlackHttpServer
 from config.settings import Settings, settings_from_dict
@@ -31,6 +30,7 @@ from tests.slack_mock import (
     signed_headers,
     slash_command_body,
 )
+from workers import redis_keys
 from workers.queues import READ_QUEUE, queue
 
 CONTOSO = "C0CONTOSO"
@@ -178,7 +178,7 @@ def test_same_trigger_id_enqueues_once(bot: SlackHttpServer, slack: SlackMock,
     settle()
     assert len(read_jobs(redis_url)) == 1
     assert len(slack.calls_of("chat.postMessage")) == 1
-    assert redis.Redis.from_url(redis_url).ttl(DEDUPE_PREFIX + "dup-1") > 0
+    assert redis.Redis.from_url(redis_url).ttl(redis_keys.slack_delivery("dup-1")) > 0
     # a new trigger is a new request
     assert post(bot, slack, "status", trigger="dup-2").status_code == 200
     assert len(wait_jobs(redis_url, 2)) == 2

@@ -6,6 +6,8 @@ import time
 
 import pytest
 import redis
+from redis.exceptions import LockNotOwnedError
+from redis.lock import Lock
 
 from tests.race import race
 from workers import lock
@@ -84,3 +86,20 @@ def test_bad_arguments_are_refused(conn: redis.Redis) -> None:
     with pytest.raises(ValueError):
         lock.acquire(conn, "", "w", 10)
     assert conn.keys("exauth:lock:*") == []
+
+
+def test_the_token_is_a_redis_py_lock_token(conn: redis.Redis) -> None:
+    """The lock is redis-py's: the token `acquire` returns is the stored value a
+    `redis.lock.Lock` compares, so a step may keep it alive with `Lock.extend`."""
+    token = lock.acquire(conn, "contoso", "worker-1", 30)
+    assert token
+    assert conn.get(lock.lock_key("contoso")) == token.encode()
+    held = lock.writer_lock(conn, "contoso", 30, token)
+    assert isinstance(held, Lock) and held.owned()
+    assert held.extend(600, replace_ttl=True)
+    assert conn.pttl(lock.lock_key("contoso")) > 30_000
+    other = lock.writer_lock(conn, "contoso", 30, "not-the-token")
+    with pytest.raises(LockNotOwnedError):
+        other.release()
+    held.release()
+    assert lock.holder(conn, "contoso") is None

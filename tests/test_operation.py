@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from tests.race import race
-from workers import operation
+from workers import operation, redis_keys
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 WRITER = "ex1.contoso.com"
@@ -124,7 +124,7 @@ def test_concurrent_creates_leave_one_open_operation(conn: redis.Redis, redis_ur
     assert outcomes.count("created") == 1
     assert outcomes.count("busy") == 9
     assert len(operation.open_ops(conn)) == 1
-    assert len(conn.keys(operation.PREFIX + "*")) == 1
+    assert len(conn.keys(redis_keys.operation("*"))) == 1
 
 
 @pytest.mark.parametrize(

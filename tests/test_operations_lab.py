@@ -21,7 +21,7 @@ from rq import SimpleWorker
 from config.settings import OrgSettings, load_settings
 from lab.serve import LabHandle, write_config
 from tests.race import race
-from workers import approval, audit, execute, operation, operations, ops_jobs
+from workers import approval, audit, execute, operation, operations, ops_jobs, redis_keys
 from workers.queues import CHANGE_QUEUE, SERIALIZER, queue
 
 APPROVER = "U0BOB"
@@ -220,7 +220,7 @@ def test_import_on_missing_on_server(env_for: Callable[..., Env]) -> None:
     assert imports[0]["parameters"]["Password"] == "***"
     assert not auth_creations(env.handle)
     assert all_pools_work(env.handle)
-    assert not list(env.conn.scan_iter(match=execute.SECRET_PREFIX + "*")), "secret outlived op"
+    assert not list(env.conn.scan_iter(match=redis_keys.secret("*", "*"))), "secret outlived op"
 
 
 def test_backend_repair_on_backend_deleted(env_for: Callable[..., Env]) -> None:

@@ -35,10 +35,11 @@ from typing import Any
 import redis
 
 from config.errors import ExauthError
+from workers import redis_keys
+from workers.redis_scripts import LuaScript
 
 log = logging.getLogger(__name__)
 
-PREFIX = "exauth:approval:"
 DECISIONS = ("approve", "deny")
 MAX_TTL_MINUTES = 7 * 24 * 60
 MAX_REASON = 500
@@ -150,7 +151,7 @@ def approval_key(op_id: str, step: int) -> str:
         raise ValueError("approval: op_id must be a non-empty id without ':'")
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise ValueError("approval: step must be a non-negative integer")
-    return f"{PREFIX}{op_id}:{step}"
+    return redis_keys.approval(op_id, step)
 
 
 def job_id(record: dict[str, Any]) -> str:
@@ -160,7 +161,7 @@ def job_id(record: dict[str, Any]) -> str:
 
 # Lua: every script returns {code, flat HGETALL of the record after the call}.
 
-_REQUEST = """
+_REQUEST = LuaScript("""
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'pending' then
   local exp = tonumber(redis.call('HGET', KEYS[1], 'expires_ms'))
@@ -173,9 +174,9 @@ end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return {'created', redis.call('HGETALL', KEYS[1])}
-"""
+""")
 
-_DECIDE = """
+_DECIDE = LuaScript("""
 local rec = redis.call('HGETALL', KEYS[1])
 if #rec == 0 then return {'not_found', rec} end
 local user, decision, reason = ARGV[1], ARGV[2], ARGV[3]
@@ -203,9 +204,9 @@ if decision == 'deny' then new_state = 'denied' end
 redis.call('HSET', KEYS[1], 'state', new_state, 'decided_by', user, 'decided_at', now_iso,
            'reason', reason)
 return {new_state, redis.call('HGETALL', KEYS[1])}
-"""
+""")
 
-_MOVE = """
+_MOVE = LuaScript("""
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'not_found', {}} end
 for i = 1, tonumber(ARGV[1]) do
@@ -215,7 +216,7 @@ for i = 1, tonumber(ARGV[1]) do
   end
 end
 return {'refused', redis.call('HGETALL', KEYS[1])}
-"""
+""")
 
 
 def request(
@@ -387,8 +388,9 @@ def _move(
     return code == "moved"
 
 
-def _run(conn: redis.Redis, script: str, key: str, argv: list[str]) -> tuple[str, dict[str, Any]]:
-    code, flat = conn.eval(script, 1, key, *argv)
+def _run(conn: redis.Redis, script: LuaScript, key: str, argv: list[str]
+         ) -> tuple[str, dict[str, Any]]:
+    code, flat = script(conn, [key], argv)
     return _str(code), _record(flat)
 
 

@@ -25,7 +25,9 @@ from typing import Any
 
 import redis
 
-STREAM = "exauth:audit"
+from workers import redis_keys
+from workers.redis_scripts import LuaScript
+
 MASK = "***"
 MAX_TEXT = 4000  # longer strings are cut: an audit line is a record, not a dump
 MAX_DEPTH = 12
@@ -154,17 +156,17 @@ def _key_text(key: object) -> str:
     return f"<{type(key).__name__}>"
 
 
-_RECORD = """
+_RECORD = LuaScript("""
 local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV))
 redis.call('XADD', KEYS[2], id, unpack(ARGV))
 return id
-"""
+""")
 
 
 def org_stream(org: str) -> str:
     if not isinstance(org, str) or not org:
         raise ValueError("audit: org must be a non-empty name")
-    return f"{STREAM}:{org}"
+    return redis_keys.org_audit_stream(org)
 
 
 _mirror: Path | None = None
@@ -210,7 +212,7 @@ def record(
         "detail": json.dumps(redact(detail or {}), sort_keys=True, allow_nan=False),
     }
     argv = [part for pair in fields.items() for part in pair]
-    raw = conn.eval(_RECORD, 2, STREAM, org_stream(org), *argv)
+    raw = _RECORD(conn, [redis_keys.audit_stream(), org_stream(org)], argv)
     entry_id = raw.decode() if isinstance(raw, bytes) else str(raw)
     target_file = Path(mirror) if mirror is not None else _mirror
     if target_file is not None:
@@ -222,7 +224,7 @@ def entries(conn: redis.Redis, org: str | None = None, limit: int = 50) -> list[
     """The newest `limit` entries (of one org, or of all), newest first."""
     if limit < 1:
         return []
-    key = STREAM if org is None else org_stream(org)
+    key = redis_keys.audit_stream() if org is None else org_stream(org)
     rows = conn.xrevrange(key, count=min(limit, 10_000))
     return [
         _entry(_text(entry_id), {_text(k): _text(v) for k, v in raw.items()})

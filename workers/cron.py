@@ -42,7 +42,7 @@ from rq.cron import CronJob, CronScheduler
 
 from config.errors import ExauthError
 from config.settings import Settings
-from workers import lock, ops_jobs
+from workers import lock, ops_jobs, redis_keys
 from workers.deadline import expire_unstarted, reap_abandoned
 from workers.queues import (
     FAILURE_TTL,
@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = "_cron"  # a workers.lock name no org can have (org names cannot start with "_")
 LOCK_KEY = lock.lock_key(LOCK_NAME)
-SLOT_PREFIX = "exauth:cron:slot:"
 LOCK_TTL = timedelta(seconds=60)
 TICK = timedelta(seconds=10)  # longest sleep: renew the lock well within its TTL
 STANDBY_POLL = timedelta(seconds=5)
@@ -98,7 +97,7 @@ def previous_fire(expression: str, at: datetime) -> datetime:
 
 
 def slot_key(org: str, slot: datetime) -> str:
-    return f"{SLOT_PREFIX}{org}:{_slot_id(slot)}"
+    return redis_keys.cron_slot(org, _slot_id(slot))
 
 
 def enqueue_slot(conn: redis.Redis, org: str, slot: datetime,

@@ -34,7 +34,7 @@ import redis
 
 from config.errors import ExauthError
 from config.settings import OrgSettings
-from workers import approval, audit, lock, operation
+from workers import approval, audit, lock, operation, redis_keys
 from workers.certificate import facts_from_exchange_certificate, prop
 from workers.exchange import ExchangeClient, ExchangeError, Secret
 from workers.findings import is_auth_subject, iso, short
@@ -46,7 +46,6 @@ from workers.status import collect, org_clock
 
 log = logging.getLogger(__name__)
 
-SECRET_PREFIX = "exauth:secret:"
 SECRET_TTL_S = 7 * 24 * 3600  # an import waits for approvals; the password dies with the op
 NEW_THUMBPRINT_KEY = "new_thumbprint"
 PUBLISHED_AT_KEY = "published_at"
@@ -160,7 +159,7 @@ def _label(value: Any) -> str:
 
 
 def secret_key(op_id: str, name: str) -> str:
-    return f"{SECRET_PREFIX}{op_id}:{name}"
+    return redis_keys.secret(op_id, name)
 
 
 def secret(conn: redis.Redis, op_id: str, name: str) -> str:
@@ -174,7 +173,7 @@ def secret(conn: redis.Redis, op_id: str, name: str) -> str:
 
 
 def forget_secrets(conn: redis.Redis, op_id: str) -> None:
-    for key in conn.scan_iter(match=f"{SECRET_PREFIX}{op_id}:*"):
+    for key in conn.scan_iter(match=redis_keys.secrets_of(op_id)):
         conn.delete(key)
 
 

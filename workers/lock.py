@@ -1,11 +1,18 @@
 """The per-org writer lock: at most one worker changes an org at a time.
 
 Creating auth certificates on two servers at once makes two certificates of which only the
-last wins (DOMAIN.md 5.2), so every state-changing step runs under this lock. It is a Redis
-key `exauth:lock:<org>` set with NX and an expiry (a crashed worker cannot hold it forever),
-whose value carries a random token: only the holder of the token may extend or release it,
-checked and acted on inside one Lua call so an expired-and-retaken lock is never released
-by its previous owner.
+last wins (DOMAIN.md 5.2), so every state-changing step runs under this lock. It is
+redis-py's `redis.lock.Lock` on the key workers.redis_keys.writer_lock (never blocking): set
+with NX and an expiry (a crashed worker cannot hold it forever), and only the holder of its
+token may extend or release it, checked inside one Lua call so an expired-and-retaken lock is
+never released by its previous owner.
+
+The token of a redis-py Lock is the stored value itself; here that is the JSON
+{token (random), owner, acquired_at} exauth always stored, so `holder` can name the owner
+(and never shows the token) and locks taken by earlier releases read the same. `acquire`
+returns that value as the token, and `release`/`extend`/`writer_lock` rebuild a Lock around
+it, so a token can pass between calls and threads (the cron scheduler renews from its loop),
+and a running step can keep its lock alive with `Lock.extend`.
 """
 
 from __future__ import annotations
@@ -18,19 +25,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from redis.exceptions import LockNotOwnedError
+from redis.lock import Lock
 
 from config.errors import ExauthError
-
-PREFIX = "exauth:lock:"
-
-_IF_HOLDER = """
-local raw = redis.call('GET', KEYS[1])
-if not raw then return 0 end
-local ok, held = pcall(cjson.decode, raw)
-if not ok or type(held) ~= 'table' or held['token'] ~= ARGV[1] then return 0 end
-if ARGV[2] == 'release' then return redis.call('DEL', KEYS[1]) end
-return redis.call('PEXPIRE', KEYS[1], ARGV[3])
-"""
+from workers import redis_keys
 
 
 class LockBusy(ExauthError):
@@ -40,34 +39,53 @@ class LockBusy(ExauthError):
 def lock_key(org: str) -> str:
     if not isinstance(org, str) or not org:
         raise ValueError("lock: org must be a non-empty name")
-    return PREFIX + org
+    return redis_keys.writer_lock(org)
+
+
+def writer_lock(conn: redis.Redis, org: str, ttl_s: float | None, token: str | None = None
+                ) -> Lock:
+    """redis-py's Lock on the org's key, never waiting; with `token`, one already held.
+
+    The token is kept per Lock object, not per thread: whoever has it may act on it."""
+    held_lock = Lock(conn, lock_key(org), timeout=ttl_s, blocking=False, thread_local=False)
+    if token is not None:
+        held_lock.local.token = conn.get_encoder().encode(token)
+    return held_lock
 
 
 def acquire(
     conn: redis.Redis, org: str, owner: str, ttl_s: float, *, now: datetime | None = None
 ) -> str | None:
     """Take the lock for `ttl_s` seconds; returns the token, or None when it is held."""
-    token = secrets.token_hex(16)
     value = json.dumps(
         {
-            "token": token,
+            "token": secrets.token_hex(16),
             "owner": owner,
             "acquired_at": (now or datetime.now(UTC)).astimezone(UTC).isoformat(),
         }
     )
-    if conn.set(lock_key(org), value, nx=True, px=_ms(ttl_s)):
-        return token
+    _ms(ttl_s)  # refuses a TTL under 1 ms (redis-py would take it as "no expiry")
+    if writer_lock(conn, org, ttl_s).acquire(token=value):
+        return value
     return None
 
 
 def release(conn: redis.Redis, org: str, token: str) -> bool:
     """Free the lock if `token` still holds it; False when it expired or someone else has it."""
-    return bool(conn.eval(_IF_HOLDER, 1, lock_key(org), token, "release", "0"))
+    try:
+        writer_lock(conn, org, None, token).release()
+    except LockNotOwnedError:
+        return False
+    return True
 
 
 def extend(conn: redis.Redis, org: str, token: str, ttl_s: float) -> bool:
     """Reset the expiry to `ttl_s` from now, only for the current holder (long steps)."""
-    return bool(conn.eval(_IF_HOLDER, 1, lock_key(org), token, "extend", str(_ms(ttl_s))))
+    _ms(ttl_s)  # refuses a TTL under 1 ms
+    try:
+        return writer_lock(conn, org, ttl_s, token).extend(ttl_s, replace_ttl=True)
+    except LockNotOwnedError:
+        return False
 
 
 def holder(conn: redis.Redis, org: str) -> dict[str, Any] | None:

@@ -30,12 +30,9 @@ from typing import Any
 import redis
 
 from config.errors import ExauthError
+from workers import redis_keys
 from workers.audit import contains_secret, is_secret_key, scrub_text
-
-PREFIX = "exauth:op:"
-ORG_INDEX = "exauth:ops:"
-OPEN_INDEX = "exauth:open_ops"
-RESUME_INDEX = "exauth:resume"
+from workers.redis_scripts import LuaScript
 
 KINDS = (
     "stage_new",
@@ -90,7 +87,7 @@ class StaleOperation(OperationError):
 def op_key(op_id: str) -> str:
     if not isinstance(op_id, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", op_id):
         raise OperationError(f"not an operation id: {op_id!r}")
-    return PREFIX + op_id
+    return redis_keys.operation(op_id)
 
 
 def step_ref(op_id: str, index: int) -> str:
@@ -102,7 +99,7 @@ def step_ref(op_id: str, index: int) -> str:
 def org_index(org: str) -> str:
     if not isinstance(org, str) or not org:
         raise OperationError("an operation needs a non-empty org name")
-    return ORG_INDEX + org
+    return redis_keys.org_operations(org)
 
 
 # --- validation (pure) -------------------------------------------------------------------
@@ -249,7 +246,7 @@ def check(op: Mapping[str, Any]) -> dict[str, Any]:
 
 # --- storage ----------------------------------------------------------------------------
 
-_CREATE = """
+_CREATE = LuaScript("""
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   if redis.call('EXISTS', ARGV[4] .. id) == 0 then
     redis.call('SREM', KEYS[2], id)
@@ -263,9 +260,9 @@ redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[1])
 if ARGV[3] ~= '' then redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1]) end
 return {'ok', {}}
-"""
+""")
 
-_SAVE = """
+_SAVE = LuaScript("""
 local raw = redis.call('GET', KEYS[1])
 if not raw then return {'missing', ''} end
 local cur = cjson.decode(raw)
@@ -289,7 +286,7 @@ else
   redis.call('ZREM', KEYS[4], ARGV[3])
 end
 return {'ok', ''}
-"""
+""")
 
 
 def create(
@@ -324,17 +321,11 @@ def create(
             "version": 1,
         }
     )
-    code, busy = conn.eval(
-        _CREATE,
-        4,
-        op_key(doc["id"]),
-        org_index(org),
-        OPEN_INDEX,
-        RESUME_INDEX,
-        doc["id"],
-        _dump(doc),
-        _score(doc["resume_at"]),
-        PREFIX,
+    code, busy = _CREATE(
+        conn,
+        [op_key(doc["id"]), org_index(org), redis_keys.open_operations(),
+         redis_keys.resume_schedule()],
+        [doc["id"], _dump(doc), _score(doc["resume_at"]), redis_keys.OPERATION_PREFIX],
     )
     if _str(code) == "busy":
         raise OperationBusy(org, sorted(_str(b) for b in busy))
@@ -357,20 +348,12 @@ def save(
     doc["version"] = expected + 1
     doc["updated_at"] = _iso(_utc(now))
     is_open = doc["state"] in OPEN_STATES
-    code, info = conn.eval(
-        _SAVE,
-        4,
-        op_key(doc["id"]),
-        org_index(doc["org"]),
-        OPEN_INDEX,
-        RESUME_INDEX,
-        expected,
-        _dump(doc),
-        doc["id"],
-        doc["org"],
-        "1" if is_open else "0",
-        _score(doc["resume_at"]),
-        doc["kind"],
+    code, info = _SAVE(
+        conn,
+        [op_key(doc["id"]), org_index(doc["org"]), redis_keys.open_operations(),
+         redis_keys.resume_schedule()],
+        [expected, _dump(doc), doc["id"], doc["org"], "1" if is_open else "0",
+         _score(doc["resume_at"]), doc["kind"]],
     )
     code = _str(code)
     if code == "stale":
@@ -494,7 +477,7 @@ def close(
 
 def open_ops(conn: redis.Redis, org: str | None = None) -> list[dict[str, Any]]:
     """Open or waiting operations (of one org, or all), oldest first."""
-    ids = conn.smembers(OPEN_INDEX if org is None else org_index(org))
+    ids = conn.smembers(redis_keys.open_operations() if org is None else org_index(org))
     docs = _load_many(conn, sorted(_str(i) for i in ids))
     return sorted((d for d in docs if d["state"] in OPEN_STATES), key=lambda d: d["created_at"])
 
@@ -512,7 +495,7 @@ def waiting(conn: redis.Redis) -> list[dict[str, Any]]:
 
 
 def _resumable(conn: redis.Redis, until: float | str) -> list[dict[str, Any]]:
-    ids = conn.zrangebyscore(RESUME_INDEX, "-inf", until)
+    ids = conn.zrangebyscore(redis_keys.resume_schedule(), "-inf", until)
     docs = _load_many(conn, [_str(i) for i in ids])
     return [d for d in docs if d["state"] in OPEN_STATES and d.get("resume_at")]
 

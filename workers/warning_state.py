@@ -24,14 +24,15 @@ from typing import Any
 
 import redis
 
+from workers import redis_keys
+from workers.redis_scripts import LuaScript
 from workers.warnings import Notice, WarnState, utc_date
 
-PREFIX = "exauth:warn:"
 STATE_TTL = timedelta(days=35)  # longer than the gap between two bands (60 -> 30 days)
 CLAIM_TTL = timedelta(minutes=15)  # a sweep job plus its Slack callback, with margin
 SNOOZE = timedelta(days=7)
 
-_COUNT_FAILURE = """
+_COUNT_FAILURE = LuaScript("""
 if redis.call('HGET', KEYS[1], 'fail_run') ~= ARGV[1] then
   redis.call('HINCRBY', KEYS[1], 'failures', 1)
   redis.call('HSET', KEYS[1], 'fail_run', ARGV[1])
@@ -40,33 +41,33 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return tonumber(redis.call('HGET', KEYS[1], 'failures'))
-"""
+""")
 
 # Snooze only a warning that exists and was posted; record the band/severity it was
 # snoozed at, so decide() can lift it when things get worse.
-_SNOOZE = """
+_SNOOZE = LuaScript("""
 if redis.call('HEXISTS', KEYS[1], 'posted_on') == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'snooze_until', ARGV[1], 'snoozed_by', ARGV[2],
            'snooze_band', redis.call('HGET', KEYS[1], 'band') or '',
            'snooze_severity', redis.call('HGET', KEYS[1], 'severity') or '')
 return 1
-"""
+""")
 
 
 def state_key(org: str, key: str) -> str:
-    return f"{PREFIX}{_org(org)}:s:{key}"
+    return redis_keys.warning_state(_org(org), key)
 
 
 def index_key(org: str) -> str:
-    return f"{PREFIX}{_org(org)}:index"
+    return redis_keys.warning_index(_org(org))
 
 
 def claim_key(org: str, key: str) -> str:
-    return f"{PREFIX}{_org(org)}:claim:{key}"
+    return redis_keys.warning_claim(_org(org), key)
 
 
 def clock_key(org: str) -> str:
-    return f"{PREFIX}{_org(org)}:clock"
+    return redis_keys.warning_clock(_org(org))
 
 
 def note_clock(conn: redis.Redis, org: str, skew: timedelta) -> None:
@@ -120,8 +121,8 @@ def count_failures(conn: redis.Redis, org: str, servers: Iterable[str], run_id: 
     counts: dict[str, int] = {}
     for server in servers:
         key = f"unreachable:{server}"
-        counts[server] = int(conn.eval(_COUNT_FAILURE, 2, state_key(org, key), index_key(org),
-                                       run_id, ttl, key))
+        counts[server] = int(_COUNT_FAILURE(conn, [state_key(org, key), index_key(org)],
+                                            [run_id, ttl, key]))
     return counts
 
 
@@ -188,7 +189,7 @@ def snooze(conn: redis.Redis, org: str, key: str, user: str, *, now: datetime,
     """Snooze a posted warning until now + `length`; None when there is no such warning
     (resolved, or expired). Who may snooze is the caller's rule (approvers only)."""
     until = (now + length).astimezone(UTC).isoformat()
-    if not conn.eval(_SNOOZE, 1, state_key(org, key), until, user):
+    if not _SNOOZE(conn, [state_key(org, key)], [until, user]):
         return None
     return get(conn, org, key)
 
