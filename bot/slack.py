@@ -16,7 +16,8 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
 )
 
-from config.settings import Settings, load_settings
+from config.load import load_settings
+from config.schema import Settings
 
 DEFAULT_API_URL = "https://slack.com/api/"
 RATE_LIMIT_RETRIES = 3

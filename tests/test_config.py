@@ -10,15 +10,10 @@ from typing import Any
 
 import pytest
 
-from config.settings import (
-    ConfigError,
-    Settings,
-    config_path,
-    load_settings,
-    settings_for_lab,
-    settings_from_dict,
-    use_config,
-)
+from config.lab_settings import settings_for_lab
+from config.load import config_path, load_settings, settings_from_dict, use_config
+from config.place import ConfigError
+from config.schema import Settings
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "exauth.example.toml"
 

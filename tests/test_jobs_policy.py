@@ -10,7 +10,8 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 
-from config.settings import ConfigError, settings_from_dict
+from config.load import settings_from_dict
+from config.place import ConfigError
 from workers.exchange import ExchangeError
 from workers.jobs import failure_reason, is_permanent
 from workers.queues import (

@@ -40,7 +40,7 @@ import redis
 from croniter import croniter
 from rq.cron import CronJob, CronScheduler
 
-from config.settings import Settings
+from config.schema import Settings
 from workers import lock, ops_jobs
 from workers.deadline import expire_unstarted, reap_abandoned
 from workers.queues import (

@@ -17,7 +17,9 @@ from rq import get_current_job
 from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
 
-from config.settings import ConfigError, OrgSettings, load_settings
+from config.load import load_settings
+from config.place import ConfigError
+from config.schema import OrgSettings
 from workers.deadline import JobDeadline, NotStarted
 
 log = logging.getLogger(__name__)
