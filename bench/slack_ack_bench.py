@@ -39,7 +39,7 @@ import redis
 
 from bot.app import create_app
 from bot.http import HTTP_THREADS, SlackHttpServer
-from config.settings import load_settings, settings_from_dict
+from config.load import load_settings, settings_from_dict
 from lab.serve import config_toml, start
 from tests.slack_mock import (
     BOT_TOKEN,
@@ -257,7 +257,7 @@ def bench_update(redis_url: str, rounds: int) -> None:
     os.environ.update({k: env[k] for k in ("EXAUTH_CONFIG", "REDIS_URL", "SLACK_BOT_TOKEN",
                                           "SLACK_SIGNING_SECRET")})
     worker = subprocess.Popen(
-        [sys.executable, "-c", "from config.settings import load_settings;"
+        [sys.executable, "-c", "from config.load import load_settings;"
          "from workers.worker import run; raise SystemExit(run(load_settings(), burst=False))"],
         env=env, cwd=str(Path(__file__).resolve().parent.parent),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

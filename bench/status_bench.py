@@ -35,7 +35,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from config.settings import OrgSettings, settings_for_lab  # noqa: E402
+from config.lab_settings import settings_for_lab  # noqa: E402
+from config.schema import OrgSettings  # noqa: E402
 from workers.exchange import ExchangeClient, SessionCache  # noqa: E402
 from workers.findings import AUTH_SUBJECT  # noqa: E402
 from workers.status import collect  # noqa: E402

@@ -39,7 +39,7 @@ LATENCY_MS = 5
 AIM_SECONDS = 300
 AIM_BYTES_PER_ORG = 4096
 HEALTHY = ROOT / "lab" / "scenarios" / "healthy.toml"
-WORKER_CODE = ("import sys; from config.settings import load_settings; "
+WORKER_CODE = ("import sys; from config.load import load_settings; "
                "from workers.worker import run; sys.exit(run(load_settings(), burst=True))")
 
 

@@ -40,7 +40,7 @@ from bot.commands import Reply, RunJob, RunOp, interpret
 from bot.http import EVENTS_PATH, SlackHttpServer
 from bot.slack import SlackNotConfigured, api_url, web_client
 from bot.warnings_notify import register as register_warnings
-from config.settings import Settings
+from config.schema import Settings
 from workers import jobs
 from workers.queues import ANSWER_TIMEOUT, QUEUE_DOWN, UNREACHABLE_ERRORS, ReadJob, connect
 

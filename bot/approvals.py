@@ -34,7 +34,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot import cards
 from bot.views import escape
-from config.settings import OrgSettings, Settings
+from config.schema import OrgSettings, Settings
 from workers import approval, audit, operation, operations, ops_jobs
 from workers.queues import ANSWER_TIMEOUT, QUEUE_DOWN, UNREACHABLE_ERRORS, connect
 

@@ -13,7 +13,7 @@ import getpass
 import sys
 from collections.abc import Callable
 
-from config.settings import Settings
+from config.schema import Settings
 from workers import approval, audit, execute, operation, operations
 from workers.exchange import ExchangeClient, ExchangeError
 from workers.queues import connect, unreachable

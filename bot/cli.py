@@ -17,14 +17,9 @@ from typing import Any, NoReturn
 
 import click
 
-from config.settings import (
-    ConfigError,
-    OrgSettings,
-    Settings,
-    config_path,
-    load_settings,
-    use_config,
-)
+from config.errors import ConfigError
+from config.load import config_path, load_settings, use_config
+from config.schema import OrgSettings, Settings
 from workers.exchange import ExchangeError
 
 EXIT_UNKNOWN = 3  # monitoring "could not check": also used for config errors
@@ -90,7 +85,7 @@ def settings_or_lab(ctx: Context) -> Iterator[Settings]:
         yield configured(ctx)
         return
 
-    from config.settings import settings_for_lab
+    from config.lab_settings import settings_for_lab
     from lab.serve import start
 
     with start("healthy") as handle:

@@ -17,7 +17,8 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from config.errors import ExauthError
-from config.settings import Settings, load_settings
+from config.load import load_settings
+from config.schema import Settings
 
 DEFAULT_API_URL = "https://slack.com/api/"
 RATE_LIMIT_RETRIES = 3
@@ -60,7 +61,7 @@ def callback_client() -> WebClient:
     """The client RQ callbacks post with.
 
     Callbacks run in the worker, with no bolt app around them: they load the worker's own
-    settings (its `--config`, config.settings.use_config), and one client per (API URL,
+    settings (its `--config`, config.load.use_config), and one client per (API URL,
     token) is kept in the process so its HTTP settings stay warm across jobs.
     """
     settings = load_settings()

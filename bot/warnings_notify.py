@@ -39,7 +39,9 @@ from bot import views
 from bot.approvals import Approvals
 from bot.slack import callback_client
 from bot.views import escape
-from config.settings import ConfigError, OrgSettings, Settings, load_settings
+from config.errors import ConfigError
+from config.load import load_settings
+from config.schema import OrgSettings, Settings
 from workers import audit, jobs, warning_state
 from workers.approval import GroupCache
 from workers.queues import ANSWER_TIMEOUT, QUEUE_DOWN, UNREACHABLE_ERRORS, connect

@@ -21,7 +21,7 @@ from slack_sdk import WebClient
 
 from bot import cards
 from bot.warnings_notify import SNOOZE_ACTION, handle_snooze
-from config.settings import settings_from_dict
+from config.load import settings_from_dict
 from tests.slack_mock import BOT_TOKEN, SlackMock, signed_headers, slash_command_body
 from tests.test_approvals_slack import CHANNEL, GROUP_MEMBER, OUTSIDER, dispatch, open_card
 from tests.test_approvals_slack import bot as bot  # the fixtures

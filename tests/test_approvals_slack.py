@@ -19,7 +19,7 @@ from slack_sdk import WebClient
 
 from bot import cards, ops_notify
 from bot.app import create_app
-from config.settings import load_settings
+from config.load import load_settings
 from tests.slack_mock import (
     BOT_TOKEN,
     SIGNING_SECRET,

@@ -27,7 +27,8 @@ from bot import cards
 from bot.app import create_app
 from bot.http import SlackHttpServer
 from bot.warnings_notify import FIX_ACTION, SNOOZE_ACTION
-from config.settings import Settings, settings_from_dict
+from config.load import settings_from_dict
+from config.schema import Settings
 from tests.conftest import _free_port, _reachable
 from tests.slack_mock import (
     BOT_TOKEN,

@@ -22,7 +22,8 @@ import requests
 
 from bot.app import create_app
 from bot.http import SlackHttpServer
-from config.settings import Settings, settings_from_dict
+from config.load import settings_from_dict
+from config.schema import Settings
 from tests.slack_mock import (
     BOT_TOKEN,
     SIGNING_SECRET,

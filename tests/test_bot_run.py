@@ -6,7 +6,7 @@ import pytest
 
 from bot.app import run
 from bot.slack import SlackNotConfigured, api_url
-from config.settings import settings_from_dict
+from config.load import settings_from_dict
 
 
 @pytest.fixture(autouse=True)

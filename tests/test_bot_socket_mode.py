@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from bot import cards
-from config.settings import load_settings
+from config.load import load_settings
 from lab.serve import LabHandle, config_toml
 from tests.slack_mock import APP_TOKEN, BOT_TOKEN, SlackMock, SocketModeMock, slash_command
 from workers.queues import READ_QUEUE, queue

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from config.settings import settings_for_lab, settings_from_dict
+from config.lab_settings import settings_for_lab
+from config.load import settings_from_dict
 from workers.check import check
 
 

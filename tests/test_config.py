@@ -9,16 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel, ValidationError
 
-from config.settings import (
-    ConfigError,
-    Settings,
-    config_path,
-    load_settings,
-    settings_for_lab,
-    settings_from_dict,
-    use_config,
-)
+from config import schema
+from config.errors import ConfigError
+from config.lab_settings import settings_for_lab
+from config.load import config_path, load_settings, settings_from_dict, use_config
+from config.schema import OrgSettings, Settings
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "exauth.example.toml"
 
@@ -148,6 +145,10 @@ BAD_CONFIGS = [
      'audit.jsonl: directory "/nonexistent-dir" does not exist'),
     ("audit.jsonl", "/tmp", 'audit.jsonl: must name a file (got "/tmp")'),
     ("audit.path", "/tmp/a.jsonl", "audit.path: unknown key"),
+    # Set only by the program (where a table sits, the lab's in-memory password), never a file.
+    ("org[0].place", "x", "org[0].place: unknown key"),
+    ("org[0].exchange.place", {"key": "x"}, "org[0].exchange.place: unknown key"),
+    ("org[0].exchange.lab_password", "hunter2", "org[0].exchange.lab_password: unknown key"),
 ]
 
 
@@ -356,3 +357,36 @@ def test_settings_for_lab_points_every_server_at_the_lab() -> None:
     assert settings_for_lab(_lab_info(), "pw", writer="ex2").org().writer == "ex2.contoso.lab"
     with pytest.raises(ConfigError, match='no lab server named "ex7"'):
         settings_for_lab(_lab_info(), "pw", writer="ex7")
+
+
+def test_models_are_built_whole_never_changed_after() -> None:
+    """Every config model is frozen and has no private attributes to set behind its back:
+    where a table sits and the lab's password are fields, given while it is validated."""
+    models = [cls for cls in vars(schema).values()
+              if isinstance(cls, type) and issubclass(cls, BaseModel)
+              and cls.__module__ == schema.__name__ and cls.model_config.get("frozen") is not None]
+    assert Settings in models and OrgSettings in models and len(models) >= 10
+    for cls in models:
+        assert cls.model_config.get("frozen") is True, cls
+        assert not cls.__private_attributes__, cls
+
+
+def test_validating_the_schema_alone_places_tables_and_checks_rules(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Settings.model_validate` is the whole check, not half of one the loader completes."""
+    settings = Settings.model_validate(copy.deepcopy(MINIMAL), context={"source": "v.toml"})
+    assert settings.source == "v.toml"
+    with pytest.raises(ConfigError) as err:
+        settings.org().exchange.password()
+    assert str(err.value) == (
+        "v.toml: org[0].exchange.password_env: environment variable EXAUTH_TEST_PW is not set"
+    )
+    data = copy.deepcopy(MINIMAL)
+    data["org"][0]["host"] = {"username": "admin", "password_env": "EXAUTH_TEST_HOST_PW"}
+    monkeypatch.delenv("EXAUTH_TEST_HOST_PW", raising=False)
+    with pytest.raises(ConfigError, match=r"^v.toml: org\[0\]\.host\.password_env: environment"):
+        Settings.model_validate(data, context={"source": "v.toml"}).org().host_password()
+    data = copy.deepcopy(MINIMAL)
+    data["org"].append(copy.deepcopy(data["org"][0]))
+    with pytest.raises(ValidationError, match='duplicate org name "contoso"'):
+        Settings.model_validate(data)

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from config.settings import Settings, load_settings
+from config.load import load_settings
+from config.schema import Settings
 from workers.cron import LOCK_KEY, SweepScheduler, enqueue_slot, run
 from workers.queues import READ_QUEUE, queue
 
@@ -167,7 +168,7 @@ def test_no_orgs_is_refused_in_one_line(tmp_path: Path, redis_url: str) -> None:
 
 def test_two_cron_processes_one_active_one_standing_by(tmp_path: Path, redis_url: str) -> None:
     config = write_config(tmp_path, redis_url, {"alpha": "* * * * *"})
-    code = ("import sys; from config.settings import load_settings; from workers.cron import run;"
+    code = ("import sys; from config.load import load_settings; from workers.cron import run;"
             f" sys.exit(run(load_settings({str(config)!r})))")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url}
     procs = []

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-import config.settings
+import config.place
 from config.errors import ConfigError, ExauthError
 from workers import jobs
 from workers.deadline import JobDeadline
@@ -70,11 +70,11 @@ def test_job_deadline_stays_out_of_reach_of_except_exception() -> None:
     assert not issubclass(JobDeadline, Exception)
 
 
-def test_stdlib_bases_are_kept_and_config_error_is_importable_from_settings() -> None:
+def test_stdlib_bases_are_kept_and_config_error_is_one_class() -> None:
     from bot.slack import SlackNotConfigured
     from workers.cron import CronConfigError
 
-    assert config.settings.ConfigError is ConfigError
+    assert config.place.ConfigError is ConfigError  # what Place.error raises
     assert issubclass(ConfigError, ValueError) and issubclass(CronConfigError, ValueError)
     assert issubclass(SlackNotConfigured, RuntimeError)
 

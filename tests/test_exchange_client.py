@@ -21,7 +21,9 @@ import requests
 from pypsrp.complex_objects import GenericComplexObject
 from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFaultError
 
-from config.settings import OrgSettings, settings_for_lab, settings_from_dict
+from config.lab_settings import settings_for_lab
+from config.load import settings_from_dict
+from config.schema import OrgSettings
 from workers.exchange import (
     ExchangeAuthFailed,
     ExchangeClient,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from config.settings import settings_for_lab
+from config.lab_settings import settings_for_lab
 from lab.serve import LabHandle
 from workers import execute, operations
 from workers.exchange import ExchangeClient, ExchangeError, Secret
@@ -157,7 +157,7 @@ def test_breakglass_confirms_each_step_and_audits_the_local_user(
     import getpass
 
     from bot import breakglass
-    from config.settings import load_settings
+    from config.load import load_settings
     from tests.test_operations_lab import make_config
     from workers import audit
 
@@ -207,7 +207,7 @@ def test_org_now_is_the_writers_clock_and_ours_when_it_cannot_say(
 def test_breakglass_without_redis_changes_nothing_and_masks_the_redis_password(
         make_lab: Callable[..., LabHandle]) -> None:
     from bot import breakglass
-    from config.settings import settings_from_dict
+    from config.load import settings_from_dict
 
     handle = make_lab("backend-deleted")
     lab = settings_for_lab(handle.info, handle.password, writer=handle.writer)

@@ -10,7 +10,8 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 
-from config.settings import ConfigError, settings_from_dict
+from config.errors import ConfigError
+from config.load import settings_from_dict
 from workers.deadline import NotStarted
 from workers.exchange import (
     ExchangeAuthFailed,

@@ -23,7 +23,7 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
 from bot.app import create_app
 from bot.http import SlackHttpServer
-from config.settings import load_settings
+from config.load import load_settings
 from lab.serve import LabHandle, config_toml
 from tests.slack_mock import (
     BOT_TOKEN,

@@ -18,7 +18,8 @@ import pytest
 import redis
 from rq import SimpleWorker
 
-from config.settings import OrgSettings, load_settings
+from config.load import load_settings
+from config.schema import OrgSettings
 from lab.serve import LabHandle, write_config
 from tests.race import race
 from workers import approval, audit, execute, operation, operations, ops_jobs, redis_keys

@@ -22,7 +22,7 @@ from rq.job import Job
 from slack_bolt import App
 
 from bot import approvals, cards, commands, ops_notify, views, warnings_notify
-from config.settings import load_settings
+from config.load import load_settings
 from tests.fixtures_lab import control
 from tests.slack_mock import SlackMock
 from tests.test_approvals_slack import (

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from config.settings import OrgSettings, settings_for_lab, settings_from_dict
+from config.lab_settings import settings_for_lab
+from config.load import settings_from_dict
+from config.schema import OrgSettings
 from workers.exchange import ExchangeClient, SessionCache
 from workers.status import collect, status
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from config.settings import OrgSettings
+from config.schema import OrgSettings
 from lab import cmdlets
 from lab.scenario import builtin_names
 from lab.serve import LabHandle

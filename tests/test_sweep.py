@@ -20,7 +20,8 @@ import redis
 from slack_sdk import WebClient
 
 from bot.warnings_notify import SNOOZE_ACTION, deliver, handle_snooze
-from config.settings import OrgSettings, Settings, load_settings
+from config.load import load_settings
+from config.schema import OrgSettings, Settings
 from lab.serve import LabHandle, config_toml
 from tests.slack_mock import BOT_TOKEN, Call, SlackMock
 from workers import audit, warning_state

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from config.settings import ConfigError, OrgSettings, Settings
+from config.errors import ConfigError
+from config.schema import OrgSettings, Settings
 from workers.certificate import CERT_STORE, server_from
 from workers.exchange import Endpoint, ExchangeClient, ExchangeError, Statement
 from workers.findings import is_in_scope

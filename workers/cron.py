@@ -41,7 +41,7 @@ from croniter import croniter
 from rq.cron import CronJob, CronScheduler
 
 from config.errors import ExauthError
-from config.settings import Settings
+from config.schema import Settings
 from workers import lock, ops_jobs, redis_keys
 from workers.deadline import expire_unstarted, reap_abandoned
 from workers.queues import (

@@ -48,8 +48,9 @@ from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.serializer import Serializer, TaggedValue
 from pypsrp.wsman import WSMan
 
-from config.errors import ExauthError
-from config.settings import ConfigError, OrgSettings, is_loopback, plain_http_to_remote
+from config.errors import ConfigError, ExauthError
+from config.network_policy import is_loopback, plain_http_to_remote
+from config.schema import OrgSettings
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from typing import Any
 import redis
 
 from config.errors import ExauthError
-from config.settings import OrgSettings
+from config.schema import OrgSettings
 from workers import approval, audit, lock, operation, redis_keys
 from workers.certificate import facts_from_exchange_certificate, prop
 from workers.exchange import ExchangeClient, ExchangeError, Secret

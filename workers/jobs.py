@@ -17,8 +17,9 @@ from rq import get_current_job
 from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
 
-from config.errors import ExauthError
-from config.settings import ConfigError, OrgSettings, load_settings
+from config.errors import ConfigError, ExauthError
+from config.load import load_settings
+from config.schema import OrgSettings
 from workers.deadline import JobDeadline, NotStarted
 from workers.exchange import ExchangeError
 

@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from config.errors import ExauthError
-from config.settings import OrgSettings
+from config.schema import OrgSettings
 from workers import approval, audit, execute, lock, operation
 from workers.exchange import ExchangeClient
 from workers.model import OrgObs

@@ -19,7 +19,9 @@ from typing import Any
 import redis
 from rq.job import Job
 
-from config.settings import ConfigError, OrgSettings, load_settings
+from config.errors import ConfigError
+from config.load import load_settings
+from config.schema import OrgSettings
 from workers import approval, execute, operation, operations
 from workers.decide import actions
 from workers.exchange import ExchangeClient

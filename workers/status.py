@@ -29,7 +29,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from config.settings import OrgSettings
+from config.schema import OrgSettings
 from workers.certificate import (
     BACKEND_SITE,
     CERT_STORE,

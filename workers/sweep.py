@@ -24,7 +24,8 @@ from typing import Any
 import redis
 from rq import Callback
 
-from config.settings import OrgSettings, load_settings
+from config.load import load_settings
+from config.schema import OrgSettings
 from workers import operation, operations, ops_jobs, warning_state
 from workers.jobs import failure_reason
 from workers.queues import (

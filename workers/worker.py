@@ -21,7 +21,7 @@ import sys
 
 from redis import RedisError
 
-from config.settings import Settings
+from config.schema import Settings
 from workers.deadline import Worker
 from workers.exchange import close_all
 from workers.queues import CHANGE_QUEUE, READ_QUEUE, SERIALIZER, connect, queue, unreachable
