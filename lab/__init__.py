@@ -14,7 +14,8 @@ protocol apart from I/O):
               Delete, faults) parsed and built without I/O.
 - `psrp`      one shell = one psrpcore `ServerRunspacePool`; pipelines turned into
               `cmdlets.Invocation`s and their results into PSRP messages.
-- `cmdlets`   the commands each endpoint serves, with real-Exchange semantics.
+- `cmdlets/`  the commands each endpoint serves, with real-Exchange semantics: the
+              parameter binder, the pipeline runner, cmdlets by area, the command table.
 - `objects`   psrpcore objects shaped like real Exchange/IIS output (type names,
               Props vs MS placement as in the CLIXML fixtures).
 - `org`       the org model: servers, stores, AuthConfig, bindings, pools, servicelets,
