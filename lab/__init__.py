@@ -21,5 +21,7 @@ protocol apart from I/O):
 - `org`       the org model: servers, stores, AuthConfig, bindings, pools, servicelets,
               replication, faults, call log, virtual clock. Thread-safe.
 - `scenario`  scenario TOML files -> validated `Scenario` (errors name file and key).
+- `toml_schema` the scenario file's pydantic models; `toml_checks` their value checks
+              and the one-line error ("<file>: <key path>: <what is wrong>").
 - `certs`     real X.509 certificates made with `cryptography`.
 """
