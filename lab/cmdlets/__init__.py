@@ -17,9 +17,10 @@ Every command is recorded in the org's call log with its outcome.
 Where things are: `binder` binds an invocation's parameters to a command (PowerShell's
 rules and error texts); `pipeline` runs a pipeline of bound commands and records it; the
 cmdlets live by area - `auth_config` (Get/Set-AuthConfig), `certificates` (the
-*-ExchangeCertificate cmdlets), `servers` (servers, hybrid, diagnostics), `web` (IIS
-bindings, app pools, iisreset), `host` (certificate store, clock, services, snap-ins),
-`select_object` (Select-Object); `table` names every command with its parameters.
+*-ExchangeCertificate cmdlets), `exchange_servers` (servers, hybrid, diagnostics), `web`
+(IIS bindings, app pools, iisreset), `host` (certificate store, clock, services,
+snap-ins), `select_object` (Select-Object); `table` names every command with its
+parameters.
 """
 
 from lab.cmdlets.binder import Call, Command, CommandError, Invocation, Session

@@ -199,107 +199,154 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _convert(command: Command, name: str, kind: str, value: Any) -> Any:
-    def bad(target: str) -> CommandError:
-        shown = "***" if kind == "secure" else _text(value)  # never echo a password
-        return binding_error(
-            command, f"Cannot process argument transformation on parameter '{name}'. Cannot "
-                     f"convert value \"{shown}\" to type \"{target}\".",
-            "ParameterArgumentTransformationError")
+@dataclass
+class _Argument:
+    """One value being converted to its parameter's kind."""
 
-    if kind == "switch":
-        if value is None:
-            return True
-        if isinstance(value, str):
-            return value.strip().lower() not in ("$false", "false", "0", "")
+    command: Command
+    name: str
+    kind: str
+    value: Any
+
+    def bad(self, target: str) -> CommandError:
+        """PowerShell's "Cannot convert value" error (a password is never echoed)."""
+        shown = "***" if self.kind == "secure" else _text(self.value)
+        return binding_error(
+            self.command, f"Cannot process argument transformation on parameter "
+                          f"'{self.name}'. Cannot convert value \"{shown}\" to type "
+                          f"\"{target}\".", "ParameterArgumentTransformationError")
+
+
+def _convert(command: Command, name: str, kind: str, value: Any) -> Any:
+    converter = _CONVERTERS.get(kind)
+    return value if converter is None else converter(_Argument(command, name, kind, value))
+
+
+def _switch(arg: _Argument) -> bool:
+    value = arg.value
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return value.strip().lower() not in ("$false", "false", "0", "")
+    return bool(value)
+
+
+def _bool(arg: _Argument) -> bool:
+    value = arg.value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("$true", "true", "1"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("$false", "false", "0"):
+        return False
+    if isinstance(value, int):
         return bool(value)
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("$true", "true", "1"):
-            return True
-        if isinstance(value, str) and value.strip().lower() in ("$false", "false", "0"):
-            return False
-        if isinstance(value, int):
-            return bool(value)
-        raise bad("System.Boolean")
-    if kind == "int":
-        if isinstance(value, bool):
-            raise bad("System.Int32")
-        try:
-            return int(str(value).strip())
-        except ValueError:
-            raise bad("System.Int32") from None
-    if kind == "str":
-        if value is None:
-            return None
-        if isinstance(value, str | int) and not isinstance(value, bool):
-            return str(value)
-        if isinstance(value, list | tuple):
-            raise bad("System.String")
+    raise arg.bad("System.Boolean")
+
+
+def _int(arg: _Argument) -> int:
+    if isinstance(arg.value, bool):
+        raise arg.bad("System.Int32")
+    try:
+        return int(str(arg.value).strip())
+    except ValueError:
+        raise arg.bad("System.Int32") from None
+
+
+def _str(arg: _Argument) -> str | None:
+    value = arg.value
+    if value is None:
+        return None
+    if isinstance(value, str | int) and not isinstance(value, bool):
         return str(value)
-    if kind == "list":
-        if value is None:
-            return []
-        if isinstance(value, list | tuple):
-            return [str(v) for v in value]
-        return [str(value)]
-    if kind == "names":
-        items = list(value) if isinstance(value, list | tuple) else [value]
-        if not items or not all(isinstance(v, str) and v.strip() for v in items):
-            # A hashtable here is a calculated property: legal in PowerShell, not modelled.
-            raise binding_error(
-                command, f"Cannot bind parameter '{name}': the lab takes property names only "
-                         f"(got \"{_text(value)}\").", "CannotConvertArgument")
-        return [v.strip() for v in items]
-    if kind == "bytes":
-        if isinstance(value, bytes | bytearray):
+    if isinstance(value, list | tuple):
+        raise arg.bad("System.String")
+    return str(value)
+
+
+def _list(arg: _Argument) -> list[str]:
+    value = arg.value
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def _names(arg: _Argument) -> list[str]:
+    value = arg.value
+    items = list(value) if isinstance(value, list | tuple) else [value]
+    if not items or not all(isinstance(v, str) and v.strip() for v in items):
+        # A hashtable here is a calculated property: legal in PowerShell, not modelled.
+        raise binding_error(
+            arg.command, f"Cannot bind parameter '{arg.name}': the lab takes property names "
+                         f"only (got \"{_text(value)}\").", "CannotConvertArgument")
+    return [v.strip() for v in items]
+
+
+def _bytes(arg: _Argument) -> bytes:
+    value = arg.value
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    if isinstance(value, list | tuple) and all(isinstance(v, int) for v in value):
+        try:
             return bytes(value)
-        if isinstance(value, list | tuple) and all(isinstance(v, int) for v in value):
-            try:
-                return bytes(value)
-            except ValueError:
-                raise bad("System.Byte[]") from None
-        if isinstance(value, str):
-            try:
-                return base64.b64decode(value, validate=True)
-            except (binascii.Error, ValueError):
-                raise bad("System.Byte[]") from None
-        raise bad("System.Byte[]")
-    if kind == "secure":
-        # Like PowerShell: a plain string does not convert to SecureString, so a client
-        # must send it encrypted with the session key.
-        decrypt = getattr(value, "decrypt", None)
-        if callable(decrypt):
-            return str(decrypt())
-        raise bad("System.Security.SecureString")
-    if kind == "date":
-        if isinstance(value, datetime | str):
-            try:
-                return parse_time(value)
-            except ValueError:
-                raise bad("System.DateTime") from None
-        raise bad("System.DateTime")
-    if kind == "services":
-        items = value if isinstance(value, list | tuple) else str(value).split(",")
-        services: list[str] = []
-        for item in items:
-            for part in str(item).split(","):
-                part = part.strip()
-                match = next((s for s in SERVICES if s.lower() == part.lower()), None)
-                if match is None:
-                    raise binding_error(
-                        command, f"Cannot process argument transformation on parameter "
-                                 f"'{name}'. Cannot convert value \"{_text(value)}\" to type "
-                                 f"\"{EXCHANGE_NS}.AllowedServices\". Error: \"Unable to match "
-                                 f"the identifier name {part} to a valid enumerator name. "
+        except ValueError:
+            raise arg.bad("System.Byte[]") from None
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise arg.bad("System.Byte[]") from None
+    raise arg.bad("System.Byte[]")
+
+
+def _secure(arg: _Argument) -> str:
+    # Like PowerShell: a plain string does not convert to SecureString, so a client
+    # must send it encrypted with the session key.
+    decrypt = getattr(arg.value, "decrypt", None)
+    if callable(decrypt):
+        return str(decrypt())
+    raise arg.bad("System.Security.SecureString")
+
+
+def _date(arg: _Argument) -> datetime:
+    if isinstance(arg.value, datetime | str):
+        try:
+            return parse_time(arg.value)
+        except ValueError:
+            raise arg.bad("System.DateTime") from None
+    raise arg.bad("System.DateTime")
+
+
+def _services(arg: _Argument) -> list[str]:
+    value = arg.value
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    services: list[str] = []
+    for item in items:
+        for part in str(item).split(","):
+            part = part.strip()
+            match = next((s for s in SERVICES if s.lower() == part.lower()), None)
+            if match is None:
+                raise binding_error(
+                    arg.command, f"Cannot process argument transformation on parameter "
+                                 f"'{arg.name}'. Cannot convert value \"{_text(value)}\" to "
+                                 f"type \"{EXCHANGE_NS}.AllowedServices\". Error: \"Unable to "
+                                 f"match the identifier name {part} to a valid enumerator name. "
                                  f"Specify one of the following enumerator names and try again:"
                                  f" {', '.join(SERVICES)}\"",
-                        "ParameterArgumentTransformationError")
-                if match != "None" and match not in services:
-                    services.append(match)
-        return services
-    return value
+                    "ParameterArgumentTransformationError")
+            if match != "None" and match not in services:
+                services.append(match)
+    return services
+
+
+# A parameter's kind (in the command table) -> how a value converts to it.
+_CONVERTERS: dict[str, Callable[[_Argument], Any]] = {
+    "switch": _switch, "bool": _bool, "int": _int, "str": _str, "list": _list,
+    "names": _names, "bytes": _bytes, "secure": _secure, "date": _date,
+    "services": _services,
+}
 
 
 def recorded(parameters: list[tuple[str | None, Any]]) -> dict[str, Any]:

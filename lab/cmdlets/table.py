@@ -7,7 +7,7 @@ positional arguments fill, in order.
 
 from __future__ import annotations
 
-from lab.cmdlets import auth_config, certificates, host, servers, web
+from lab.cmdlets import auth_config, certificates, exchange_servers, host, web
 from lab.cmdlets.binder import Command
 from lab.cmdlets.select_object import select_object
 
@@ -23,8 +23,9 @@ def _commands() -> dict[str, Command]:
             "CertificateThumbprint": "str", "SkipImmediateCertificateDeployment": "switch",
             "Force": "switch"}, auth_config.set_auth_config, changes=True),
         Command("Get-ExchangeServer", on_exchange, {"Identity": "str", "Status": "switch"},
-                servers.get_exchange_server, ("Identity",)),
-        Command("Get-HybridConfiguration", on_exchange, {}, servers.get_hybrid_configuration),
+                exchange_servers.get_exchange_server, ("Identity",)),
+        Command("Get-HybridConfiguration", on_exchange, {},
+                exchange_servers.get_hybrid_configuration),
         Command("Get-ExchangeCertificate", on_exchange, {
             "Identity": "str", "Thumbprint": "str", "Server": "str"},
             certificates.get_exchange_certificate, ("Thumbprint",)),
@@ -49,7 +50,7 @@ def _commands() -> dict[str, Command]:
             certificates.enable_exchange_certificate, ("Thumbprint",), changes=True),
         Command("Get-ExchangeDiagnosticInfo", on_exchange, {
             "Server": "str", "Process": "str", "Component": "str", "Argument": "str"},
-            servers.get_exchange_diagnostic_info),
+            exchange_servers.get_exchange_diagnostic_info),
         Command("Get-WebBinding", on_host, {
             "Name": "str", "Protocol": "str", "Port": "int", "IPAddress": "str",
             "HostHeader": "str"}, web.get_web_binding, ("Name",)),
