@@ -38,10 +38,10 @@ for endpoint "any" names it; down servers neither send nor receive replication a
 cannot be reached by `-Server`. Every public method holds `self.lock`.
 
 Where things are: `exchange_org` holds the `Org` (the org's state and the operations
-commands perform on it); `servicelets` the certificate and AuthAdmin servicelets;
-`records` what a server is made of, with the IIS rules (bindings, pool caching);
-`auth_config` the AuthConfig record; `health` how an Exchange endpoint fails;
-`faults` injected faults; `snapshot` the JSON of
+commands perform on it); `build` makes its start from a scenario; `servicelets` the
+certificate and AuthAdmin servicelets; `records` what a server is made of, with the IIS
+rules (bindings, pool caching); `auth_config` the AuthConfig record; `health` how an
+Exchange endpoint fails; `faults` injected faults; `snapshot` the JSON of
 `GET /_lab/state`.
 """
 

@@ -1,10 +1,10 @@
 """The `Org`: the org's state (servers, AuthConfig, faults, call log, clock) and the
 operations commands perform on it.
 
-What the org does on its own lives in `servicelets`, the IIS rules of one server on
-`ServerState` (`records`), how endpoints fail in `health`, faults in `faults`, the control
-API's JSON in `snapshot`. Every
-public method holds `self.lock` and first lets the servicelets catch up with the clock.
+Its start from a scenario is made in `build`; what the org does on its own lives in
+`servicelets`, the IIS rules of one server on `ServerState` (`records`), how endpoints
+fail in `health`, faults in `faults`, the control API's JSON in `snapshot`. Every public
+method holds `self.lock` and first lets the servicelets catch up with the clock.
 """
 
 from __future__ import annotations
@@ -14,17 +14,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from lab.certs import CertMaterial, make_certificate
-from lab.clock import Clock, parse_duration
+from lab.clock import parse_duration
 from lab.org.auth_config import AuthConfig
+from lab.org.build import build
 from lab.org.faults import Faults
 from lab.org.health import backend_failure, signing_failure
 from lab.org.records import (
-    BACKEND_BINDING,
-    BACKEND_SITE,
     CERT_VALIDITY,
-    FRONTEND_BINDING,
-    FRONTEND_SITE,
-    POOLS,
     Binding,
     OrgError,
     ServerState,
@@ -33,7 +29,7 @@ from lab.org.records import (
 )
 from lab.org.servicelets import Servicelets
 from lab.org.snapshot import snapshot
-from lab.scenario import CertificateSpec, Scenario, ScenarioError, ServerSpec
+from lab.scenario import Scenario, ServerSpec
 
 
 class Org:
@@ -41,76 +37,20 @@ class Org:
         self.lock = threading.RLock()
         self.scenario = scenario
         self._materials: dict[str, CertMaterial] = {}
-        self._initial_start = scenario.lab.now
         self._build()
 
     # -- construction ----------------------------------------------------------------
 
     def _build(self) -> None:
-        self.clock = Clock(self._initial_start)
-        start = self.clock.now()
-        self._start = start
-        lab = self.scenario.lab
+        """The org as the scenario describes it (see `build`); the call log starts empty."""
+        begun = build(self.scenario, self._materials)
+        self.clock = begun.clock
+        self._start = begun.start
+        self._servers: dict[str, ServerState] = begun.servers
+        self.auth: AuthConfig = begun.auth
+        self.injected_faults: Faults = begun.faults
+        self.servicelets: Servicelets = begun.servicelets
         self._calls: list[dict[str, Any]] = []
-        self.injected_faults = Faults(self.scenario.faults)
-        self._servers: dict[str, ServerState] = {
-            spec.name: ServerState(spec=spec) for spec in self.scenario.servers}
-        by_id: dict[str, CertMaterial] = {}
-        for cert in self.scenario.certificates:
-            material = self._materials.get(cert.id)
-            if material is None:
-                material = self._make_scenario_cert(cert, start)
-                self._materials[cert.id] = material
-            by_id[cert.id] = material
-            for server in cert.installed_on:
-                self._servers[server].store[material.thumbprint] = StoredCert(
-                    material=material, friendly_name=cert.friendly_name,
-                    services=list(cert.services), exportable=cert.exportable,
-                    installed_at=start)
-
-        def ref(value: str) -> str:
-            if value.startswith("thumbprint:"):
-                return value[len("thumbprint:"):]
-            return by_id[value].thumbprint if value else ""
-
-        spec = self.scenario.auth_config
-        effective = spec.next_effective
-        self.auth = AuthConfig(
-            current=ref(spec.current), next=ref(spec.next), previous=ref(spec.previous),
-            next_effective=start + effective if isinstance(effective, timedelta) else effective)
-        self.auth.named_at = {t: start for t in (self.auth.current, self.auth.next) if t}
-
-        # Setup binds the server's "Microsoft Exchange" certificate to both sites.
-        backends = {b.server: (by_id[b.certificate].thumbprint if b.certificate else "")
-                    for b in self.scenario.backends}
-        for name, state in self._servers.items():
-            state.bindings = [Binding(FRONTEND_SITE, "*:80:", "", "", protocol="http"),
-                              Binding(FRONTEND_SITE, FRONTEND_BINDING, backends.get(name, ""))]
-            if name in backends:
-                state.bindings += [Binding(BACKEND_SITE, "*:81:", "", "", protocol="http"),
-                                   Binding(BACKEND_SITE, BACKEND_BINDING, backends[name])]
-                state.active_backend = Binding(BACKEND_SITE, BACKEND_BINDING, backends[name])
-            state.pools = dict.fromkeys(POOLS, self.auth.current)
-
-        last = lab.auth_admin_last_run
-        self.servicelets = Servicelets(
-            servers=self._servers, auth=self.auth, faults=self.injected_faults, lab=lab,
-            start=start,
-            last_run=start + last if isinstance(last, timedelta) else (last or start))
-
-    def _make_scenario_cert(self, cert: CertificateSpec, start: datetime) -> CertMaterial:
-        try:  # dates past year 9999 (`[lab] now` + days_left) overflow: one line, too
-            if cert.not_after is not None:
-                not_after = cert.not_after
-            else:
-                not_after = start + timedelta(days=cert.days_left or 0)
-            not_before = cert.not_before or min(not_after - CERT_VALIDITY,
-                                                start - timedelta(days=1))
-            return make_certificate(cert.subject, not_before=not_before, not_after=not_after,
-                                    sans=cert.sans, key_size=cert.key_size,
-                                    signature=cert.signature)
-        except (ValueError, OverflowError) as exc:
-            raise ScenarioError(f"{self.scenario.source}: certificate {cert.id!r}: {exc}") from None
 
     def _settle(self) -> None:
         self.servicelets.settle(self.clock.now())
