@@ -14,11 +14,15 @@ protocol apart from I/O):
               Delete, faults) parsed and built without I/O.
 - `psrp`      one shell = one psrpcore `ServerRunspacePool`; pipelines turned into
               `cmdlets.Invocation`s and their results into PSRP messages.
-- `cmdlets`   the commands each endpoint serves, with real-Exchange semantics.
+- `cmdlets/`  the commands each endpoint serves, with real-Exchange semantics: the
+              parameter binder, the pipeline runner, cmdlets by area, the command table.
 - `objects`   psrpcore objects shaped like real Exchange/IIS output (type names,
               Props vs MS placement as in the CLIXML fixtures).
-- `org`       the org model: servers, stores, AuthConfig, bindings, pools, servicelets,
-              replication, faults, call log, virtual clock. Thread-safe.
+- `org/`      the org model: `Org` (servers, stores, AuthConfig, call log, virtual clock;
+              thread-safe), its servicelets (replication, AuthAdmin), IIS rules,
+              endpoint health, faults, and the state JSON.
 - `scenario`  scenario TOML files -> validated `Scenario` (errors name file and key).
+- `toml_schema` the scenario file's pydantic models; `toml_checks` their value checks
+              and the one-line error ("<file>: <key path>: <what is wrong>").
 - `certs`     real X.509 certificates made with `cryptography`.
 """

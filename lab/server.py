@@ -14,7 +14,6 @@ import contextlib
 import hmac
 import json
 import logging
-import re
 import socket
 import ssl
 import tempfile
@@ -30,6 +29,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from lab import cmdlets, psrp, wsman
+from lab.clock import DurationTooLong, NotADuration, read_duration
 from lab.org import Org
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,6 @@ MAX_HEADER_LINE = 65536
 MAX_HEADERS = 100
 _SIMPLE_METHODS = frozenset({"GET", "POST"})
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])", re.IGNORECASE)
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 class ControlError(ValueError):
@@ -59,21 +57,19 @@ class ControlError(ValueError):
 
 
 def parse_advance(text: Any) -> timedelta:
-    """"49h", "30m", "2d", "90s" (or several: "1d12h") -> timedelta."""
+    """"49h", "30m", "2d", "90s" (or several: "1d12h") -> timedelta, at most MAX_DAYS."""
     if not isinstance(text, str) or not text.strip():
         raise ControlError(
             '"advance" must be a duration string such as "49h", "30m", "2d" or "90s"'
         )
-    compact = text.strip().replace(" ", "")
-    parts = _DURATION_PART.findall(compact)
-    if not parts or "".join(n + u for n, u in parts).lower() != compact.lower():
+    try:
+        return read_duration(text, units="smhd", signed=False, several=True)
+    except NotADuration:
         raise ControlError(
             f'"advance" {text!r} is not a duration; use a number with s, m, h or d, e.g. "49h"'
-        )
-    delta = timedelta()
-    for number, unit in parts:
-        delta += timedelta(**{_UNITS[unit.lower()]: float(number)})
-    return delta
+        ) from None
+    except DurationTooLong as exc:
+        raise ControlError(f'"advance" {exc}') from None
 
 
 def make_self_signed(directory: Path) -> tuple[Path, Path]:
@@ -592,7 +588,10 @@ class LabRequestHandler(BaseHTTPRequestHandler):
         delta = parse_advance(payload["advance"])
         if delta <= timedelta(0):
             raise ControlError('"advance" must be a positive duration')
-        self.server.org.advance(delta)
+        try:
+            self.server.org.advance(delta)
+        except ValueError as exc:  # past the clock's end: the lab's time range is finite
+            raise ControlError(f'"advance" {payload["advance"]!r}: {exc}') from exc
         return {"clock": self.server.org.clock_state()}
 
     def _post_faults(self, payload: Any) -> Any:

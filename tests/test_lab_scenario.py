@@ -173,6 +173,26 @@ BAD_CASES = [
      GOOD.replace('current = "auth"', 'next = "auth"\nnext_effective = "+999999999w"'),
      "auth_config.next_effective", "is longer than 36500 days"),
     ("no servers", '[lab]\nhybrid = true\n', "server", "at least one"),
+    ("entry not a table", 'server = ["ex2"]\n', "server[0]", "must be a table, not a string"),
+    ("not an array of tables", 'server = 1\n', "server",
+     "must be an array of tables ([[server]]), not a number"),
+    ("unknown lab key lists the keys", GOOD.replace('[lab]', '[lab]\nspeed = 1'), "lab.speed",
+     "unknown key (allowed: now, hybrid, serialization_signing, auth_admin_last_run, "
+     "replication)"),
+    ("unknown certificate key lists the keys",
+     GOOD.replace("days_left = 100", "days_left = 100\ncolour = 1"), "certificate[0].colour",
+     "(allowed: id, subject, friendly_name, sans, not_before, not_after, days_left, "
+     "signature, key_size, services, installed_on)"),
+    ("not_before after not_after",
+     GOOD.replace("days_left = 100", 'not_before = "2027-01-01T00:00:00Z"\n'
+                                     'not_after = "2026-01-01T00:00:00Z"'),
+     "certificate[0].not_before", "must be earlier than not_after"),
+    ("string where a number goes", GOOD.replace("days_left = 100", 'days_left = "100"'),
+     "certificate[0].days_left", "must be a number, not a string"),
+    ("edge writer", GOOD.replace('writer = true', 'writer = true\nroles = ["Edge"]'),
+     "server[0].writer", "the writer must be an Exchange 2013+"),
+    ("first of two problems wins", GOOD.replace('site = "Site-A"\n', "")
+     .replace('current = "auth"', 'current = "nope"'), "server[0].site", "missing"),
     ("toml syntax", GOOD + "\n[[server]\n", "toml", ""),
 ]
 
@@ -193,6 +213,10 @@ def test_bad_files_name_file_key_and_problem(tmp_path: Path, label: str, text: s
 def test_runtime_faults_are_validated_like_scenario_faults() -> None:
     with pytest.raises(ValueError, match=r"fault\.server: unknown server 'ex9'"):
         scenario.validate_fault({"server": "ex9", "kind": "unreachable"}, {"ex1"})
+    with pytest.raises(ValueError) as info:
+        scenario.validate_fault({"server": "ex1", "kind": "error", "when": 1}, {"ex1"})
+    assert str(info.value) == ("fault: fault.when: unknown key (allowed: server, endpoint, "
+                               "cmdlet, kind, message, latency_ms)")
     spec = scenario.validate_fault({"server": "ex1", "kind": "latency", "latency_ms": 5},
                                    {"ex1"})
     assert spec.latency_ms == 5 and spec.endpoint == "any"

@@ -14,7 +14,8 @@ from xml.etree import ElementTree
 import pytest
 from psrpcore.types import serialize
 
-from lab import cmdlets, objects, psrp, scenario
+from lab import objects, psrp, scenario
+from lab.cmdlets import select_object
 from lab.org import Org
 
 
@@ -82,7 +83,7 @@ def test_select_object_from_templates_matches_a_fresh_selection(org: Org,
 
     def select(item: object) -> object:
         return objects.selected(objects.first_type_name(item),
-                                cmdlets._chosen(objects.properties_of(item), wanted, []))
+                                select_object._chosen(objects.properties_of(item), wanted, []))
 
     for spec in org.servers():
         item = objects.exchange_server(spec, ctx, now)

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from pypsrp.wsman import WSMan
 
 from lab.serve import LabHandle, config_toml, write_config
 from tests.fixtures_lab import control
+from tests.test_lab_scenario import GOOD
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_KEYS = {"org", "username", "password", "control_url", "servers"}
@@ -174,6 +176,39 @@ def test_control_api_rejects_bad_input_with_400(
     response = caught.value.response
     assert response.status_code == 400
     assert needle in response.json()["error"]
+
+
+@pytest.mark.parametrize("text", ["99999999999999999999d", "36501d", "876025h", "36500d1s"])
+def test_control_api_refuses_an_advance_past_the_scenario_bound(lab: LabHandle,
+                                                                text: str) -> None:
+    """The same 36500-day bound as scenario durations: one line and a 400, not a 500."""
+    before = lab.org.now()
+    with pytest.raises(requests.HTTPError) as caught:
+        control(lab, "POST", "clock", {"advance": text})
+    response = caught.value.response
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error == f'"advance" {text!r} is longer than 36500 days'
+    assert lab.org.now() - before < timedelta(minutes=1)
+
+
+def test_control_api_refuses_to_move_the_clock_past_its_end(
+        make_lab: Callable[..., LabHandle], tmp_path: Path) -> None:
+    """Many bounded advances add up; the clock's end is a 400 too, and the lab goes on."""
+    path = tmp_path / "late.toml"
+    path.write_text(GOOD.replace('now = "2025-03-01T09:00:00Z"', 'now = "9900-01-01T00:00:00Z"'),
+                    encoding="utf-8")
+    late = make_lab(str(path))
+    before = late.org.now()
+    with pytest.raises(requests.HTTPError) as caught:
+        control(late, "POST", "clock", {"advance": "400d"})
+    response = caught.value.response
+    assert response.status_code == 400
+    assert response.json()["error"] == \
+        "\"advance\" '400d': the lab clock cannot move past 9900-01-24"
+    assert late.org.now() == before
+    control(late, "POST", "clock", {"advance": "2d"})
+    assert late.org.now() == before + timedelta(days=2)
 
 
 def test_control_api_rejects_malformed_json_and_unknown_routes(lab: LabHandle) -> None:
