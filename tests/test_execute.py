@@ -64,7 +64,8 @@ def test_fingerprint_of_backend_and_import_covers_the_target_servers() -> None:
 def test_resolve_fills_placeholders_and_binds_bools_and_positionals(redis_url: str) -> None:
     conn = redis.Redis.from_url(redis_url)
     doc = op(recorded={"new_thumbprint": T2})
-    step = {"cmdlet": "New-IISSiteBinding", "server": "ex2.contoso.lab", "parameters": [
+    step = {"kind": "bind_backend_cert",
+            "cmdlet": "New-IISSiteBinding", "server": "ex2.contoso.lab", "parameters": [
         ["CertificateThumbPrint", NEW_THUMBPRINT], ["", "/noforce"],
         ["PrivateKeyExportable", True], ["Confirm", False], ["Password", "<secret:pfx>"]]}
     bound = execute.resolve(conn, doc, step, status(), None)  # type: ignore[arg-type]
@@ -85,26 +86,32 @@ def test_resolve_fills_placeholders_and_binds_bools_and_positionals(redis_url: s
 
 def test_a_step_without_a_recorded_thumbprint_is_refused(redis_url: str) -> None:
     conn = redis.Redis.from_url(redis_url)
-    step = {"cmdlet": "Set-AuthConfig", "server": "ex1", "parameters": [
+    step = {"kind": "stage_next", "cmdlet": "Set-AuthConfig", "server": "ex1", "parameters": [
         ["NewCertificateThumbprint", NEW_THUMBPRINT]]}
     with pytest.raises(execute.StepRefused):
         execute.resolve(conn, op(), step, status(), None)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("step", "world", "done"), [
-    ({"cmdlet": "Set-AuthConfig", "parameters": [["NewCertificateThumbprint", NEW_THUMBPRINT]]},
+    ({"kind": "stage_next", "cmdlet": "Set-AuthConfig",
+      "parameters": [["NewCertificateThumbprint", NEW_THUMBPRINT]]},
      status(nxt=T2), True),
-    ({"cmdlet": "Set-AuthConfig", "parameters": [["NewCertificateThumbprint", NEW_THUMBPRINT]]},
+    ({"kind": "stage_next", "cmdlet": "Set-AuthConfig",
+      "parameters": [["NewCertificateThumbprint", NEW_THUMBPRINT]]},
      status(nxt=T3), False),
-    ({"cmdlet": "Set-AuthConfig", "parameters": [["PublishCertificate", None]]},
+    ({"kind": "publish_next", "cmdlet": "Set-AuthConfig",
+      "parameters": [["PublishCertificate", None]]},
      status(current=T2), True),
-    ({"cmdlet": "Set-AuthConfig", "parameters": [["ClearPreviousCertificate", None]]},
+    ({"kind": "clear_previous", "cmdlet": "Set-AuthConfig",
+      "parameters": [["ClearPreviousCertificate", None]]},
      status(previous=T1), False),
-    ({"cmdlet": "Set-AuthConfig", "parameters": [["ClearPreviousCertificate", None]]},
+    ({"kind": "clear_previous", "cmdlet": "Set-AuthConfig",
+      "parameters": [["ClearPreviousCertificate", None]]},
      status(), True),
-    ({"cmdlet": "Remove-ExchangeCertificate", "parameters": [
+    ({"kind": "remove_old_auth_cert", "cmdlet": "Remove-ExchangeCertificate", "parameters": [
         ["Server", "ex2.contoso.lab"], ["Thumbprint", T1]]}, status(), False),
-    ({"cmdlet": "Restart-WebAppPool", "parameters": [["Name", "MSExchangeOWAAppPool"]]},
+    ({"kind": "recycle_app_pool", "cmdlet": "Restart-WebAppPool",
+      "parameters": [["Name", "MSExchangeOWAAppPool"]]},
      status(), False),
 ])
 def test_already_done_recognises_our_own_effects(step: dict[str, Any], world: dict[str, Any],

@@ -28,13 +28,16 @@ class PlanStep:
     parameters: tuple[tuple[str, Any], ...]
     changes_state: bool
     note: str = ""
+    kind: str = "command"
 
 
 def stage_steps() -> list[Any]:
     return [
-        PlanStep("Re-read the auth configuration", WRITER, "exchange", "Get-AuthConfig", (), False),
+        PlanStep("Re-read the auth configuration", WRITER, "exchange", "Get-AuthConfig", (), False,
+                 kind="reread_auth_config"),
         {
             "title": "Create the new auth certificate on the writer",
+            "kind": "create_auth_cert",
             "server": WRITER,
             "endpoint": "exchange",
             "cmdlet": "New-ExchangeCertificate",
@@ -59,6 +62,7 @@ def stage_steps() -> list[Any]:
                 ("Password", "<secret:pfx-password>"),
             ),
             True,
+            kind="export_cert",
         ),
     ]
 

@@ -21,6 +21,7 @@ from workers.plan import (
     steps,
 )
 from workers.report import build_status
+from workers.step_kind import StepKind
 
 E1, E2, E3 = fqdn("ex1"), fqdn("ex2"), fqdn("ex3")
 
@@ -95,7 +96,8 @@ def test_stage_new_renders_section_5_exactly() -> None:
          "control-char", "starts-with-digit", "empty"],
 )
 def test_values_render_safely(value: str, rendered: str) -> None:
-    step = Step("t", "s", "exchange", "Get-Thing", (("Identity", value),), False)
+    step = Step("t", "s", "exchange", "Get-Thing", (("Identity", value),), False,
+                kind=StepKind.COMMAND)
     assert step.render() == f"Get-Thing -Identity {rendered}"
 
 
@@ -116,7 +118,8 @@ def test_values_render_safely(value: str, rendered: str) -> None:
          "positional", "secret-ref-is-prompted", "secret-ref-only-for-password"],
 )
 def test_parameter_forms(parameters: tuple, rendered: str) -> None:
-    assert Step("t", "s", "host", "Do-It", parameters, True).render() == f"Do-It {rendered}"
+    step = Step("t", "s", "host", "Do-It", parameters, True, kind=StepKind.COMMAND)
+    assert step.render() == f"Do-It {rendered}"
 
 
 def test_quote_doubles_every_single_quote_form() -> None:
@@ -346,8 +349,9 @@ def test_plan_json_for_every_action_of_the_status() -> None:
     for item in document:
         assert item["steps"]
         for step in item["steps"]:
-            assert set(step) == {"title", "server", "endpoint", "cmdlet", "parameters",
+            assert set(step) == {"title", "kind", "server", "endpoint", "cmdlet", "parameters",
                                  "changes_state", "note", "command"}
+            assert type(step["kind"]) is str and StepKind(step["kind"])
             assert all(isinstance(p, list) and len(p) == 2 for p in step["parameters"])
             assert step["server"] and step["endpoint"] in {"exchange", "host"}
 

@@ -43,6 +43,7 @@ from workers.plan import EXPORTED_FILE_DATA, NEW_THUMBPRINT, effective_date
 from workers.queues import CHANGE_TIMEOUT
 from workers.report import build_status, checked_at
 from workers.status import collect, org_clock
+from workers.step_kind import CREATES_CERTIFICATE, StepKind, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ def new_cert_key(op: dict[str, Any], server: str) -> str:
 
 def recorded_thumbprint(op: dict[str, Any], step: dict[str, Any]) -> str | None:
     """The certificate recorded for this step: the one it created, or the one it uses."""
-    server = _cert_server(step) if step["cmdlet"] == "New-ExchangeCertificate" else step["server"]
+    server = _cert_server(step) if kind_of(step) in CREATES_CERTIFICATE else step["server"]
     return (op.get("recorded") or {}).get(new_cert_key(op, server))
 
 
@@ -254,7 +255,7 @@ def _export(
     conn: redis.Redis, op: dict[str, Any], status: dict[str, Any], client: ExchangeClient
 ) -> bytes:
     """The PFX of the certificate being imported, exported again just now (memory only)."""
-    export = next(s for s in op["steps"] if s["cmdlet"] == "Export-ExchangeCertificate")
+    export = next(s for s in op["steps"] if kind_of(s) is StepKind.EXPORT_CERT)
     output = invoke(client, export, resolve(conn, op, export, status, client))
     for item in output:
         data = _file_data(item)
@@ -359,31 +360,29 @@ def adoptable(op: dict[str, Any], step: dict[str, Any], obs: OrgObs) -> str | No
 def already_done(op: dict[str, Any], step: dict[str, Any], status: dict[str, Any]) -> str | None:
     """Why running this step again would be pointless (its effect is there), or None."""
     auth = status.get("auth") or {}
-    new = recorded_thumbprint(op, step) if step["cmdlet"] != "Remove-ExchangeCertificate" else None
-    cmdlet = step["cmdlet"]
-    if cmdlet == "Set-AuthConfig":
-        if param(step, "NewCertificateThumbprint") and new in (
-                _thumb(auth.get("next")), _thumb(auth.get("current"))):
-            return f"{short(new)} is already staged"
-        if "PublishCertificate" in dict(_params(step)) and new and _thumb(
-                auth.get("current")) == new:
-            return f"{short(new)} is already current"
-        if "ClearPreviousCertificate" in dict(_params(step)) and not auth.get("previous"):
-            return "no previous certificate is set"
-    if cmdlet == "Import-ExchangeCertificate":
+    kind = kind_of(step)
+    new = recorded_thumbprint(op, step) if kind is not StepKind.REMOVE_OLD_AUTH_CERT else None
+    if kind is StepKind.STAGE_NEXT and new in (
+            _thumb(auth.get("next")), _thumb(auth.get("current"))):
+        return f"{short(new)} is already staged"
+    if kind is StepKind.PUBLISH_NEXT and new and _thumb(auth.get("current")) == new:
+        return f"{short(new)} is already current"
+    if kind is StepKind.CLEAR_PREVIOUS and not auth.get("previous"):
+        return "no previous certificate is set"
+    if kind is StepKind.IMPORT_CERT:
         which = _imported(op, auth)
         if str(param(step, "Server")) in (which.get("present_on") or []):
             return f"{param(step, 'Server')} already has {short(which.get('thumbprint') or '')}"
-    if cmdlet == "Remove-ExchangeCertificate":
+    if kind is StepKind.REMOVE_OLD_AUTH_CERT:
         thumbprint = str(param(step, "Thumbprint") or "")
         holders = _holders(status, thumbprint)
         if holders is not None and str(param(step, "Server")) not in holders:
             return f"{short(thumbprint)} is no longer on {param(step, 'Server')}"
-    if cmdlet in ("New-IISSiteBinding", "Remove-IISSiteBinding"):
+    if kind in (StepKind.BIND_BACKEND_CERT, StepKind.REMOVE_BACKEND_BINDING):
         backend = _backend(status, step["server"])
         if new and (backend.get("thumbprint") or "").upper() == new.upper():
             return f"the back end of {step['server']} is already bound to {short(new)}"
-        if cmdlet == "Remove-IISSiteBinding" and backend.get("problem") == "no_binding":
+        if kind is StepKind.REMOVE_BACKEND_BINDING and backend.get("problem") == "no_binding":
             return f"{step['server']} has no https *:444: binding to remove"
     return None
 
@@ -411,16 +410,16 @@ def read_step(
     current, nxt = _thumb(auth.get("current")), _thumb(auth.get("next"))
     new = (op.get("recorded") or {}).get(NEW_THUMBPRINT_KEY)
     moment = checked_at(status)
-    title = step["title"]
-    if step["cmdlet"] == "Get-AuthConfig" and step["index"] == 0:
+    kind = kind_of(step)
+    if kind is StepKind.REREAD_AUTH_CONFIG:
         return _reread(op, auth, moment)
-    if title.startswith("Verify the new certificate reached"):
+    if kind is StepKind.VERIFY_NEW_CERT_REACHED:
         holders = _holders(status, new or "") or []
         if step["server"] in holders:
             return Outcome("done", f"{short(new or '')} is on {step['server']}")
         return Outcome("wait", f"{short(new or '')} has not reached {step['server']} yet; "
                                "checking again in 4 hours", moment + CHECK_EVERY)
-    if title == "Watch for publication":
+    if kind is StepKind.WATCH_PUBLICATION:
         if new and current == new:
             operation.record(conn, op["id"], PUBLISHED_AT_KEY, iso(moment))
             return Outcome("done", f"{short(new)} is the current Auth Certificate")
@@ -429,15 +428,15 @@ def read_step(
         resume = max(due + timedelta(minutes=5), moment + timedelta(hours=3))
         return Outcome("wait", f"waiting for the AuthAdmin servicelet to publish "
                                f"{short(new or '')} (effective {effective or 'now'})", resume)
-    if title == "Watch the new certificate reach every server":
+    if kind is StepKind.WATCH_CURRENT_SPREAD:
         cert = auth.get("current") or {}
         missing = cert.get("missing_on") or []
         tail = f"; still missing on {', '.join(missing)}" if missing else ""
         return Outcome("done", f"{short(current or '')} is current{tail}. Publication can take "
                                "up to an hour to reach all servers.")
-    if step["cmdlet"] == "Get-HybridConfiguration":
+    if kind is StepKind.HYBRID_WIZARD_REMINDER:
         return Outcome("done", step.get("note") or "Re-run the Hybrid Configuration Wizard.")
-    if title.startswith("Re-read the ") and step["cmdlet"] == "Get-ExchangeCertificate":
+    if kind is StepKind.REREAD_IMPORT_SOURCE:
         which = _imported(op, auth)
         planned = param(step, "Thumbprint")
         if which.get("thumbprint") != planned:
@@ -445,20 +444,20 @@ def read_step(
         if step["server"] not in (which.get("present_on") or []):
             return Outcome("failed", f"{WORLD_CHANGED}: {step['server']} no longer has it")
         return Outcome("done", f"{short(planned)} is still in AuthConfig and on {step['server']}")
-    if title.startswith("Verify it is on "):
+    if kind is StepKind.VERIFY_IMPORTED:
         which = _imported(op, auth)
         if step["server"] in (which.get("present_on") or []):
             return Outcome("done", f"{step['server']} has it")
         return Outcome("failed", f"{step['server']} still lacks it after the import")
-    if title.startswith("Verify the back end binding of"):
+    if kind is StepKind.VERIFY_BACKEND_BINDING:
         backend = _backend(status, step["server"])
         if backend.get("problem") in (None, "expiring"):
             return Outcome("done", f"{step['server']}: *:444: bound to "
                                    f"{short(backend.get('thumbprint') or '')}")
         return Outcome("failed", f"{step['server']}: back end still {backend.get('problem')}")
-    if title.startswith("Re-read the back end binding of"):
+    if kind is StepKind.REREAD_BACKEND_BINDING:
         return Outcome("done", "read")
-    if title.startswith("Check whether the next certificate reached"):
+    if kind is StepKind.CHECK_REPLICATION:
         return Outcome("done", "checked")
     try:
         invoke(client, step, resolve(conn, op, step, status, client))
@@ -538,7 +537,7 @@ def run_step(
 
 def _fatal(step: dict[str, Any]) -> bool:
     """A pool recycle that fails is reported, not fatal (DOMAIN 6)."""
-    return step["cmdlet"] != "Restart-WebAppPool"
+    return kind_of(step) is not StepKind.RECYCLE_APP_POOL
 
 
 def error_line(exc: BaseException) -> str:
@@ -568,7 +567,7 @@ def _run_claimed(
     if first and changed:
         raise StepRefused(f"{WORLD_CHANGED}: " + "; ".join(changed))
     output = invoke(client, step, resolve(conn, op, step, status, client))
-    if step["cmdlet"] == "New-ExchangeCertificate":
+    if kind_of(step) in CREATES_CERTIFICATE:
         created = _created_thumbprint(output)
         _before_record(op_id, index)
         kept = operation.record(conn, op_id, new_cert_key(op, _cert_server(step)), created,
@@ -588,7 +587,7 @@ def own_effect(
 ) -> Outcome | None:
     """Done, when this step's effect is already there (recorded, adoptable or visible in the
     status); None when it still has to run. Shared by a run and the recovery path."""
-    if step["cmdlet"] == "New-ExchangeCertificate":
+    if kind_of(step) in CREATES_CERTIFICATE:
         recorded = recorded_thumbprint(op, step)
         if recorded:
             return Outcome("done", f"reused {recorded}, recorded by an earlier attempt")

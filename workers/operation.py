@@ -14,6 +14,9 @@ BEFORE staging it) is set once, and every later caller gets the first value back
 Step parameters are shown on Slack cards and travel in job arguments, so they are checked
 to be JSON and free of secrets: a parameter named like a secret may only carry a reference
 placeholder (`<secret:pfx-password>`, or {"secret_ref": "pfx-password"}) or a bool/None.
+
+Every step carries its `kind` (workers.step_kind), which decides what it does. Documents
+stored before steps had kinds are upgraded as they are loaded (`_with_kinds`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from config.errors import ExauthError
 from workers import redis_keys
 from workers.audit import contains_secret, is_secret_key, scrub_text
 from workers.redis_scripts import LuaScript
+from workers.step_kind import StepKind, legacy_kind
 
 KINDS = (
     "stage_new",
@@ -202,6 +206,10 @@ def check_step(index: int, step: Any) -> dict[str, Any]:
             raise OperationError(f"{where}.{name}: contains something shaped like a secret")
     out = dict(step)
     out["parameters"] = check_parameters(step["parameters"], f"{where}.parameters")
+    try:
+        out["kind"] = StepKind(step.get("kind")).value
+    except ValueError:
+        raise OperationError(f"{where}.kind: {step.get('kind')!r} is not a step kind") from None
     return out
 
 
@@ -336,7 +344,17 @@ def create(
 
 def load(conn: redis.Redis, op_id: str) -> dict[str, Any] | None:
     raw = conn.get(op_key(op_id))
-    return json.loads(raw) if raw is not None else None
+    return _with_kinds(json.loads(raw)) if raw is not None else None
+
+
+def _with_kinds(doc: dict[str, Any]) -> dict[str, Any]:
+    """The upgrade path for documents written before steps had a kind: each such step gets
+    the one its title and cmdlet meant then (`step_kind.legacy_kind`); the next save keeps
+    it, so it is derived once."""
+    for step in doc.get("steps") or []:
+        if isinstance(step, dict) and "kind" not in step:
+            step["kind"] = legacy_kind(str(doc.get("kind") or ""), step).value
+    return doc
 
 
 def save(
@@ -504,7 +522,7 @@ def _load_many(conn: redis.Redis, ids: list[str]) -> list[dict[str, Any]]:
     if not ids:
         return []
     raws = conn.mget([op_key(i) for i in ids])
-    return [json.loads(r) for r in raws if r is not None]
+    return [_with_kinds(json.loads(r)) for r in raws if r is not None]
 
 
 def require(conn: redis.Redis, op_id: str) -> dict[str, Any]:

@@ -31,11 +31,12 @@ from workers.plan import NEW_THUMBPRINT, Step
 from workers.plan import steps as plan_steps
 from workers.queues import CHANGE_TIMEOUT
 from workers.report import checked_at
+from workers.step_kind import StepKind, kind_of
 
 CHANGE_KINDS = operation.KINDS
 OLD_CERT_GRACE = timedelta(hours=24)  # DOMAIN 5.7: the new cert current for 24 h first
 MAX_READ_STEPS = 200  # one advance never loops forever
-BATCHED = ("Restart-WebAppPool", "Remove-ExchangeCertificate")
+BATCHED = (StepKind.RECYCLE_APP_POOL, StepKind.REMOVE_OLD_AUTH_CERT)
 
 
 class NothingToDo(ExauthError):
@@ -151,8 +152,9 @@ def command(op: dict[str, Any], step: dict[str, Any]) -> str:
         if value == NEW_THUMBPRINT:
             value = execute.recorded_thumbprint(op, step) or value
         params.append((name, tuple(value) if isinstance(value, list) else value))
+    # Only rendered: the line depends on the cmdlet and parameters, never on the kind.
     return Step(step["title"], step["server"], step["endpoint"], step["cmdlet"],
-                tuple(params), bool(step["changes_state"])).render()
+                tuple(params), bool(step["changes_state"]), kind=StepKind.COMMAND).render()
 
 
 def _writer_fqdn(status: dict[str, Any], org: OrgSettings) -> str:
@@ -255,11 +257,12 @@ def batch(op: dict[str, Any], index: int) -> list[int]:
     recycles on every server, removal of the old certificate from every server), each
     still shown with its exact command on the card. Everything else: one step."""
     first = op["steps"][index]
-    if first["cmdlet"] not in BATCHED:
+    kind = kind_of(first)
+    if kind not in BATCHED:
         return [index]
     out = [index]
     for step in op["steps"][index + 1:]:
-        if step["cmdlet"] != first["cmdlet"] or step["state"] != "pending":
+        if kind_of(step) is not kind or step["state"] != "pending":
             break
         out.append(int(step["index"]))
     return out
@@ -268,7 +271,7 @@ def batch(op: dict[str, Any], index: int) -> list[int]:
 def _gate(op: dict[str, Any], step: dict[str, Any], status: dict[str, Any]
           ) -> execute.Outcome | None:
     """A state-changing step that must not be asked for yet (or is pointless)."""
-    if step["cmdlet"] != "Remove-ExchangeCertificate":
+    if kind_of(step) is not StepKind.REMOVE_OLD_AUTH_CERT:
         return None
     thumbprint = execute.param(step, "Thumbprint")
     current = ((status.get("auth") or {}).get("current") or {}).get("thumbprint")

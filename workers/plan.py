@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from workers.certificate import BACKEND_BINDING, BACKEND_SITE, CERT_STORE
 from workers.findings import is_in_scope, iso, short
+from workers.step_kind import StepKind
 
 NEW_THUMBPRINT = "<new thumbprint>"
 EXPORTED_FILE_DATA = "<file data from the export step>"
@@ -47,6 +48,9 @@ _SECRET_REF = re.compile(r"<secret:([^<>\r\n]{1,200})>")
 
 @dataclass(frozen=True)
 class Step:
+    """One step; `kind` says what it does (execution dispatches on it), `title` is only
+    text for people."""
+
     title: str
     server: str  # fqdn the command runs against
     endpoint: str  # "exchange" | "host"
@@ -54,6 +58,7 @@ class Step:
     parameters: tuple[tuple[str, Any], ...]
     changes_state: bool
     note: str = ""
+    kind: StepKind = field(kw_only=True)
 
     def render(self) -> str:
         """The PowerShell line an admin would type for this step."""
@@ -75,6 +80,7 @@ class Step:
     def to_dict(self) -> dict[str, Any]:
         return {
             "title": self.title,
+            "kind": self.kind.value,
             "server": self.server,
             "endpoint": self.endpoint,
             "cmdlet": self.cmdlet,
@@ -202,7 +208,8 @@ def _when(text: str | None) -> datetime | None:
 
 
 def _reread(org: _Org, note: str) -> Step:
-    return Step("Re-read AuthConfig", org.writer, "exchange", "Get-AuthConfig", (), False, note)
+    return Step("Re-read AuthConfig", org.writer, "exchange", "Get-AuthConfig", (), False, note,
+                kind=StepKind.REREAD_AUTH_CONFIG)
 
 
 def _new_auth_cert(org: _Org, note: str) -> Step:
@@ -220,6 +227,7 @@ def _new_auth_cert(org: _Org, note: str) -> Step:
         ),
         True,
         note,
+        kind=StepKind.CREATE_AUTH_CERT,
     )
 
 
@@ -234,6 +242,7 @@ def _stage(org: _Org, effective: datetime, note: str) -> Step:
         ),
         True,
         note,
+        kind=StepKind.STAGE_NEXT,
     )
 
 
@@ -241,6 +250,7 @@ def _publish(org: _Org, note: str = "") -> Step:
     return Step(
         "Publish the next Auth Certificate now", org.writer, "exchange", "Set-AuthConfig",
         (("PublishCertificate", None), ("Confirm", False)), True, note,
+        kind=StepKind.PUBLISH_NEXT,
     )
 
 
@@ -249,6 +259,7 @@ def _clear_previous(org: _Org, note: str = "") -> Step:
         "Clear the previous Auth Certificate from AuthConfig",
         org.writer, "exchange", "Set-AuthConfig",
         (("ClearPreviousCertificate", None), ("Confirm", False)), True, note,
+        kind=StepKind.CLEAR_PREVIOUS,
     )
 
 
@@ -258,6 +269,7 @@ def _recycle(servers: Iterable[str], note: str = "") -> list[Step]:
             f"Recycle {pool} on {server}", server, "host", "Restart-WebAppPool",
             (("Name", pool),), True,
             note or "OWA and ECP cache the Auth Certificate until recycled.",
+            kind=StepKind.RECYCLE_APP_POOL,
         )
         for server in servers
         for pool in APP_POOLS
@@ -272,6 +284,7 @@ def _hcw(org: _Org) -> list[Step]:
         "Get-HybridConfiguration", (), False,
         "Manual: run the Hybrid Configuration Wizard again so Microsoft 365 learns the new "
         "Auth Certificate; hybrid Free/Busy and archive policies stay broken until then.",
+        kind=StepKind.HYBRID_WIZARD_REMINDER,
     )]
 
 
@@ -280,10 +293,10 @@ def _post_publish(org: _Org) -> list[Step]:
     return [_clear_previous(org), *_recycle(org.in_scope), *_hcw(org)]
 
 
-def _get_cert(server: str, thumbprint: str, title: str, note: str = "") -> Step:
+def _get_cert(server: str, thumbprint: str, title: str, kind: StepKind, note: str = "") -> Step:
     return Step(
         title, server, "exchange", "Get-ExchangeCertificate",
-        (("Server", server), ("Thumbprint", thumbprint)), False, note,
+        (("Server", server), ("Thumbprint", thumbprint)), False, note, kind=kind,
     )
 
 
@@ -292,6 +305,7 @@ def _remove_cert(server: str, thumbprint: str, note: str) -> Step:
         f"Remove the old Auth Certificate {short(thumbprint)} from {server}",
         server, "exchange", "Remove-ExchangeCertificate",
         (("Server", server), ("Thumbprint", thumbprint), ("Confirm", False)), True, note,
+        kind=StepKind.REMOVE_OLD_AUTH_CERT,
     )
 
 
@@ -354,12 +368,14 @@ def _stage_new(org: _Org, now: datetime) -> list[Step]:
                                "step runs; it must lie in the future)."),
         *[
             _get_cert(server, NEW_THUMBPRINT, f"Verify the new certificate reached {server}",
+                      StepKind.VERIFY_NEW_CERT_REACHED,
                       "Import it where it is still missing (import_next).")
             for server in org.in_scope
         ],
         Step("Watch for publication", org.writer, "exchange", "Get-AuthConfig", (), False,
              f"The AuthAdmin servicelet publishes it after {iso(effective)} (it runs every "
-             "12 h). Early publish, on request: Set-AuthConfig -PublishCertificate."),
+             "12 h). Early publish, on request: Set-AuthConfig -PublishCertificate.",
+             kind=StepKind.WATCH_PUBLICATION),
         *_post_publish(org),
     ]
     if old:
@@ -385,12 +401,14 @@ def _replace_now(org: _Org, now: datetime) -> list[Step]:
         _clear_previous(org, fallback),
         Step("Restart MSExchangeServiceHost on the writer", org.writer, "host",
              "Restart-Service", (("Name", "MSExchangeServiceHost"), ("Force", None)), True,
-             "Makes the AuthAdmin servicelet pick up the new certificate at once."),
+             "Makes the AuthAdmin servicelet pick up the new certificate at once.",
+             kind=StepKind.RESTART_SERVICE_HOST),
         *_recycle(org.in_scope, "OWA and ECP cache the Auth Certificate; a failure here is "
                                 "reported, not fatal."),
         Step("Watch the new certificate reach every server", org.writer, "exchange",
              "Get-AuthConfig", (), False,
-             "Tell the channel: publication can take up to an hour to reach all servers."),
+             "Tell the channel: publication can take up to an hour to reach all servers.",
+             kind=StepKind.WATCH_CURRENT_SPREAD),
         *_hcw(org),
     ]
 
@@ -414,6 +432,7 @@ def _import(org: _Org, which: str, targets: list[str]) -> list[Step]:
     password = secret_ref(f"{which}-auth-certificate-export")
     out = [
         _get_cert(source, thumbprint, f"Re-read the {which} Auth Certificate on {source}",
+                  StepKind.REREAD_IMPORT_SOURCE,
                   "Stop if it is no longer the one AuthConfig names."),
         Step(
             f"Export it with its private key from {source}", source, "exchange",
@@ -422,6 +441,7 @@ def _import(org: _Org, which: str, targets: list[str]) -> list[Step]:
              ("Password", password)),
             False,
             "The file data stays in the worker's memory for the import; never logged.",
+            kind=StepKind.EXPORT_CERT,
         ),
     ]
     for target in targets:
@@ -429,12 +449,13 @@ def _import(org: _Org, which: str, targets: list[str]) -> list[Step]:
             f"Import it on {target}", target, "exchange", "Import-ExchangeCertificate",
             (("Server", target), ("FileData", EXPORTED_FILE_DATA), ("Password", password),
              ("PrivateKeyExportable", True), ("Confirm", False)),
-            True,
+            True, kind=StepKind.IMPORT_CERT,
         ))
     if which == "current":
         out += _recycle(targets)
     else:
-        out += [_get_cert(target, thumbprint, f"Verify it is on {target}") for target in targets]
+        out += [_get_cert(target, thumbprint, f"Verify it is on {target}",
+                          StepKind.VERIFY_IMPORTED) for target in targets]
     return out
 
 
@@ -451,27 +472,29 @@ def _repair_backend(org: _Org, servers: list[str]) -> list[Step]:
                    ("Protocol", "https"))
         out += [
             Step(f"Re-read the back end binding of {server}", server, "host",
-                 "Get-IISSiteBinding", binding, False),
+                 "Get-IISSiteBinding", binding, False, kind=StepKind.REREAD_BACKEND_BINDING),
             Step(f"Create a new self-signed back end certificate on {server}", where, endpoint,
                  "New-ExchangeCertificate", (("Server", server), ("Services", "None")), True,
                  how + "Default subject and SANs (server name and FQDN). Never use "
-                 "Enable-ExchangeCertificate -Services IIS for this: it binds the front end."),
+                 "Enable-ExchangeCertificate -Services IIS for this: it binds the front end.",
+                 kind=StepKind.CREATE_BACKEND_CERT),
         ]
         if org.backend.get(server) != "no_binding":
             out.append(Step(
                 f"Remove the broken https *:444: binding on {server}", server, "host",
                 "Remove-IISSiteBinding", (*binding, ("Confirm", False)), True,
+                kind=StepKind.REMOVE_BACKEND_BINDING,
             ))
         out += [
             Step(f"Bind the new certificate to \"Exchange Back End\" on {server}", server,
                  "host", "New-IISSiteBinding",
                  (*binding, ("CertificateThumbPrint", NEW_THUMBPRINT),
                   ("CertStoreLocation", CERT_STORE)),
-                 True),
+                 True, kind=StepKind.BIND_BACKEND_CERT),
             Step(f"Restart IIS on {server}", server, "host", "iisreset", (("", "/noforce"),),
-                 True),
+                 True, kind=StepKind.RESTART_IIS),
             Step(f"Verify the back end binding of {server}", server, "host",
-                 "Get-IISSiteBinding", binding, False),
+                 "Get-IISSiteBinding", binding, False, kind=StepKind.VERIFY_BACKEND_BINDING),
         ]
     return out
 
@@ -495,22 +518,23 @@ def _wait_replication(org: _Org, servers: list[str], reason: str) -> list[Step]:
     thumbprint = (org.cert("next") or {}).get("thumbprint") or NEW_THUMBPRINT
     return [
         _get_cert(server, thumbprint, f"Check whether the next certificate reached {server}",
-                  reason)
+                  StepKind.CHECK_REPLICATION, reason)
         for server in servers
     ]
 
 
 def _wait_for_publish(org: _Org, reason: str) -> list[Step]:
     return [Step("Watch for publication", org.writer, "exchange", "Get-AuthConfig", (), False,
-                 reason + " Early publish, on request: Set-AuthConfig -PublishCertificate.")]
+                 reason + " Early publish, on request: Set-AuthConfig -PublishCertificate.",
+                 kind=StepKind.WATCH_PUBLICATION)]
 
 
 def _blocked(org: _Org, servers: list[str], reason: str) -> list[Step]:
     if not servers:
         return [Step("Find the Exchange servers", org.writer, "exchange",
-                     "Get-ExchangeServer", (), False, reason)]
+                     "Get-ExchangeServer", (), False, reason, kind=StepKind.FIND_SERVERS)]
     return [
         Step(f"Wait for {server} to answer", server, "exchange", "Get-ExchangeServer",
-             (("Identity", server),), False, reason)
+             (("Identity", server),), False, reason, kind=StepKind.WAIT_FOR_SERVER)
         for server in servers
     ]
