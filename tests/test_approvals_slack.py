@@ -201,8 +201,10 @@ def test_deny_modal_needs_a_reason_and_cancels_with_it_literally(
     index = ops_jobs.operations.next_index(op)
     assert index is not None
     assert denied[0]["target"] == f"{op_id}/{index + 1}"
-    closed = [e for e in audit.entries(env.conn, "lab", 100) if e["action"] == "operation.close"]
-    assert closed and closed[0]["detail"]["reason"].startswith(f"step {index + 1} denied by")
+    # the state is saved a moment before the close is audited: wait for the entry
+    closed = wait_until(lambda: [e for e in audit.entries(env.conn, "lab", 100)
+                                 if e["action"] == "operation.close"], what="close audited")
+    assert closed[0]["detail"]["reason"].startswith(f"step {index + 1} denied by")
     # the thread note follows the card update, after the operation was cancelled
     assert wait_until(lambda: [c for c in slack.calls_of("chat.postMessage")
                                if f"denied step {index + 1}:" in c.params["text"]])
