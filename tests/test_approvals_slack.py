@@ -174,6 +174,20 @@ def test_expired_approval_is_refused(bot: Callable[..., tuple[Env, App]],
     assert not auth_creations(env.handle)
 
 
+def deny_submission(value: str, ts: str, reason: str, *, user: str = GROUP_MEMBER,
+                    channel: str = CHANNEL, trigger: str = "t") -> dict[str, Any]:
+    """The deny modal of the card at `ts` submitted with `reason`, as Slack sends it."""
+    return {
+        "type": "view_submission", "user": {"id": user}, "team": {"id": "T0EXAUTH"},
+        "api_app_id": "A0EXAUTH", "token": "x", "trigger_id": trigger,
+        "view": {"id": "V1", "type": "modal", "callback_id": cards.DENY_VIEW,
+                 "private_metadata": json.dumps({"value": value, "channel": channel,
+                                                 "ts": ts}),
+                 "state": {"values": {cards.REASON_BLOCK: {cards.REASON_ACTION: {
+                     "type": "plain_text_input", "value": reason}}}}},
+    }
+
+
 def test_deny_modal_needs_a_reason_and_cancels_with_it_literally(
         bot: Callable[..., tuple[Env, App]], slack: SlackMock) -> None:
     env, app = bot()
@@ -181,15 +195,7 @@ def test_deny_modal_needs_a_reason_and_cancels_with_it_literally(
     hostile = "no'; Remove-Item C:\\ -Recurse; $(whoami) \"x\"\n\u202eevil ✓"
 
     def submit(reason: str) -> int:
-        meta = json.dumps({"value": value, "channel": CHANNEL, "ts": op["card"]["ts"]})
-        return dispatch(app, {
-            "type": "view_submission", "user": {"id": GROUP_MEMBER}, "team": {"id": "T0EXAUTH"},
-            "api_app_id": "A0EXAUTH", "token": "x", "trigger_id": "t",
-            "view": {"id": "V1", "type": "modal", "callback_id": cards.DENY_VIEW,
-                     "private_metadata": meta,
-                     "state": {"values": {cards.REASON_BLOCK: {cards.REASON_ACTION: {
-                         "type": "plain_text_input", "value": reason}}}}},
-        })
+        return dispatch(app, deny_submission(value, op["card"]["ts"], reason))
 
     assert submit("   ") == 200
     assert (operation.load(env.conn, op_id) or {})["state"] == "open"

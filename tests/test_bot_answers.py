@@ -38,6 +38,7 @@ from tests.slack_mock import (
     signed_headers,
     slash_command_body,
 )
+from tests.test_approvals_slack import deny_submission as slack_deny_submission
 from workers import queues
 
 CHANNEL = "C0CONTOSO"
@@ -146,14 +147,8 @@ def button(action_id: str, value: str, trigger: str) -> str:
 
 
 def deny_submission(value: str, trigger: str) -> str:
-    return urlencode({"payload": json.dumps({
-        "type": "view_submission", "user": {"id": USER}, "team": {"id": "T0EXAUTH"},
-        "api_app_id": "A0EXAUTH", "token": "x", "trigger_id": trigger,
-        "view": {"id": "V1", "type": "modal", "callback_id": cards.DENY_VIEW,
-                 "private_metadata": json.dumps({"value": value, "channel": CHANNEL,
-                                                 "ts": "1.1"}),
-                 "state": {"values": {cards.REASON_BLOCK: {cards.REASON_ACTION: {
-                     "type": "plain_text_input", "value": "not now"}}}}}})})
+    return urlencode({"payload": json.dumps(slack_deny_submission(
+        value, "1.1", "not now", user=USER, channel=CHANNEL, trigger=trigger))})
 
 
 CARD_VALUE = json.dumps({"op": "op1", "step": 0, "req": "r1"})

@@ -21,6 +21,7 @@ from tests.test_approvals_slack import (
     GROUP_MEMBER,
     bot,
     click,
+    deny_submission,
     dispatch,
     open_card,
     slack,
@@ -57,14 +58,10 @@ def test_denied_card_says_who_and_why_on_the_step_and_under_the_header(
     opened = slack.wait_for("views.open")[0].params["view"]
     view = json.loads(opened) if isinstance(opened, str) else opened
     # The modal submitted with a reason, as Slack sends it.
-    assert dispatch(app, {
-        "type": "view_submission", "user": {"id": GROUP_MEMBER}, "team": {"id": "T0EXAUTH"},
-        "api_app_id": "A0EXAUTH", "token": "x", "trigger_id": "t2",
-        "view": {"id": "V0EXAUTH", "type": "modal", "callback_id": view["callback_id"],
-                 "private_metadata": view["private_metadata"],
-                 "state": {"values": {cards.REASON_BLOCK: {cards.REASON_ACTION: {
-                     "type": "plain_text_input", "value": REASON}}}}},
-    }) == 200
+    submission = deny_submission(value, ts, REASON, trigger="t2")
+    submission["view"].update(callback_id=view["callback_id"],
+                              private_metadata=view["private_metadata"])  # the modal's own
+    assert dispatch(app, submission) == 200
 
     wait_until(lambda: (operation.load(env.conn, op_id) or {})["state"] == "cancelled")
     update = wait_until(lambda: card_updates(slack, ts))[-1]

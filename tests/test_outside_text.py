@@ -30,6 +30,7 @@ from tests.test_approvals_slack import (
     GROUP_MEMBER,
     bot,
     click,
+    deny_submission,
     dispatch,
     open_card,
     slack,
@@ -261,15 +262,7 @@ def test_operation_job_failure_line_escapes_the_exchange_error(
 
 
 def deny(app: App, value: str, ts: str, reason: str) -> int:
-    meta = json.dumps({"value": value, "channel": CHANNEL, "ts": ts})
-    return dispatch(app, {
-        "type": "view_submission", "user": {"id": GROUP_MEMBER}, "team": {"id": "T0EXAUTH"},
-        "api_app_id": "A0EXAUTH", "token": "x", "trigger_id": "t",
-        "view": {"id": "V1", "type": "modal", "callback_id": cards.DENY_VIEW,
-                 "private_metadata": meta,
-                 "state": {"values": {cards.REASON_BLOCK: {cards.REASON_ACTION: {
-                     "type": "plain_text_input", "value": reason}}}}},
-    })
+    return dispatch(app, deny_submission(value, ts, reason))
 
 
 def said_since(slack: SlackMock, start: int) -> list[str]:
