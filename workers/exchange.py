@@ -716,6 +716,7 @@ class SessionCache:
         self._lock = threading.Lock()
         self._sessions: dict[tuple[str, str, str], Session] = {}
         self.stats = Stats()
+        self._closes_at_exit = False
 
     def get(self, target: Target) -> Session:
         """The session for this target, opened (opening happens outside the cache lock)."""
@@ -724,6 +725,9 @@ class SessionCache:
             if session is None:
                 session = Session(target, self.stats)
                 self._sessions[target.key] = session
+                if not self._closes_at_exit:  # registered by the first session, not at import
+                    atexit.register(self.close_all)
+                    self._closes_at_exit = True
         with session.lock:
             session.open()
         return session
@@ -741,7 +745,6 @@ class SessionCache:
 
 
 SESSIONS = SessionCache()
-atexit.register(SESSIONS.close_all)
 
 
 def close_all() -> None:
