@@ -78,6 +78,12 @@ _TEXT_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         rf"\1{MASK}",
     ),
+    # CLIXML byte arrays and SecureStrings (pypsrp logs every PSRP message at DEBUG: an
+    # exported PFX travels as <BA N="FileData">, its password as an <SS>).
+    (re.compile(r"(<(BA|SS)\b[^>]*>)[^<]+(</\2>)"), rf"\1{MASK}\3"),
+    # ... and the WS-Man envelopes around them, which carry those messages base64-encoded.
+    (re.compile(r"(<(rsp:Stream|rsp:Arguments|creationXml|connectXml)\b[^>]*>)[^<]+(</\2>)"),
+     rf"\1{MASK}\3"),
     # PowerShell-style parameters: -Password value, -FileData value (a <reference> stays).
     (
         re.compile(
@@ -102,10 +108,18 @@ def contains_secret(text: str) -> bool:
     return any(pattern.sub(mask, text) != text for pattern, mask in _TEXT_PATTERNS)
 
 
-def scrub_text(text: str) -> str:
-    """Mask secrets that are recognisable by their shape inside free text."""
+def mask_secrets(text: str) -> str:
+    """Mask secrets that are recognisable by their shape inside free text, whatever its
+    length (workers.log_filter runs it over log records, which must not be cut)."""
     for pattern, replacement in _TEXT_PATTERNS:
         text = pattern.sub(replacement, text)
+    return text
+
+
+def scrub_text(text: str) -> str:
+    """Mask secrets that are recognisable by their shape inside free text, and cut it to an
+    audit line's length."""
+    text = mask_secrets(text)
     if len(text) > MAX_TEXT:
         text = text[:MAX_TEXT] + "...[cut]"
     return text
@@ -169,14 +183,19 @@ def org_stream(org: str) -> str:
     return redis_keys.org_audit_stream(org)
 
 
+# The one process-level setting of this module: the JSONL mirror of this process (see
+# use_mirror). Nothing sets it at import; the CLI sets it when a process starts.
 _mirror: Path | None = None
 
 
 def use_mirror(path: str | os.PathLike[str] | None) -> None:
     """Mirror every entry this process records to `path` (None: Redis only).
 
-    A process-wide choice, made once by the entry points from `[audit] jsonl`, so the many
-    places that record an entry need not carry the setting.
+    A process-wide choice, made once by the entry point (bot/cli.py `configured`, for every
+    command, bot, worker and cron) from `[audit] jsonl`. It stays a process setting rather
+    than an argument because `record` is called from a dozen places in jobs and callbacks
+    that get no settings object; the file belongs to the deployment, not to the caller,
+    and `record(mirror=...)` still overrides it for one entry.
     """
     global _mirror
     _mirror = None if path is None else Path(path)
