@@ -41,7 +41,7 @@ from bot.http import EVENTS_PATH, SlackHttpServer
 from bot.slack import SlackNotConfigured, api_url, web_client
 from bot.warnings_notify import register as register_warnings
 from config.schema import Settings
-from workers import jobs
+from workers import jobs, log_filter
 from workers.queues import ANSWER_TIMEOUT, QUEUE_DOWN, UNREACHABLE_ERRORS, ReadJob, connect
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,15 @@ class _SameTokenNotice(logging.Filter):
         return "`token` will be unused" not in record.getMessage()
 
 
-logging.getLogger("slack_bolt.App").addFilter(_SameTokenNotice())
+def _process_logging(settings: Settings) -> None:
+    """The bot process's logging, set up when it starts (importing this module changes no
+    logger): INFO to stderr, secrets masked, bolt's token notice dropped."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _SameTokenNotice) for f in handler.filters):
+            handler.addFilter(_SameTokenNotice())
+    log_filter.install_for(settings)
 
 
 def create_app(settings: Settings, *, redis_url: str | None = None,
@@ -174,8 +182,7 @@ def post_placeholder(decision: RunJob, client: WebClient, after_ack: AfterAck,
 
 def run(settings: Settings, *, http: bool = False, port: int = 3000) -> int:
     """`exauth bot`: Socket Mode when $SLACK_APP_TOKEN is set (and --http not given)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                        "%(message)s")
+    _process_logging(settings)
     app_token = settings.slack.app_token
     if not http and app_token is None:
         raise SlackNotConfigured("$SLACK_APP_TOKEN is not set: set it for Socket Mode "

@@ -41,7 +41,7 @@ def fail(message: str, code: int = EXIT_UNKNOWN) -> NoReturn:
 def configured(ctx: Context, org_name: str | None = None, *, needs_org: bool = True) -> Settings:
     """The settings from the config file, and `org_name` (if given) must be one of its orgs;
     any problem ends the command in one line."""
-    from workers import audit
+    from workers import audit, log_filter
 
     try:
         settings = load_settings(ctx.config)
@@ -52,6 +52,7 @@ def configured(ctx: Context, org_name: str | None = None, *, needs_org: bool = T
     if org_name is not None:
         selected_orgs(settings, org_name)
     audit.use_mirror(settings.audit.jsonl)
+    log_filter.install_for(settings)  # the process starts here: its secrets stay out of logs
     return settings
 
 

@@ -42,7 +42,7 @@ from rq.cron import CronJob, CronScheduler
 
 from config.errors import ExauthError
 from config.schema import Settings
-from workers import lock, ops_jobs, redis_keys
+from workers import lock, log_filter, ops_jobs, redis_keys
 from workers.deadline import expire_unstarted, reap_abandoned
 from workers.queues import (
     FAILURE_TTL,
@@ -292,6 +292,7 @@ def run(settings: Settings, *, say: Say | None = None) -> int:
     except CronConfigError as exc:
         tell(f"exauth cron: {exc}")
         return 2
+    log_filter.install_for(settings)
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: scheduler.stop_event.set())

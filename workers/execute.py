@@ -23,9 +23,7 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -288,46 +286,14 @@ def invoke(
     endpoint is broken) runs there after loading the Exchange snap-in.
     """
     bound: Any = params  # exchange.Params types names as str, but a None name is positional
-    carries_secret = any(str(value).startswith("<secret:") for _, value in _params(step))
-    with _wire_logs_muted(carries_secret):
-        if step["endpoint"] == "exchange":
-            return client.exchange(step["server"], step["cmdlet"], bound)
-        session = client.session(step["server"], "host")
-        if any(verb in step["cmdlet"] for verb in EXCHANGE_VERBS):
-            session.ensure_snapin()
-        return session.run(step["cmdlet"], bound)
-
-
-WIRE_LOGGERS = ("pypsrp", "psrpcore")
-_MUTE_LOCK = threading.Lock()
-_muted = 0
-_saved_levels: dict[str, int] = {}
-
-
-@contextmanager
-def _wire_logs_muted(active: bool) -> Iterator[None]:
-    """pypsrp (and psrpcore, under an in-process lab) log every PSRP message at DEBUG, bound
-    parameters included; while a call carries a secret, those loggers stay at INFO so the
-    password never reaches a log."""
-    if not active:
-        yield
-        return
-    global _muted
-    with _MUTE_LOCK:
-        if _muted == 0:
-            for name in WIRE_LOGGERS:
-                wire = logging.getLogger(name)
-                _saved_levels[name] = wire.level
-                wire.setLevel(max(logging.INFO, wire.level))
-        _muted += 1
-    try:
-        yield
-    finally:
-        with _MUTE_LOCK:
-            _muted -= 1
-            if _muted == 0:
-                for name in WIRE_LOGGERS:
-                    logging.getLogger(name).setLevel(_saved_levels.get(name, logging.NOTSET))
+    # Secrets in the bound parameters (pypsrp logs them at DEBUG) are masked by the
+    # process's log filter (workers.log_filter).
+    if step["endpoint"] == "exchange":
+        return client.exchange(step["server"], step["cmdlet"], bound)
+    session = client.session(step["server"], "host")
+    if any(verb in step["cmdlet"] for verb in EXCHANGE_VERBS):
+        session.ensure_snapin()
+    return session.run(step["cmdlet"], bound)
 
 
 def _created_thumbprint(output: list[Any]) -> str:

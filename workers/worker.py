@@ -20,13 +20,17 @@ import logging
 import sys
 
 from redis import RedisError
+from rq.logutils import setup_loghandlers
 
 from config.schema import Settings
+from workers import log_filter
 from workers.deadline import Worker
 from workers.exchange import close_all
 from workers.queues import CHANGE_QUEUE, READ_QUEUE, SERIALIZER, connect, queue, unreachable
 
 log = logging.getLogger(__name__)
+
+LOG_LEVEL = "INFO"
 
 
 def run(settings: Settings, burst: bool = False) -> int:
@@ -40,12 +44,21 @@ def run(settings: Settings, burst: bool = False) -> int:
         return 1
     queues = [queue(CHANGE_QUEUE, connection), queue(READ_QUEUE, connection)]
     worker = Worker(queues, connection=connection, serializer=SERIALIZER)
+    _process_logging(settings)
     try:
-        worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+        worker.work(burst=burst, with_scheduler=True, logging_level=LOG_LEVEL)
     finally:
         _close_sessions()
         connection.close()
     return 0
+
+
+def _process_logging(settings: Settings) -> None:
+    """rq's handlers made now, as `work()` would make them (same level and format; it then
+    finds them and makes none), so that the secrets filter sits on them too."""
+    for name in ("rq.worker", "rq.job"):
+        setup_loghandlers(LOG_LEVEL, name=name)
+    log_filter.install_for(settings)
 
 
 def _close_sessions() -> None:
