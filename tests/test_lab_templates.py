@@ -16,6 +16,7 @@ from psrpcore.types import serialize
 
 from lab import objects, psrp, scenario
 from lab.cmdlets import select_object
+from lab.objects import certificate_objects, config_objects, iis_objects, server_objects
 from lab.org import Org
 
 
@@ -46,15 +47,15 @@ def test_stamped_objects_render_as_fresh_builds(org: Org, signed: bool) -> None:
         auth = {"current": "AB" * 20, "next_thumbprint": "CD" * 20, "previous": "",
                 "next_effective": now + timedelta(days=2)}
         built = objects.auth_config(ctx, **auth, changed=now)
-        fresh = objects._auth_config(ctx, **auth, changed=now)
+        fresh = config_objects._auth_config(ctx, **auth, changed=now)
         assert _sent(pool, built) == _clixml(built) == _clixml(fresh)
         for spec in org.servers():
             built = objects.exchange_server(spec, ctx, now)
-            assert _sent(pool, built) == _clixml(objects._exchange_server(spec, ctx, now))
+            assert _sent(pool, built) == _clixml(server_objects._exchange_server(spec, ctx, now))
             assert built.WhenChanged == now
         built = objects.hybrid_configuration(ctx, org.servers(), now)
         assert _sent(pool, built) == _clixml(
-            objects._hybrid_configuration(ctx, org.servers(), now))
+            config_objects._hybrid_configuration(ctx, org.servers(), now))
 
 
 def test_constant_objects_render_as_fresh_builds(org: Org) -> None:
@@ -65,14 +66,14 @@ def test_constant_objects_render_as_fresh_builds(org: Org) -> None:
             for stored in org.store(spec.name):
                 material = stored.material
                 assert _sent(pool, objects.exchange_certificate(material, ctx)) == _clixml(
-                    objects._exchange_certificate(material, ctx))
+                    certificate_objects._exchange_certificate(material, ctx))
                 assert _sent(pool, objects.store_certificate(material)) == _clixml(
-                    objects._store_certificate(material))
+                    certificate_objects._store_certificate(material))
             for binding in org.bindings(spec.name):
                 args = (binding.site, "https", binding.binding_information,
                         binding.certificate_hash, binding.store_name)
                 assert _sent(pool, objects.web_binding(*args)) == _clixml(
-                    objects._web_binding(*args))
+                    iis_objects._web_binding(*args))
 
 
 @pytest.mark.parametrize("wanted", [["Name", "Fqdn", "Site"], ["WhenChanged", "Name"], ["Is*"]])
