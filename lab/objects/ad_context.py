@@ -4,6 +4,7 @@ An org's domain fixes its AD distinguished names, object ids and GUIDs; `Context
 them once and builds the nested objects (schema ids, versions, organization id) that every
 configuration object repeats.
 """
+
 from __future__ import annotations
 
 import uuid

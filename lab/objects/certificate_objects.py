@@ -3,6 +3,7 @@
 Real Exchange sends an ExchangeCertificate as `RawData` alone (plus its opaque
 SerializationData), so everything a client knows about it must be computed from RawData.
 """
+
 from __future__ import annotations
 
 from psrpcore.types import (

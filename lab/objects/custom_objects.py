@@ -19,6 +19,7 @@ from lab.objects.type_names import (
 
 def first_type_name(value: Any) -> str:
     """The most specific .NET type name of a pipeline object (for `Selected.<type>`)."""
+
     names = getattr(getattr(value, "PSObject", None), "type_names", None)
     if names:
         return str(names[0])

@@ -36,6 +36,7 @@ def _iis_collection(type_name: str, items: list[PSObject], count: int) -> PSObje
 def web_binding(site: str, protocol: str, binding_information: str,
                 certificate_hash: str, store_name: str) -> PSObject:
     """Get-WebBinding output: the binding's attributes are note properties (MS)."""
+
     return constant(("WebBinding", site, protocol, binding_information, certificate_hash,
                       store_name),
                      lambda: _web_binding(site, protocol, binding_information, certificate_hash,

@@ -2,6 +2,7 @@
 
 Kept apart from the builders so each object module reads as the shape of its type only.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime

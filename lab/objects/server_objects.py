@@ -41,6 +41,7 @@ def _server_role(roles: tuple[str, ...]) -> ServerRole:
 
 def exchange_server(spec: ServerSpec, ctx: Context, changed: datetime) -> PSObject:
     """Get-ExchangeServer output with the fixture's 60 adapted properties in order."""
+
     return stamped(("ExchangeServer", spec, ctx.domain, ctx.signed),
                     lambda stamp: _exchange_server(spec, ctx, stamp), changed)
 

@@ -8,6 +8,7 @@ within an object exactly as in a fresh build. Its `Recipe` lets the transport re
 template's CLIXML with only the time text swapped. Nothing here is ever mutated after it
 is built: psrpcore's serializer and Select-Object only read.
 """
+
 from __future__ import annotations
 
 import threading

@@ -3,6 +3,7 @@
 Each list is a `<TN>` chain exactly as real Exchange 2016/2019 output carries it (most
 specific first), so the bot sees the types it would see against a real server.
 """
+
 from __future__ import annotations
 
 from psrpcore.types import (

@@ -3,6 +3,7 @@
 The serializer is hand-written because every Receive answer goes through it and
 ElementTree's own was the larger cost; it gives the same bytes.
 """
+
 from __future__ import annotations
 
 import uuid

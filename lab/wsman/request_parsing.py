@@ -2,6 +2,7 @@
 
 A malformed request raises `WSManError`; the server answers it with a fault.
 """
+
 from __future__ import annotations
 
 import base64

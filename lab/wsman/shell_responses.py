@@ -107,6 +107,7 @@ def command_response(request: Request, command_id: str) -> bytes:
 
 def empty_response(request: Request) -> bytes:
     """SendResponse / SignalResponse / DeleteResponse: an acknowledgement only."""
+
     envelope, body = _response(request)
     if request.action == "Send":
         ET.SubElement(body, qname("rsp", "SendResponse"))

@@ -3,6 +3,7 @@
 pypsrp reads the WSManFault Code and Message, so each fault carries the code and text
 real WinRM sends for the same condition.
 """
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
