@@ -7,11 +7,11 @@ pipeline through `cmdlets.run_pipeline` when it is complete, and sorts the outgo
 fragments into one outbox per target (the pool itself or one pipeline), because WinRM
 delivers a pipeline's output only to a Receive that names its CommandId.
 
-`shell` holds the WS-Man side (one `Shell` per WS-Man shell), `runspace_pool` psrpcore's
-pool with its caches, `pipeline_runs` when and how a pipeline runs, and `error_records`
+`remote_shell` holds the WS-Man side (one `Shell` per WS-Man shell), `runspace_pool`
+psrpcore's pool with its caches, `runs` when and how a pipeline runs, and `error_records`
 the PowerShell errors it reports.
 """
 
-from lab.psrp.shell import ProtocolError, Shell, ShellClosed, UnknownCommand
+from lab.psrp.remote_shell import ProtocolError, Shell, ShellClosed, UnknownCommand
 
 __all__ = ["ProtocolError", "Shell", "ShellClosed", "UnknownCommand"]

@@ -35,7 +35,7 @@ from psrpcore.types import (
 
 from lab import cmdlets
 from lab.org import Org
-from lab.psrp.pipeline_runs import TERMINAL, PipelineRun, run_when_ready, statements_of
+from lab.psrp.runs import TERMINAL, PipelineRun, run_when_ready, statements_of
 from lab.psrp.runspace_pool import LabPool
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from lab.clock import DurationTooLong, NotADuration, read_duration
 from lab.org import Org
 
 if TYPE_CHECKING:
-    from lab.server.request_handler import LabRequestHandler
+    from lab.http.request_handler import LabRequestHandler
 
 
 class ControlError(ValueError):

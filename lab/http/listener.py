@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from lab import psrp
+from lab.http.request_handler import LabRequestHandler
+from lab.http.tls_certificate import make_self_signed
 from lab.org import Org
-from lab.server.request_handler import LabRequestHandler
-from lab.server.tls_certificate import make_self_signed
 
 log = logging.getLogger(__name__)
 

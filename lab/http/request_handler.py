@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from lab import wsman
-from lab.server import basic_auth
-from lab.server.control_api import serve_control
-from lab.server.wsman_endpoint import DropConnection, serve_wsman
+from lab.http import basic_auth
+from lab.http.control_api import serve_control
+from lab.http.wsman_endpoint import DropConnection, serve_wsman
 
 if TYPE_CHECKING:
-    from lab.server.listener import LabServer
+    from lab.http.listener import LabServer
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ reads and routes each request, `wsman_endpoint` and `control_api` answer them, b
 `basic_auth`; `tls_certificate` makes the throwaway certificate of HTTPS mode.
 """
 
-from lab.server.control_api import ControlError, parse_advance
-from lab.server.listener import LabServer
+from lab.http.control_api import ControlError, parse_advance
+from lab.http.listener import LabServer
 
 __all__ = ["ControlError", "LabServer", "parse_advance"]

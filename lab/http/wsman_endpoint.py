@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from lab import cmdlets, psrp, wsman
 
 if TYPE_CHECKING:
-    from lab.server.request_handler import LabRequestHandler
+    from lab.http.request_handler import LabRequestHandler
 
 Endpoint = Literal["exchange", "host"]
 
