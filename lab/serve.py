@@ -18,8 +18,8 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from lab import scenario as scenario_module
+from lab.http import LabServer
 from lab.org import Org
-from lab.server import LabServer
 
 DEFAULT_USERNAME = "LAB\\exadmin"
 

@@ -1,8 +1,8 @@
 """The lab's template and CLIXML caches send exactly what its serializer would make.
 
-`objects` builds big objects once per content and restamps their time; `psrp._Pool`
+`objects` builds big objects once per content and restamps their time; `LabPool`
 reuses the template's CLIXML with only the time text swapped. Each check compares those
-bytes with psrpcore's serialization (`<ToString>` escaped, as psrp._Pool sends it) of the
+bytes with psrpcore's serialization (`<ToString>` escaped, as LabPool sends it) of the
 same object built from scratch.
 """
 
@@ -14,21 +14,23 @@ from xml.etree import ElementTree
 import pytest
 from psrpcore.types import serialize
 
-from lab import objects, psrp, scenario
+from lab import objects, scenario
 from lab.cmdlets import select_object
+from lab.objects import certificate_objects, config_objects, iis_objects, server_objects
 from lab.org import Org
+from lab.psrp.runspace_pool import LabPool, Rendered, escape_to_strings
 
 
 def _clixml(value: object) -> bytes:
     """psrpcore's serialization, with `<ToString>` escaped as the lab sends it."""
     element = serialize(value, None)
-    psrp.escape_to_strings(element)
+    escape_to_strings(element)
     return ElementTree.tostring(element, encoding="utf-8", method="xml")
 
 
-def _sent(pool: psrp._Pool, value: object) -> bytes:
+def _sent(pool: LabPool, value: object) -> bytes:
     rendered = pool.render(value)
-    assert isinstance(rendered, psrp._Rendered)
+    assert isinstance(rendered, Rendered)
     return rendered.clixml
 
 
@@ -40,39 +42,39 @@ def org() -> Org:
 @pytest.mark.parametrize("signed", [True, False])
 def test_stamped_objects_render_as_fresh_builds(org: Org, signed: bool) -> None:
     ctx = objects.Context("contoso.lab", signed)
-    pool = psrp._Pool()
+    pool = LabPool()
     for tick in range(2):  # the second pass reads every cache
         now = datetime(2026, 3, 4, 5, 6, 7, 123456 + tick, tzinfo=UTC)
         auth = {"current": "AB" * 20, "next_thumbprint": "CD" * 20, "previous": "",
                 "next_effective": now + timedelta(days=2)}
         built = objects.auth_config(ctx, **auth, changed=now)
-        fresh = objects._auth_config(ctx, **auth, changed=now)
+        fresh = config_objects._auth_config(ctx, **auth, changed=now)
         assert _sent(pool, built) == _clixml(built) == _clixml(fresh)
         for spec in org.servers():
             built = objects.exchange_server(spec, ctx, now)
-            assert _sent(pool, built) == _clixml(objects._exchange_server(spec, ctx, now))
+            assert _sent(pool, built) == _clixml(server_objects._exchange_server(spec, ctx, now))
             assert built.WhenChanged == now
         built = objects.hybrid_configuration(ctx, org.servers(), now)
         assert _sent(pool, built) == _clixml(
-            objects._hybrid_configuration(ctx, org.servers(), now))
+            config_objects._hybrid_configuration(ctx, org.servers(), now))
 
 
 def test_constant_objects_render_as_fresh_builds(org: Org) -> None:
     ctx = objects.Context("contoso.lab", True)
-    pool = psrp._Pool()
+    pool = LabPool()
     for _ in range(2):
         for spec in org.servers():
             for stored in org.store(spec.name):
                 material = stored.material
                 assert _sent(pool, objects.exchange_certificate(material, ctx)) == _clixml(
-                    objects._exchange_certificate(material, ctx))
+                    certificate_objects._exchange_certificate(material, ctx))
                 assert _sent(pool, objects.store_certificate(material)) == _clixml(
-                    objects._store_certificate(material))
+                    certificate_objects._store_certificate(material))
             for binding in org.bindings(spec.name):
                 args = (binding.site, "https", binding.binding_information,
                         binding.certificate_hash, binding.store_name)
                 assert _sent(pool, objects.web_binding(*args)) == _clixml(
-                    objects._web_binding(*args))
+                    iis_objects._web_binding(*args))
 
 
 @pytest.mark.parametrize("wanted", [["Name", "Fqdn", "Site"], ["WhenChanged", "Name"], ["Is*"]])

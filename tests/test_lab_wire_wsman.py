@@ -8,7 +8,7 @@ import pytest
 from pypsrp.wsman import WSMan
 
 from lab import wsman
-from lab.server import ControlError, parse_advance
+from lab.http import ControlError, parse_advance
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,155 @@
+"""The lab's HTTP server object: one port for the whole org, a thread per request.
+
+It owns what outlives a request: the org, the credentials and timing knobs, the TLS
+context, the open connections (so `stop` can end keep-alive ones) and the open shells
+(forgotten ones expire after WinRM's idle timeout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from lab import psrp
+from lab.http.request_handler import LabRequestHandler
+from lab.http.tls_certificate import make_self_signed
+from lab.org import Org
+
+log = logging.getLogger(__name__)
+
+IDLE_SHELL_TIMEOUT = 7200.0  # WinRM's default shell IdleTimeOut: forgotten shells go away
+
+
+class LabServer(ThreadingHTTPServer):
+    """The server object: the org, credentials, timing knobs and the open shells."""
+
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        org: Org,
+        *,
+        username: str,
+        password: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency_ms: int = 0,
+        open_ms: int = 0,
+        tls: bool = False,
+    ) -> None:
+        self.org = org
+        self.username = username
+        self.password = password
+        self.latency_ms = max(0, int(latency_ms))
+        self.open_ms = max(0, int(open_ms))
+        self.shells: dict[str, psrp.Shell] = {}
+        self.shells_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self._connections: set[Any] = set()
+        self._connections_lock = threading.Lock()
+        self.ssl_context: ssl.SSLContext | None = None
+        self.cert_file: Path | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if tls:
+            self._tmp = tempfile.TemporaryDirectory(prefix="exauth-lab-tls-")
+            self.cert_file, key_file = make_self_signed(Path(self._tmp.name))
+            self.ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.ssl_context.load_cert_chain(self.cert_file, key_file)
+        super().__init__((host, port), LabRequestHandler)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_context else "http"
+
+    @property
+    def base_url(self) -> str:
+        host = str(self.server_address[0])
+        return f"{self.scheme}://{host}:{self.port}"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.2}, name="exauth-lab", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop accepting, end every shell (waking long polls) and free the port."""
+        self.stopping.set()
+        if self._thread is not None:
+            self.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        with self.shells_lock:
+            shells = list(self.shells.values())
+            self.shells.clear()
+        for shell in shells:
+            shell.close()
+        # Keep-alive connections would otherwise go on being served by their threads.
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        self.server_close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # The TLS handshake happens here, on the request's own thread, so a slow or
+        # broken client cannot stall the accept loop.
+        if self.ssl_context is not None:
+            try:
+                request = self.ssl_context.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as exc:
+                log.debug("TLS handshake with %s failed: %s", client_address, exc)
+                return
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+    def add_shell(self, shell: psrp.Shell) -> None:
+        now = time.monotonic()
+        with self.shells_lock:
+            idle = [s for s in self.shells.values() if now - s.last_used > IDLE_SHELL_TIMEOUT]
+            for stale in idle:
+                del self.shells[stale.id]
+            self.shells[shell.id] = shell
+        for stale in idle:
+            stale.close()
+
+    def get_shell(self, shell_id: str | None) -> psrp.Shell | None:
+        if not shell_id:
+            return None
+        with self.shells_lock:
+            return self.shells.get(shell_id.upper())
+
+    def remove_shell(self, shell_id: str) -> None:
+        with self.shells_lock:
+            self.shells.pop(shell_id.upper(), None)
