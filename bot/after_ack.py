@@ -13,6 +13,21 @@ Duplicate deliveries enqueue nothing: a second request with a trigger_id already
 When Redis does not answer that check (stopped, or hung past workers.queues.ANSWER_TIMEOUT),
 every command of the batch gets the one ephemeral line saying so instead: nothing it asks
 for can be done without the job queue, and asking Redis again would only make it wait.
+
+The app owns one AfterAck (bot.app.create_app) and hands it to every registration: button
+clicks and form submissions (`submit`) run on the same threads, after the same wait for
+acks in flight, and every failure after an ack takes one path (`answer_failure`): one log
+line, and for the person waiting one plain line (QUEUE_DOWN when Redis does not answer,
+FAILED otherwise), never a traceback. `listener_error` is the app's `@app.error` for what
+raises before an ack.
+
+Why not bolt's lazy listeners: with process_before_response=True bolt starts them while
+still answering, on the ack path: a deep copy of the request (`create_copy`) per listener,
+then a submit to its executor where the work starts at once, beside the acks still in
+flight, one Redis round trip per command. That is the shape measured above as slow; and
+what a lazy function raises bolt logs only ("Failed to run an internal function"), the
+person hears nothing. So the work stays here, and `@app.error` takes only what the
+listeners raise before their ack.
 """
 
 from __future__ import annotations
@@ -28,7 +43,7 @@ from queue import SimpleQueue
 from typing import Any
 
 from redis import Redis
-from slack_bolt import Respond
+from slack_bolt import BoltRequest, BoltResponse, Respond
 from slack_sdk import WebClient
 
 from bot import views
@@ -42,6 +57,9 @@ AFTER_ACK_THREADS = 8  # placeholder posts at once: Slack I/O (~100 ms each), li
 AFTER_ACK_BATCH = 25  # commands per dedupe / enqueue pipeline: ~10 ms of CPU, no more
 AFTER_ACK_MAX_DEFER = 1.0  # seconds after-ack work yields to acks in flight, at most
 AFTER_ACK_QUIET = 0.02  # seconds without an ack in flight before after-ack work goes on
+FAILED = "Sorry, that did not work: something failed on my side (it is in the bot's log)."
+
+Answer = Callable[[str], object]  # says one plain line to the person waiting
 
 
 class AcksInFlight:
@@ -104,6 +122,13 @@ class Started:
     def deadline(self) -> float:
         return self.received + AFTER_ACK_MAX_DEFER
 
+    def answer(self, text: str) -> None:
+        self.respond(text=text, response_type="ephemeral")
+
+    @property
+    def what(self) -> str:
+        return f"/exauth {(self.command.get('text') or '').split(' ', 1)[0]}".rstrip()
+
 
 @dataclass
 class ReadRequest:
@@ -118,8 +143,9 @@ class AfterAck:
     """Everything a listener hands over after its ack, done when no ack is waiting.
 
     One thread takes the handed-over commands in batches and drops duplicates in one
-    Redis round trip; a few threads run the work (Slack I/O, so several at once); one
-    thread enqueues the read jobs that work asks for, one pipeline per batch.
+    Redis round trip; a few threads run the work (Slack I/O, so several at once) - the
+    commands' and the clicks' alike; one thread enqueues the read jobs that work asks for,
+    one pipeline per batch.
     """
 
     def __init__(self, redis: Redis, *, acks: AcksInFlight = ACKS_IN_FLIGHT,
@@ -138,8 +164,35 @@ class AfterAck:
         """Called by a listener right after its ack: costs the ack path one queue put."""
         self._started.put(started)
 
+    def submit(self, work: Callable[[], object], answer: Answer | None, what: str) -> None:
+        """A click's or a form's work, called right after its ack; `answer` reaches the
+        person waiting if the work raises (see `answer_failure`)."""
+        self._posts.submit(self._run_quiet, time.monotonic() + AFTER_ACK_MAX_DEFER,
+                           work, answer, what)
+
+    def failed(self, exc: Exception, answer: Answer | None, what: str) -> None:
+        """A failure caught on the ack path: its answer is sent from here, not there."""
+        self._posts.submit(answer_failure, exc, answer, what)
+
     def enqueue_read(self, request: ReadRequest) -> None:
         self._reads.put(request)
+
+    def listener_error(self, error: Exception, request: BoltRequest,
+                       respond: Respond | None) -> BoltResponse | None:
+        """bolt's `@app.error`: a listener raised before its ack. A slash command is
+        answered in the HTTP response itself, a click through its response_url (then Slack
+        gets a plain 200: the person has the line); bolt's 500 stays for the rest."""
+        if request.body.get("command"):
+            answer_failure(error, None, f"{request.body['command']} before its ack")
+            return BoltResponse(status=200, body={"response_type": "ephemeral",
+                                                  "text": FAILED})
+        what = f"{request.body.get('type') or 'request'} before its ack"
+        if respond is None or not respond.response_url:  # a form: bolt's 500 shows in it
+            answer_failure(error, None, what)
+            return None
+        self.failed(error, partial(respond, response_type="ephemeral", replace_original=False),
+                    what)
+        return BoltResponse(status=200, body="")
 
     def _dedupe_loop(self) -> None:
         while True:
@@ -152,8 +205,7 @@ class AfterAck:
                 log.warning("duplicate check failed, Redis is not reachable: %s",
                             type(exc).__name__)
                 for started in batch:
-                    self._posts.submit(logged, partial(started.respond, text=QUEUE_DOWN,
-                                                       response_type="ephemeral"))
+                    self._posts.submit(say, started.answer, QUEUE_DOWN)
                 continue
             except Exception as exc:  # Redis answered oddly: act anyway, the enqueue says
                 log.warning("duplicate check failed: %s", type(exc).__name__)
@@ -163,17 +215,20 @@ class AfterAck:
                     log.info("duplicate delivery of %s ignored",
                              started.command.get("trigger_id"))
                     continue
-                self._posts.submit(self._run, started)
+                self._posts.submit(self._run_quiet, started.deadline,
+                                   partial(started.work, started.command, started.respond),
+                                   started.answer, started.what)
 
-    def _run(self, started: Started) -> None:
-        self.acks.wait_quiet(started.deadline)
-        logged(started.work, started.command, started.respond)
+    def _run_quiet(self, deadline: float, work: Callable[[], object], answer: Answer | None,
+                   what: str) -> None:
+        self.acks.wait_quiet(deadline)
+        guarded(work, answer, what)
 
     def _enqueue_loop(self) -> None:
         while True:
             batch = _drain(self._reads)
             self.acks.wait_quiet(batch[0].deadline)
-            logged(enqueue_batch, self.redis, batch)
+            guarded(partial(enqueue_batch, self.redis, batch), None, "read jobs' enqueue")
 
 
 def enqueue_batch(redis: Redis, batch: list[ReadRequest]) -> None:
@@ -187,17 +242,47 @@ def enqueue_batch(redis: Redis, batch: list[ReadRequest]) -> None:
             failed = views.failure_message(request.job.org, meta["kind"],
                                            "the job queue (Redis) is not reachable")
             reply = meta["reply"]
-            logged(partial(request.client.chat_update, channel=reply["channel"],
-                           ts=reply["ts"], text=failed["text"], blocks=failed["blocks"]))
+            guarded(partial(request.client.chat_update, channel=reply["channel"],
+                            ts=reply["ts"], text=failed["text"], blocks=failed["blocks"]),
+                    None, "card update")
 
 
-def logged(func: Callable[..., Any], *args: Any) -> None:
-    """Work after the ack has no caller to raise to: log one line instead."""
+# --- the one error path -----------------------------------------------------------------------
+
+
+def guarded(work: Callable[[], object], answer: Answer | None, what: str) -> None:
+    """Work after the ack has no caller to raise to: whatever it raises ends here."""
     try:
-        func(*args)
+        work()
     except Exception as exc:
-        log.warning("after-ack work failed: %s: %s", type(exc).__name__,
-                    str(exc).splitlines()[0] if str(exc) else "")
+        answer_failure(exc, answer, what)
+
+
+def answer_failure(exc: Exception, answer: Answer | None, what: str) -> None:
+    """One log line (no traceback: the kind and first line say enough, and a traceback
+    could carry a secret); one plain line to the person waiting, if anyone is."""
+    if isinstance(exc, UNREACHABLE_ERRORS):
+        log.warning("%s: Redis is not reachable: %s", what, type(exc).__name__)
+        text = QUEUE_DOWN
+    else:
+        log.warning("%s failed: %s: %s", what, type(exc).__name__, first_line(exc))
+        text = FAILED
+    if answer is not None:
+        say(answer, text)
+
+
+def say(answer: Answer, text: str) -> None:
+    """Answer the person waiting; if Slack does not take it, one log line."""
+    try:
+        answer(text)
+    except Exception as exc:
+        log.warning("the answer was not delivered: %s: %s", type(exc).__name__,
+                    first_line(exc))
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else ""
 
 
 def _drain(source: SimpleQueue[Any]) -> list[Any]:

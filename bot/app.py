@@ -42,7 +42,7 @@ from bot.slack import SlackNotConfigured, api_url, web_client
 from bot.warnings_notify import register as register_warnings
 from config.schema import Settings
 from workers import jobs, log_filter
-from workers.queues import ANSWER_TIMEOUT, QUEUE_DOWN, UNREACHABLE_ERRORS, ReadJob, connect
+from workers.queues import ANSWER_TIMEOUT, ReadJob, connect
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,9 @@ def create_app(settings: Settings, *, redis_url: str | None = None,
         signing_secret=signing_secret.get_secret_value() if signing_secret else "",
         process_before_response=True,
     )
+    # The app's one executor for work after an ack, and its one error path (bot.after_ack).
     after_ack = AfterAck(connect(redis_url or settings.redis.url, timeout=ANSWER_TIMEOUT))
+    app.error(after_ack.listener_error)
     org_channels = {org.name: org.channel for org in settings.orgs}
 
     @app.command(COMMAND)
@@ -101,8 +103,8 @@ def create_app(settings: Settings, *, redis_url: str | None = None,
             post_placeholder, decision, client, after_ack)))
 
     # Approve/Deny on operation cards, and the warnings' "Fix" / "Snooze 7 days" buttons.
-    approvals = register_approvals(app, settings, redis_url=redis_url)
-    register_warnings(app, settings, approvals, redis_url=redis_url)
+    approvals = register_approvals(app, settings, after_ack, redis_url=redis_url)
+    register_warnings(app, settings, approvals, after_ack, redis_url=redis_url)
     return app
 
 
@@ -122,13 +124,9 @@ def is_redelivery(request: BoltRequest) -> bool:
 def start_op(decision: RunOp, handlers: Approvals, command: dict[str, Any],
              respond: Respond) -> None:
     """Operation subcommands: check who asks, enqueue, answer ephemerally (after the ack).
-    Every one of them needs Redis; when it does not answer, the asker hears so."""
-    try:
-        text = _op_answer(decision, handlers, command)
-    except UNREACHABLE_ERRORS as exc:
-        log.warning("/exauth %s: Redis is not reachable: %s", decision.kind, type(exc).__name__)
-        text = QUEUE_DOWN
-    respond(text=text, response_type="ephemeral")
+    Every one of them needs Redis; when it does not answer, the one error path
+    (bot.after_ack.answer_failure) tells the asker so."""
+    respond(text=_op_answer(decision, handlers, command), response_type="ephemeral")
 
 
 def _op_answer(decision: RunOp, handlers: Approvals, command: dict[str, Any]) -> str:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from redis import Redis
@@ -33,10 +33,11 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot import cards
+from bot.after_ack import AfterAck, Answer
 from bot.views import escape
 from config.schema import OrgSettings, Settings
 from workers import approval, audit, operation, operations, ops_jobs
-from workers.queues import ANSWER_TIMEOUT, QUEUE_DOWN, UNREACHABLE_ERRORS, connect
+from workers.queues import ANSWER_TIMEOUT, connect
 
 log = logging.getLogger(__name__)
 
@@ -254,48 +255,57 @@ def resume(conn: Redis, handlers: Approvals, settings: Settings, user: str, chan
 # --- bolt wiring ----------------------------------------------------------------------------
 
 
-def register(app: App, settings: Settings, *, redis_url: str | None = None) -> Approvals:
-    """Add the Approve/Deny listeners and the deny modal to `app`."""
+def register(app: App, settings: Settings, after_ack: AfterAck, *,
+             redis_url: str | None = None) -> Approvals:
+    """Add the Approve/Deny listeners and the deny modal to `app`; their work after the ack
+    runs on the app's `after_ack`, and what it raises is answered there."""
     conn = connect(redis_url or settings.redis.url, timeout=ANSWER_TIMEOUT)
     handlers = Approvals(settings, conn, app.client)
-    after_ack = ThreadPoolExecutor(max_workers=8, thread_name_prefix="exauth-approvals")
 
     def reply(client: WebClient, channel: str, user: str, text: str) -> None:
         if channel:
             client.chat_postEphemeral(channel=channel, user=user, text=text)
 
-    def clicked(body: dict[str, Any], client: WebClient, decision: str) -> None:
+    def to(client: WebClient, channel: str, user: str) -> Answer:
+        return partial(reply, client, channel, user)
+
+    def to_clicker(client: WebClient, body: dict[str, Any], text: str) -> None:
+        """Read from the click only when needed: nothing can raise on the ack path."""
+        reply(client, (body.get("channel") or {}).get("id", ""), body["user"]["id"], text)
+
+    def approve(body: dict[str, Any], client: WebClient) -> None:
         user = body["user"]["id"]
         channel = (body.get("channel") or {}).get("id", "")
-        action = body["actions"][0]
-        if decision == "approve":
-            try:
-                result = handlers.approve(user, action.get("value", ""), channel=channel)
-            except UNREACHABLE_ERRORS:
-                reply(client, channel, user, QUEUE_DOWN)
-                return
-            if not result.ok:
-                reply(client, channel, user, f"Not approved: {result.message}")
-            return
-        message = body.get("message") or {}
+        result = handlers.approve(user, body["actions"][0].get("value", ""), channel=channel)
+        if not result.ok:
+            reply(client, channel, user, f"Not approved: {result.message}")
+
+    def open_deny_form(body: dict[str, Any], client: WebClient) -> None:
+        user = (body.get("user") or {}).get("id", "")
+        channel = (body.get("channel") or {}).get("id", "")
         try:
             client.views_open(trigger_id=body["trigger_id"], view=cards.deny_modal(
-                action.get("value", ""), channel, str(message.get("ts", ""))))
+                body["actions"][0].get("value", ""), channel,
+                str((body.get("message") or {}).get("ts", ""))))
         except SlackApiError as exc:  # e.g. expired_trigger_id: the click came too late
             error = exc.response.get("error") or "error"
             log.warning("deny form not opened: %s", error)
-            after_ack.submit(_logged, reply, client, channel, user,
-                             f"I could not open the deny form ({error}); click Deny again.")
+            after_ack.submit(partial(reply, client, channel, user, f"I could not open the "
+                                     f"deny form ({error}); click Deny again."), None,
+                             "deny form answer")
+        except Exception as exc:
+            after_ack.failed(exc, to(client, channel, user), "deny click")
 
     @app.action(cards.APPROVE_ACTION)
     def approve_clicked(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        after_ack.submit(_logged, clicked, body, client, "approve")
+        after_ack.submit(partial(approve, body, client), partial(to_clicker, client, body),
+                         "approve click")
 
     @app.action(cards.DENY_ACTION)
     def deny_clicked(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        _logged(clicked, body, client, "deny")  # views.open needs the fresh trigger_id
+        open_deny_form(body, client)  # views.open needs the fresh trigger_id: not deferred
 
     @app.view(cards.DENY_VIEW)
     def deny_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any],
@@ -309,26 +319,13 @@ def register(app: App, settings: Settings, *, redis_url: str | None = None) -> A
         ack()
         meta = json.loads(view.get("private_metadata") or "{}")
         user = body["user"]["id"]
+        channel = meta.get("channel", "")
 
         def work() -> None:
-            try:
-                result = handlers.deny(user, meta.get("value", ""), reason,
-                                       channel=meta.get("channel", ""))
-            except UNREACHABLE_ERRORS:
-                reply(client, meta.get("channel", ""), user, QUEUE_DOWN)
-                return
+            result = handlers.deny(user, meta.get("value", ""), reason, channel=channel)
             if not result.ok:
-                reply(client, meta.get("channel", ""), user,
-                      f"Not denied: {result.message}")
+                reply(client, channel, user, f"Not denied: {result.message}")
 
-        after_ack.submit(_logged, work)
+        after_ack.submit(work, to(client, channel, user), "deny form")
 
     return handlers
-
-
-def _logged(func: Callable[..., Any], *args: Any) -> None:
-    try:
-        func(*args)
-    except Exception as exc:
-        log.warning("approval handling failed: %s: %s", type(exc).__name__,
-                    str(exc).splitlines()[0] if str(exc) else "")

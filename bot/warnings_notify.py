@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 from types import TracebackType
@@ -36,6 +35,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot import approvals as op_commands
 from bot import views
+from bot.after_ack import AfterAck
 from bot.approvals import Approvals
 from bot.slack import callback_client
 from bot.views import escape
@@ -44,7 +44,7 @@ from config.load import load_settings
 from config.schema import OrgSettings, Settings
 from workers import audit, jobs, warning_state
 from workers.approval import GroupCache
-from workers.queues import ANSWER_TIMEOUT, QUEUE_DOWN, UNREACHABLE_ERRORS, connect
+from workers.queues import ANSWER_TIMEOUT, connect
 from workers.warnings import EMOJI, Notice
 
 log = logging.getLogger(__name__)
@@ -196,12 +196,12 @@ def resolved_message(notice: Notice) -> dict[str, Any]:
 # --- buttons ---------------------------------------------------------------------------------
 
 
-def register(app: App, settings: Settings, handlers: Approvals, *,
+def register(app: App, settings: Settings, handlers: Approvals, after_ack: AfterAck, *,
              redis_url: str | None = None, clock: Clock | None = None) -> None:
     """Add the Fix / Snooze handlers to the bot's App. They ack at once; the Redis and
-    Slack work runs on a small pool so Slack gets its answer inside 3 s."""
+    Slack work runs on the app's `after_ack` (its one error path answers what raises), so
+    Slack gets its answer inside 3 s."""
     conn = connect(redis_url or settings.redis.url, timeout=ANSWER_TIMEOUT)
-    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="exauth-warning")
     caches: dict[int, GroupCache] = {}
     now = clock or (lambda: datetime.now(UTC))
 
@@ -215,14 +215,14 @@ def register(app: App, settings: Settings, handlers: Approvals, *,
     @app.action(SNOOZE_ACTION)
     def _snooze(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        pool.submit(_answered, client, body, partial(
-            handle_snooze, settings, conn, client, groups(client), body, now()))
+        after_ack.submit(partial(handle_snooze, settings, conn, client, groups(client), body,
+                                 now()), partial(_tell, client, body), "warning snooze")
 
     @app.action(FIX_ACTION)
     def _fix(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        pool.submit(_answered, client, body, partial(
-            handle_fix, settings, conn, client, body, handlers))
+        after_ack.submit(partial(handle_fix, settings, conn, client, body, handlers),
+                         partial(_tell, client, body), "warning fix")
 
 
 def handle_snooze(settings: Settings, conn: Redis, client: WebClient, groups: GroupCache,
@@ -321,17 +321,6 @@ def _tell(client: WebClient, body: dict[str, Any], text: str) -> None:
                                   user=str(body["user"]["id"]), text=text)
     except (SlackApiError, KeyError, TypeError) as exc:
         log.info("could not answer a warning button: %s", _line(exc))
-
-
-def _answered(client: WebClient, body: dict[str, Any], work: Callable[[], object]) -> None:
-    """A button's work after the ack: never silent when Redis does not answer."""
-    try:
-        work()
-    except UNREACHABLE_ERRORS as exc:
-        log.warning("warning button: Redis is not reachable: %s", type(exc).__name__)
-        _tell(client, body, QUEUE_DOWN)
-    except Exception as exc:
-        log.warning("warning button failed: %s: %s", type(exc).__name__, _line(exc))
 
 
 def _release_all(conn: Redis, result: Any) -> None:

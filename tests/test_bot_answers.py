@@ -9,6 +9,7 @@ What the user sees is what reaches the Slack mock: a post to the command's `resp
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -24,6 +25,7 @@ import redis
 import requests
 
 from bot import cards
+from bot.after_ack import FAILED
 from bot.app import create_app
 from bot.http import SlackHttpServer
 from bot.warnings_notify import FIX_ACTION, SNOOZE_ACTION
@@ -39,7 +41,7 @@ from tests.slack_mock import (
     slash_command_body,
 )
 from tests.test_approvals_slack import deny_submission as slack_deny_submission
-from workers import queues
+from workers import queues, redis_keys
 
 CHANNEL = "C0CONTOSO"
 USER = "U0ALICE"
@@ -136,8 +138,8 @@ def slash(text: str, slack: SlackMock, trigger: str) -> str:
                               response_url=slack.response_url(trigger))
 
 
-def button(action_id: str, value: str, trigger: str) -> str:
-    return urlencode({"payload": json.dumps({
+def button(action_id: str, value: str, trigger: str, **extra: str) -> str:
+    return urlencode({"payload": json.dumps({**extra,
         "type": "block_actions", "user": {"id": USER}, "team": {"id": "T0EXAUTH"},
         "api_app_id": "A0EXAUTH", "token": "x", "trigger_id": trigger,
         "channel": {"id": CHANNEL}, "container": {"type": "message", "message_ts": "1.1"},
@@ -208,6 +210,78 @@ def test_the_bot_waits_briefly_on_redis_and_the_worker_keeps_its_defaults() -> N
     with pytest.raises(redis.ConnectionError):
         bot_side.ping()
     assert time.monotonic() - started < 1.5
+
+
+# --- something nobody expected ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["fix", "ops", "resume op1", "approve-click", "deny-submit",
+                                  "fix-click"])
+def test_an_unexpected_failure_after_the_ack_is_one_plain_line_and_one_log_line(
+        name: str, conn: redis.Redis, redis_url: str, slack: SlackMock,
+        start_bot: Callable[[str], SlackHttpServer], caplog: pytest.LogCaptureFixture) -> None:
+    """Redis answers, but with an error no handler expects (keys of the wrong type: the
+    operation is a list, the org's index a string). The person still hears one plain line,
+    the log gets one line for it, and no traceback is anywhere."""
+    conn.rpush(redis_keys.operation("op1"), "not an operation")
+    conn.set(redis_keys.org_operations("contoso"), "not a set")
+    caplog.set_level(logging.INFO)
+    bot = start_bot(redis_url)
+    body, where = REQUESTS[name](slack, f"trig-odd-{name.replace(' ', '-')}")
+    sent = time.monotonic()
+    assert post(bot, body).status_code == 200
+    answer: Call = slack.wait_for(where, timeout=10)[0]
+    took = time.monotonic() - sent
+    assert answer.params["text"] == FAILED
+    assert took < ANSWER_WITHIN, f"the answer took {took:.1f} s"
+    time.sleep(0.3)
+    assert len(slack.calls_of(where)) == 1
+    ours = [r for r in caplog.records if r.name.startswith("bot") and r.levelno >= logging.WARNING]
+    assert len(ours) == 1, caplog.text
+    assert "WRONGTYPE" in ours[0].getMessage() and "\n" not in ours[0].getMessage()
+    assert all(r.exc_info is None for r in caplog.records)
+    assert "Traceback" not in caplog.text
+
+
+def test_a_listener_that_raises_before_its_ack_is_answered_by_the_app_error_handler(
+        slack: SlackMock, redis_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """bolt hands what a listener raises before its ack to the app's `@app.error`: a slash
+    command hears the plain line in the HTTP answer, a click through its response_url; one
+    log line each, no traceback."""
+    caplog.set_level(logging.INFO)
+    app = create_app(make_settings(slack, redis_url, monkeypatch), redis_url=redis_url)
+
+    @app.command("/exauth-broken")
+    def broken_command(ack: Callable[..., None]) -> None:
+        raise RuntimeError("a bug\nwith a second line")
+
+    @app.action("exauth_broken")
+    def broken_click(ack: Callable[..., None]) -> None:
+        raise RuntimeError("another bug")
+
+    bot = SlackHttpServer(app, "127.0.0.1", 0)
+    bot.start_background()
+    try:
+        response = post(bot, slash_command_body(
+            "x", channel_id=CHANNEL, trigger_id="trig-broken", user_id=USER,
+            response_url=slack.response_url("broken"), command="/exauth-broken"))
+        assert response.status_code == 200
+        assert response.json() == {"response_type": "ephemeral", "text": FAILED}
+        click = post(bot, button("exauth_broken", "v", "trig-broken-click",
+                                 response_url=slack.response_url("broken-click")))
+        assert click.status_code == 200
+        answer = slack.wait_for("response", timeout=ANSWER_WITHIN)[0]
+        assert answer.params["text"] == FAILED
+        assert answer.params["response_type"] == "ephemeral"
+    finally:
+        bot.stop()
+    ours = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in ours] == [
+        "/exauth-broken before its ack failed: RuntimeError: a bug",
+        "block_actions before its ack failed: RuntimeError: another bug"], caplog.text
+    assert all(r.exc_info is None for r in caplog.records)
+    assert "Traceback" not in caplog.text
 
 
 # --- the deny form ---------------------------------------------------------------------------

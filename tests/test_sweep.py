@@ -222,6 +222,7 @@ def test_buttons_registered_on_the_bolt_app(lab_org: Callable[..., Org], conn: r
     recommended operation, as /exauth fix does)."""
     from slack_bolt import App, BoltRequest
 
+    from bot.after_ack import AfterAck
     from bot.approvals import Approvals
     from bot.warnings_notify import register
     from tests.slack_mock import SIGNING_SECRET, signed_headers
@@ -232,7 +233,8 @@ def test_buttons_registered_on_the_bolt_app(lab_org: Callable[..., Org], conn: r
     current = str(org.handle.org.state()["auth_config"]["current"]).upper()
     app = App(client=client_for(slack), signing_secret=SIGNING_SECRET,
               process_before_response=True)
-    register(app, org.settings, Approvals(org.settings, conn, app.client), redis_url=redis_url)
+    register(app, org.settings, Approvals(org.settings, conn, app.client), AfterAck(conn),
+             redis_url=redis_url)
 
     def click(action: str) -> int:
         payload = snooze_body(f"auth:current:{current}", APPROVER, message.response["ts"])
