@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from config.schema import Settings
 from workers import approval, audit, execute, operation, operations
+from workers.clock import SYSTEM_CLOCK, Clock
 from workers.exchange import ExchangeClient, ExchangeError
 from workers.queues import connect, unreachable
 
@@ -26,6 +27,7 @@ def run(
     ask: Callable[[str], str] = input,
     isatty: Callable[[], bool] = sys.stdin.isatty,
     out: Callable[[str], None] = print,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> int:
     """0 done (or nothing to do / waiting), 1 declined or failed, 2 cannot run."""
     user = f"local:{getpass.getuser()}"
@@ -47,7 +49,7 @@ def run(
         return 1
     client = ExchangeClient(org)
     try:
-        obs, status = execute.observe(org, client)
+        obs, status = execute.observe(org, client, clock=clock)
         action = operations.choose_action(status)
     except operations.NothingToDo as exc:
         out(f"exauth fix: nothing to change for {org.name}: {exc}")
@@ -55,10 +57,10 @@ def run(
     except ExchangeError as exc:
         out(f"exauth fix: {exc.line()}")
         return 2
-    op = operations.start(conn, org, obs, status, action, user)
+    op = operations.start(conn, org, obs, status, action, user, clock=clock)
     out(f"Operation {op['id']}: {op['kind']} on {org.name}. {action.get('reason', '')}")
     while True:
-        summary = operations.advance(conn, org, op["id"], client=client)
+        summary = operations.advance(conn, org, op["id"], client=client, clock=clock)
         for event in summary["events"]:
             out(f"  step {_n(event.get('step'))}: {event['state']}: {event['detail']}")
         op = operation.load(conn, op["id"]) or op
@@ -85,14 +87,14 @@ def run(
                      target=operation.step_ref(op["id"], index), outcome=decision.code)
         if answer != "yes":
             operations.deny(conn, org, op["id"], index, user=user,
-                            reason="declined at the terminal")
+                            reason="declined at the terminal", clock=clock)
             out(f"Declined; operation {op['id']} cancelled.")
             return 1
         if not decision.ok:
             out(f"exauth fix: {decision.message}")
             return 1
         result = execute.run_step(conn, org, op["id"], index, str(step.get("request_id")),
-                                  client=client)
+                                  client=client, clock=clock)
         out(f"  -> {result['state']}: {result['detail']}")
 
 

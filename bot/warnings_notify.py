@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from types import TracebackType
@@ -44,6 +43,7 @@ from config.load import load_settings
 from config.schema import OrgSettings, Settings
 from workers import audit, jobs, warning_state
 from workers.approval import GroupCache
+from workers.clock import SYSTEM_CLOCK, Clock
 from workers.queues import ANSWER_TIMEOUT, connect
 from workers.warnings import EMOJI, Notice
 
@@ -54,7 +54,6 @@ SNOOZE_ACTION = "exauth_warning_snooze"
 REPOST_ERRORS = frozenset({"message_not_found", "thread_not_found", "cant_update_message",
                            "edit_window_closed"})
 MAX_TEXT = 2900
-Clock = Callable[[], datetime]
 
 
 # --- RQ callbacks -----------------------------------------------------------------------------
@@ -197,13 +196,13 @@ def resolved_message(notice: Notice) -> dict[str, Any]:
 
 
 def register(app: App, settings: Settings, handlers: Approvals, after_ack: AfterAck, *,
-             redis_url: str | None = None, clock: Clock | None = None) -> None:
+             redis_url: str | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
     """Add the Fix / Snooze handlers to the bot's App. They ack at once; the Redis and
     Slack work runs on the app's `after_ack` (its one error path answers what raises), so
     Slack gets its answer inside 3 s."""
     conn = connect(redis_url or settings.redis.url, timeout=ANSWER_TIMEOUT)
     caches: dict[int, GroupCache] = {}
-    now = clock or (lambda: datetime.now(UTC))
+    now = clock.now
 
     def groups(client: WebClient) -> GroupCache:
         cache = caches.get(id(client))

@@ -33,7 +33,7 @@ class FakeClock:
         self._now = start
         self._lock = threading.Lock()
 
-    def __call__(self) -> datetime:
+    def now(self) -> datetime:
         with self._lock:
             return self._now
 

@@ -13,6 +13,7 @@ import redis
 from config.lab_settings import settings_for_lab
 from lab.serve import LabHandle
 from workers import execute, operations
+from workers.clock import CallableClock, FixedClock
 from workers.exchange import ExchangeClient, ExchangeError, Secret
 from workers.plan import NEW_THUMBPRINT
 
@@ -171,17 +172,14 @@ def test_breakglass_confirms_each_step_and_audits_the_local_user(
     handle = make_lab("backend-deleted")
     monkeypatch.setenv("EXAUTH_CONFIG", str(make_config(handle, tmp_path / "x.toml", redis_url)))
     monkeypatch.setenv("REDIS_URL", redis_url)
-    execute.set_clock(handle.org.now)
+    clock = CallableClock(handle.org.now)
     asked: list[str] = []
     lines: list[str] = []
-    try:
-        settings = load_settings()
-        assert breakglass.run(settings, None, ask=lambda q: "no", isatty=lambda: False,
-                              out=lines.append) == 2
-        code = breakglass.run(settings, None, ask=lambda q: asked.append(q) or "yes",
-                              isatty=lambda: True, out=lines.append)
-    finally:
-        execute.set_clock(None)
+    settings = load_settings()
+    assert breakglass.run(settings, None, ask=lambda q: "no", isatty=lambda: False,
+                          out=lines.append, clock=clock) == 2
+    code = breakglass.run(settings, None, ask=lambda q: asked.append(q) or "yes",
+                          isatty=lambda: True, out=lines.append, clock=clock)
     assert code == 0, lines
     assert len(asked) == 4  # create, remove the empty binding, bind, iisreset
     assert any("New-ExchangeCertificate -Server ex2.contoso.lab -Services None" in x
@@ -204,11 +202,8 @@ def test_org_now_is_the_writers_clock_and_ours_when_it_cannot_say(
     writer = handle.writer.split(".")[0]
     handle.org.add_fault({"server": writer, "endpoint": "host", "kind": "unreachable"})
     fixed = datetime(2030, 1, 2, 3, 4, tzinfo=UTC)
-    execute.set_clock(lambda: fixed)
-    try:
-        assert execute.org_now(org) == fixed
-    finally:
-        execute.set_clock(None)
+    assert execute.org_now(org, clock=FixedClock(fixed)) == fixed
+    assert abs(execute.org_now(org) - datetime.now(UTC)) < timedelta(minutes=1)
 
 
 def test_breakglass_without_redis_changes_nothing_and_masks_the_redis_password(

@@ -9,7 +9,7 @@ own state and call log: what Exchange would look like afterwards.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from config.schema import OrgSettings
 from lab.serve import LabHandle, write_config
 from tests.race import race
 from workers import approval, audit, execute, operation, operations, ops_jobs, redis_keys
+from workers.clock import SYSTEM_CLOCK, CallableClock, Clock, FixedClock
 from workers.queues import CHANGE_QUEUE, SERIALIZER, queue
 
 APPROVER = "U0BOB"
@@ -36,6 +37,7 @@ class Env:
     org: OrgSettings
     conn: redis.Redis
     config: Path
+    clock: Clock = SYSTEM_CLOCK  # ours, handed to the job functions (the lab's, by default)
 
 
 def make_config(handle: LabHandle, path: Path, redis_url: str, **org: str) -> Path:
@@ -57,16 +59,15 @@ def env_for(
         config = make_config(handle, tmp_path / "exauth.toml", redis_url, **org)
         monkeypatch.setenv("EXAUTH_CONFIG", str(config))
         monkeypatch.setenv("REDIS_URL", redis_url)
-        execute.set_clock(handle.org.now)
         settings = load_settings()
-        return Env(handle, settings.orgs[0], redis.Redis.from_url(redis_url), config)
+        return Env(handle, settings.orgs[0], redis.Redis.from_url(redis_url), config,
+                   CallableClock(handle.org.now))
 
     yield _make
-    execute.set_clock(None)
 
 
 def start(env: Env, kind: str | None = None, **kw: Any) -> str:
-    result = ops_jobs.start_operation_job(env.org.name, kind, REQUESTER, **kw)
+    result = ops_jobs.start_operation_job(env.org.name, kind, REQUESTER, clock=env.clock, **kw)
     return str(result["op_id"])
 
 
@@ -90,7 +91,7 @@ def approve(env: Env, op_id: str, user: str = APPROVER) -> dict[str, Any]:
 
 def approve_and_run(env: Env, op_id: str) -> dict[str, Any]:
     step = approve(env, op_id)
-    return ops_jobs.run_step_job(op_id, step["index"], step["request_id"])
+    return ops_jobs.run_step_job(op_id, step["index"], step["request_id"], clock=env.clock)
 
 
 def drive(env: Env, op_id: str, limit: int = 120) -> dict[str, Any]:
@@ -104,7 +105,7 @@ def drive(env: Env, op_id: str, limit: int = 120) -> dict[str, Any]:
             due = datetime.fromisoformat(op["resume_at"])
             ahead = due - env.handle.org.now()
             env.handle.org.advance(max(ahead, timedelta(0)) + timedelta(minutes=1))
-            ops_jobs.resume_due_job()
+            ops_jobs.resume_due_job(clock=env.clock)
             continue
         approve_and_run(env, op_id)
     raise AssertionError(f"operation {op_id} did not finish: {operation.load(env.conn, op_id)}")
@@ -164,8 +165,7 @@ def test_a_lab_clock_moved_ahead_is_followed_by_a_worker_that_keeps_wall_time(
         env_for: Callable[..., Env]) -> None:
     """As with `exauth lab serve` and separate bot and worker processes: nothing here knows
     the lab's clock but what the lab itself says (its writer's Get-Date)."""
-    env = env_for("expiring-sha1")
-    execute.set_clock(None)  # this process keeps wall time
+    env = replace(env_for("expiring-sha1"), clock=SYSTEM_CLOCK)  # this process keeps wall time
     env.handle.org.advance(timedelta(days=30))  # 10 days left on the lab's clock
     before = status_now(env)
     assert before["auth"]["current"]["days_left"] <= 10
@@ -182,6 +182,20 @@ def test_a_lab_clock_moved_ahead_is_followed_by_a_worker_that_keeps_wall_time(
     called = datetime.fromisoformat(staged[0]["time"].replace("Z", "+00:00"))
     assert effective > called > datetime.now(UTC) + timedelta(days=29)  # the lab's future
     assert env.handle.org.state()["auth_config"]["current"] == op["recorded"]["new_thumbprint"]
+
+
+def test_the_books_follow_the_clock_passed_in_and_decisions_the_orgs(
+        env_for: Callable[..., Env]) -> None:
+    """Our clock (handed to the job) stamps the operation; what it plans is judged on the
+    org's clock (the lab's Get-Date), whatever clock the worker keeps."""
+    books = FixedClock(datetime(2031, 5, 6, 7, 8, tzinfo=UTC))
+    env = replace(env_for("expiring-sha1"), clock=books)
+    op = operation.load(env.conn, start(env))
+    assert op is not None
+    assert datetime.fromisoformat(op["created_at"]) == books.at
+    assert datetime.fromisoformat(op["updated_at"]) == books.at
+    judged = datetime.fromisoformat(op["status_checked_at"])
+    assert abs(judged - env.handle.org.now()) < timedelta(minutes=1)
 
 
 def status_now(env: Env) -> dict[str, Any]:
@@ -256,7 +270,7 @@ def test_authconfig_change_between_approval_and_run_stops_the_step(
         friendly_name="by hand", domains=[], key_size=2048, exportable=True, services=[])
     env.handle.org.set_next(other.thumbprint, env.handle.org.now() + timedelta(days=30))
 
-    result = ops_jobs.run_step_job(op_id, step["index"], step["request_id"])
+    result = ops_jobs.run_step_job(op_id, step["index"], step["request_id"], clock=env.clock)
 
     op = operation.load(env.conn, op_id)
     assert op is not None
@@ -282,7 +296,7 @@ def test_worker_killed_after_create_resumes_without_second_certificate(
 
     monkeypatch.setattr(execute, "_before_record", die)
     with pytest.raises(Killed):
-        ops_jobs.run_step_job(op_id, step["index"], step["request_id"])
+        ops_jobs.run_step_job(op_id, step["index"], step["request_id"], clock=env.clock)
     monkeypatch.setattr(execute, "_before_record", lambda op_id, index: None)
     op = operation.load(env.conn, op_id)
     assert op is not None and op["steps"][step["index"]]["state"] == "running"
@@ -290,9 +304,9 @@ def test_worker_killed_after_create_resumes_without_second_certificate(
     assert len(auth_creations(env.handle)) == 1
 
     # A redelivery of the same job does nothing; the resume adopts the created certificate.
-    again = ops_jobs.run_step_job(op_id, step["index"], step["request_id"])
+    again = ops_jobs.run_step_job(op_id, step["index"], step["request_id"], clock=env.clock)
     assert again["events"][0]["state"] == "skipped"
-    resumed = ops_jobs.resume_job(op_id, "U0ALICE")
+    resumed = ops_jobs.resume_job(op_id, "U0ALICE", clock=env.clock)
     op = operation.load(env.conn, op_id)
     assert op is not None
     assert op["steps"][step["index"]]["state"] == "done"
@@ -365,7 +379,7 @@ def test_sweep_offers_post_publish_steps_once_the_staged_cert_is_published(
         if op["state"] == "waiting":
             env.handle.org.advance(datetime.fromisoformat(op["resume_at"])
                                    - env.handle.org.now() + timedelta(minutes=1))
-            ops_jobs.resume_due_job()
+            ops_jobs.resume_due_job(clock=env.clock)
             continue
         approve_and_run(env, op_id)
     else:

@@ -24,7 +24,8 @@ from config.load import load_settings
 from lab.serve import LabHandle
 from tests.test_findings import CUR, NOW, NXT, PREV, cert, org, server
 from tests.test_operations_lab import Env, drive, make_config, start
-from workers import execute, operation, operations
+from workers import operation, operations
+from workers.clock import CallableClock
 from workers.model import BackendObs
 from workers.plan import steps as plan_steps
 from workers.report import build_status
@@ -46,8 +47,8 @@ def lab_env(
     make_lab: Callable[..., LabHandle], redis_url: str, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Callable[[str], Env]]:
-    """A fresh lab per call; the config (and the clock the worker code follows) switch to
-    the newest one, so a test can run the same procedure twice, one lab after the other."""
+    """A fresh lab per call; the config (and the clock handed to the jobs, `env.clock`) are
+    the newest one's, so a test can run the same procedure twice, one lab after the other."""
     made = 0
 
     def _make(scenario: str) -> Env:
@@ -57,11 +58,10 @@ def lab_env(
         config = make_config(handle, tmp_path / f"exauth-{made}.toml", redis_url)
         monkeypatch.setenv("EXAUTH_CONFIG", str(config))
         monkeypatch.setenv("REDIS_URL", redis_url)
-        execute.set_clock(handle.org.now)
-        return Env(handle, load_settings().orgs[0], redis.Redis.from_url(redis_url), config)
+        return Env(handle, load_settings().orgs[0], redis.Redis.from_url(redis_url), config,
+                   CallableClock(handle.org.now))
 
     yield _make
-    execute.set_clock(None)
 
 
 def _masked(value: Any) -> str:

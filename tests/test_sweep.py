@@ -26,6 +26,7 @@ from lab.serve import LabHandle, config_toml
 from tests.slack_mock import BOT_TOKEN, Call, SlackMock
 from workers import audit, warning_state
 from workers.approval import GroupCache
+from workers.clock import FixedClock
 from workers.queues import CHANGE_QUEUE, READ_QUEUE, SERIALIZER, queue
 from workers.sweep import enqueue_sweep, sweep
 from workers.worker import run as run_worker
@@ -287,6 +288,18 @@ def test_the_sweep_job_counts_days_on_the_orgs_clock(
     result = sweep(org.org, conn, now=None, run_id="clock-1")
     assert abs(datetime.fromisoformat(result["swept_at"]) - org.now()) < timedelta(minutes=1)
     assert any(n["days_left"] < 0 for n in result["notices"]), result["notices"]
+
+
+def test_the_sweep_notes_the_orgs_offset_from_the_clock_it_is_given(
+        lab_org: Callable[..., Org], conn: redis.Redis, slack: SlackMock) -> None:
+    """Our time is the clock passed in, not a process-wide one: the offset the bot's snooze
+    later counts by is the org's Get-Date minus that clock; the sweep is on the org's."""
+    org = lab_org(40)
+    ours = FixedClock(datetime(2020, 2, 3, 4, 5, tzinfo=UTC))
+    result = sweep(org.org, conn, now=None, run_id="offset-1", clock=ours)
+    assert abs(datetime.fromisoformat(result["swept_at"]) - org.now()) < timedelta(minutes=1)
+    on_org = warning_state.on_org_clock(conn, "lab", ours.now())
+    assert abs(on_org - org.now()) < timedelta(minutes=1)
 
 
 def test_a_snooze_counts_on_the_orgs_clock_when_the_lab_runs_ahead(

@@ -22,7 +22,7 @@ its jobs, with four changes that exauth needs and rq does not give:
   took within its time limit ends the same way (workers.deadline).
 
 Cron expressions are read in this process's local time zone (set TZ), as rq does.
-Time comes from an injectable clock so tests can move it.
+Time comes from the `Clock` passed in (workers.clock) so tests can move it.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from rq.cron import CronJob, CronScheduler
 from config.errors import ExauthError
 from config.schema import Settings
 from workers import lock, log_filter, ops_jobs, redis_keys
+from workers.clock import SYSTEM_CLOCK, Clock
 from workers.deadline import expire_unstarted, reap_abandoned
 from workers.queues import (
     FAILURE_TTL,
@@ -69,17 +70,12 @@ RESUME_CRON = "*/15 * * * *"
 RESUME_FUNC = "workers.ops_jobs.resume_due_job"
 SLOT_TTL = timedelta(days=3)
 
-Clock = Callable[[], datetime]
 Enqueue = Callable[[redis.Redis, str], Any]  # (connection, run id) -> the enqueued job
 Say = Callable[[str], None]
 
 
 class CronConfigError(ExauthError, ValueError):
     """A cron expression croniter cannot use; one line naming the org."""
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def next_fire(expression: str, after: datetime) -> datetime:
@@ -136,10 +132,10 @@ class SweepCronJob(CronJob):
 
     def get_next_enqueue_time(self) -> datetime:
         assert self.cron is not None
-        return next_fire(self.cron, self.latest_enqueue_time or self._clock())
+        return next_fire(self.cron, self.latest_enqueue_time or self._clock.now())
 
     def should_run(self) -> bool:
-        return self.next_enqueue_time is not None and self._clock() >= self.next_enqueue_time
+        return self.next_enqueue_time is not None and self._clock.now() >= self.next_enqueue_time
 
     def enqueue(self, connection: redis.Redis) -> Any:  # type: ignore[override]
         assert self.next_enqueue_time is not None
@@ -148,7 +144,7 @@ class SweepCronJob(CronJob):
     def catch_up(self, connection: redis.Redis) -> Any | None:
         """Enqueue the last slot if it was due within CATCH_UP and nobody enqueued it."""
         assert self.cron is not None
-        now = self._clock()
+        now = self._clock.now()
         slot = previous_fire(self.cron, now)
         if now - slot > CATCH_UP:
             return None
@@ -163,7 +159,7 @@ class SweepScheduler(CronScheduler):
         connection: redis.Redis,
         settings: Settings,
         *,
-        clock: Clock = _utcnow,
+        clock: Clock = SYSTEM_CLOCK,
         say: Say | None = None,
         lock_ttl: timedelta = LOCK_TTL,
         tick: timedelta = TICK,
@@ -191,7 +187,7 @@ class SweepScheduler(CronScheduler):
 
     def try_lead(self) -> bool:
         self._token = lock.acquire(self.connection, LOCK_NAME, self.name,
-                                   self._lock_ttl.total_seconds(), now=self._clock())
+                                   self._lock_ttl.total_seconds(), now=self._clock.now())
         return self._token is not None
 
     def renew(self) -> bool:
@@ -210,7 +206,7 @@ class SweepScheduler(CronScheduler):
     # --- rq loop parts, on the exauth clock ---------------------------------------------
 
     def enqueue_jobs(self) -> list[CronJob]:
-        due_at = self._clock()
+        due_at = self._clock.now()
         done: list[CronJob] = []
         for job in self._cron_jobs:
             if job.should_run():
@@ -225,7 +221,7 @@ class SweepScheduler(CronScheduler):
         tick = self._tick.total_seconds()
         if not due:
             return tick
-        return max(0.0, min((min(due) - self._clock()).total_seconds(), tick))
+        return max(0.0, min((min(due) - self._clock.now()).total_seconds(), tick))
 
     def start(self) -> None:
         """Stand by until leading, then enqueue sweeps until stopped or the lock is lost."""

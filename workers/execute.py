@@ -23,9 +23,8 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
@@ -34,6 +33,7 @@ from config.errors import ExauthError
 from config.schema import OrgSettings
 from workers import approval, audit, lock, operation, redis_keys
 from workers.certificate import facts_from_exchange_certificate, prop
+from workers.clock import SYSTEM_CLOCK, Clock
 from workers.exchange import ExchangeClient, ExchangeError, Secret
 from workers.findings import is_auth_subject, iso, short
 from workers.model import OrgObs
@@ -56,24 +56,15 @@ CHECK_EVERY = timedelta(hours=4)  # replication checks (cross-site can take a da
 # operation is due) is judged on the org's own clock: a fresh read's `checked_at`
 # (workers.status asks the writer; report.checked_at) and `org_now`; `resume_at` is kept
 # on it.
-# This process's clock, `now()`, keeps the books (timestamps of steps and operations).
-# Tests that run a lab in-process plug its virtual clock in with `set_clock(handle.org.now)`.
-_clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
+# This process's clock, the `clock` passed in (workers.clock), keeps the books (timestamps
+# of steps and operations).
 
 
-def set_clock(clock: Callable[[], datetime] | None) -> None:
-    global _clock
-    _clock = clock or (lambda: datetime.now(UTC))
-
-
-def now() -> datetime:
-    return _clock().astimezone(UTC)
-
-
-def org_now(org: OrgSettings, client: ExchangeClient | None = None) -> datetime:
+def org_now(org: OrgSettings, client: ExchangeClient | None = None, *,
+            clock: Clock = SYSTEM_CLOCK) -> datetime:
     """The org's clock now (its writer's), else ours: a lab's clock moved ahead by days is
     followed by every exauth process, so an operation waiting on it is due when it says."""
-    return org_clock(client or ExchangeClient(org), org.writer) or now()
+    return org_clock(client or ExchangeClient(org), org.writer) or clock.now()
 
 
 class StepRefused(ExauthError):
@@ -92,9 +83,11 @@ class Outcome:
 # --- reading the org --------------------------------------------------------------------
 
 
-def observe(org: OrgSettings, client: ExchangeClient) -> tuple[OrgObs, dict[str, Any]]:
-    """A fresh read of the org (observation and status JSON), on the org's clock."""
-    obs = collect(org, client=client)
+def observe(org: OrgSettings, client: ExchangeClient, *, clock: Clock = SYSTEM_CLOCK
+            ) -> tuple[OrgObs, dict[str, Any]]:
+    """A fresh read of the org (observation and status JSON), on the org's clock (`clock`
+    when the writer cannot say)."""
+    obs = collect(org, client=client, clock=clock)
     return obs, build_status(obs)
 
 
@@ -462,6 +455,7 @@ def run_step(
     request_id: str,
     *,
     client: ExchangeClient | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> dict[str, Any]:
     """Run one approved step (or the batch its approval covers) exactly once.
 
@@ -480,19 +474,20 @@ def run_step(
         with lock.held(conn, org.name, f"{op_id}/{index}", CHANGE_TIMEOUT):
             seen: dict[str, Any] = {}
             for member in batch:
-                operation.set_step(conn, op_id, member, "running", now=now())
+                operation.set_step(conn, op_id, member, "running", now=clock.now())
                 try:
-                    outcome = _run_claimed(conn, org, op_id, member, client, seen)
+                    outcome = _run_claimed(conn, org, op_id, member, client, seen, clock)
                 except Exception as exc:
                     if not _fatal(op["steps"][member]):
                         outcome = Outcome("skipped", f"failed (not fatal): {error_line(exc)}")
                     else:
                         raise
-                results.append(finish_step(conn, org, op_id, member, outcome, actor=actor))
+                results.append(finish_step(conn, org, op_id, member, outcome, actor=actor,
+                                           clock=clock))
     except Exception as exc:  # one line for the channel, never a traceback
         failed = next(m for m in batch if m not in {r["step"] for r in results})
         results.append(finish_step(conn, org, op_id, failed, Outcome("failed", error_line(exc)),
-                                   actor=actor))
+                                   actor=actor, clock=clock))
     final = "failed" if any(r["state"] == "failed" for r in results) else "done"
     approval.finish(conn, op_id, index, final, detail=results[-1]["detail"])
     if len(results) == 1:
@@ -516,7 +511,7 @@ def error_line(exc: BaseException) -> str:
 
 def _run_claimed(
     conn: redis.Redis, org: OrgSettings, op_id: str, index: int, client: ExchangeClient,
-    seen: dict[str, Any],
+    seen: dict[str, Any], clock: Clock,
 ) -> Outcome:
     """One claimed step; `seen` keeps the fresh read for the later members of a batch
     (approved together on that same read)."""
@@ -524,9 +519,9 @@ def _run_claimed(
     step = op["steps"][index]
     first = "status" not in seen
     if first:
-        seen["obs"], seen["status"] = observe(org, client)
+        seen["obs"], seen["status"] = observe(org, client, clock=clock)
     obs, status = seen["obs"], seen["status"]
-    done = own_effect(conn, op, step, obs, status)
+    done = own_effect(conn, op, step, obs, status, clock=clock)
     if done is not None:
         return done
     changed = differences(step.get("fingerprint") or {}, fingerprint(status, op))
@@ -537,7 +532,7 @@ def _run_claimed(
         created = _created_thumbprint(output)
         _before_record(op_id, index)
         kept = operation.record(conn, op_id, new_cert_key(op, _cert_server(step)), created,
-                                now=now())
+                                now=clock.now())
         return Outcome("done", f"created {created}" + (
             "" if kept == created else f"; {short(kept)} was recorded first and is used"))
     return Outcome("done", "ok")
@@ -549,7 +544,7 @@ def _before_record(op_id: str, index: int) -> None:
 
 def own_effect(
     conn: redis.Redis, op: dict[str, Any], step: dict[str, Any], obs: OrgObs,
-    status: dict[str, Any],
+    status: dict[str, Any], *, clock: Clock = SYSTEM_CLOCK,
 ) -> Outcome | None:
     """Done, when this step's effect is already there (recorded, adoptable or visible in the
     status); None when it still has to run. Shared by a run and the recovery path."""
@@ -560,7 +555,7 @@ def own_effect(
         found = adoptable(op, step, obs)
         if found:
             kept = operation.record(conn, op["id"], new_cert_key(op, _cert_server(step)), found,
-                                    now=now())
+                                    now=clock.now())
             return Outcome("done", f"adopted {kept}, created by an interrupted attempt")
         return None
     why = already_done(op, step, status)
@@ -569,18 +564,18 @@ def own_effect(
 
 def finish_step(
     conn: redis.Redis, org: OrgSettings, op_id: str, index: int, outcome: Outcome, *,
-    actor: str,
+    actor: str, clock: Clock = SYSTEM_CLOCK,
 ) -> dict[str, Any]:
     """Write the outcome to the operation and the audit log; a failure closes the operation."""
     state = outcome.state
-    operation.set_step(conn, op_id, index, state, outcome=outcome.detail, now=now())
+    operation.set_step(conn, op_id, index, state, outcome=outcome.detail, now=clock.now())
     op = operation.require(conn, op_id)
     step = op["steps"][index]
     audit.record(conn, org=org.name, actor=actor, action=f"step:{step['cmdlet']}",
                  target=f"{operation.step_ref(op_id, index)} {step['server']}", outcome=state,
                  detail={"title": step["title"], "detail": outcome.detail})
     if state == "failed" and op["state"] in operation.OPEN_STATES:
-        operation.close(conn, op_id, "failed", now=now())
+        operation.close(conn, op_id, "failed", now=clock.now())
         forget_secrets(conn, op_id)
         audit.record(conn, org=org.name, actor="exauth", action="operation.close",
                      target=op_id, outcome="failed", detail={"reason": outcome.detail})

@@ -25,6 +25,7 @@ import redis
 from config.errors import ExauthError
 from config.schema import OrgSettings
 from workers import approval, audit, execute, lock, operation
+from workers.clock import SYSTEM_CLOCK, Clock
 from workers.exchange import ExchangeClient
 from workers.model import OrgObs
 from workers.plan import NEW_THUMBPRINT, Step
@@ -102,9 +103,10 @@ def start(
     requester: str,
     *,
     override: bool = False,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> dict[str, Any]:
     """Persist a new operation for `action` (OperationBusy when the org has one open)."""
-    moment = execute.now()
+    moment = clock.now()
     built = plan_steps(status, action, writer=org.writer, now=checked_at(status))
     targets = list(action.get("servers") or [])
     watched = targets if action["kind"] == "repair_backend" else [_writer_fqdn(status, org)]
@@ -175,7 +177,8 @@ def next_index(op: dict[str, Any]) -> int | None:
 
 
 def advance(
-    conn: redis.Redis, org: OrgSettings, op_id: str, *, client: ExchangeClient | None = None
+    conn: redis.Redis, org: OrgSettings, op_id: str, *, client: ExchangeClient | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> dict[str, Any]:
     """Carry the operation as far as it goes without a person; returns a summary with the
     events of this run (for the card's thread)."""
@@ -188,48 +191,50 @@ def advance(
             break
         index = next_index(op)
         if index is None:
-            _close(conn, org, op, "done", "every step is done")
+            _close(conn, org, op, "done", "every step is done", clock)
             events.append({"step": None, "state": "done", "detail": "operation complete"})
             break
         step = op["steps"][index]
         if step["state"] == "running":
-            if not is_stale(step):
+            if not is_stale(step, clock):
                 break
-            events += resume(conn, org, op_id, actor="exauth", client=client)["events"]
+            events += resume(conn, org, op_id, actor="exauth", client=client,
+                             clock=clock)["events"]
             continue
         if step["state"] in ("awaiting_approval", "approved", "failed"):
             break
         if status is None:
-            _, status = execute.observe(org, client)
+            _, status = execute.observe(org, client, clock=clock)
         if not step["changes_state"]:
             outcome = execute.read_step(conn, op, step, status, client)
             if outcome.state == "wait":
-                _wait(conn, op_id, index, outcome)
+                _wait(conn, op_id, index, outcome, clock)
                 events.append({"step": index, "state": "waiting", "detail": outcome.detail})
                 break
-            execute.finish_step(conn, org, op_id, index, outcome, actor="exauth")
+            execute.finish_step(conn, org, op_id, index, outcome, actor="exauth", clock=clock)
             events.append({"step": index, "state": outcome.state, "detail": outcome.detail})
             if outcome.state == "skipped" and index == 0:
-                _close(conn, org, operation.require(conn, op_id), "done", outcome.detail)
+                _close(conn, org, operation.require(conn, op_id), "done", outcome.detail, clock)
                 break
             continue
         gate = _gate(op, step, status)
         if gate is not None:
             if gate.state == "skipped":
-                execute.finish_step(conn, org, op_id, index, gate, actor="exauth")
+                execute.finish_step(conn, org, op_id, index, gate, actor="exauth", clock=clock)
                 events.append({"step": index, "state": "skipped", "detail": gate.detail})
                 continue
-            _wait(conn, op_id, index, gate)
+            _wait(conn, op_id, index, gate, clock)
             events.append({"step": index, "state": "waiting", "detail": gate.detail})
             break
-        request(conn, org, op_id, index, status)
+        request(conn, org, op_id, index, status, clock=clock)
         events.append({"step": index, "state": "awaiting_approval", "detail": step["title"]})
         break
     return summary(operation.require(conn, op_id), events)
 
 
 def request(
-    conn: redis.Redis, org: OrgSettings, op_id: str, index: int, status: dict[str, Any]
+    conn: redis.Redis, org: OrgSettings, op_id: str, index: int, status: dict[str, Any], *,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> dict[str, Any]:
     """Ask for the approval of one state-changing step, on the facts of `status`."""
     op = operation.require(conn, op_id)
@@ -244,7 +249,7 @@ def request(
                     expires_at=record["expires_at"], fingerprint=stamp, batch=members)
         doc["state"], doc["resume_at"] = "open", None
 
-    operation.update(conn, op_id, mutate, now=execute.now())
+    operation.update(conn, op_id, mutate, now=clock.now())
     audit.record(conn, org=org.name, actor=op["requester"], action="approval.request",
                  target=operation.step_ref(op_id, index), outcome="pending",
                  detail={"command": command(op, op["steps"][index]),
@@ -286,30 +291,32 @@ def _gate(op: dict[str, Any], step: dict[str, Any], status: dict[str, Any]
     return None
 
 
-def _wait(conn: redis.Redis, op_id: str, index: int, outcome: execute.Outcome) -> None:
+def _wait(conn: redis.Redis, op_id: str, index: int, outcome: execute.Outcome,
+          clock: Clock) -> None:
     def mutate(doc: dict[str, Any]) -> None:
         doc["state"] = "waiting"
-        doc["resume_at"] = (outcome.resume_at or execute.now()).astimezone(UTC).isoformat()
+        doc["resume_at"] = (outcome.resume_at or clock.now()).astimezone(UTC).isoformat()
         doc["steps"][index]["outcome"] = outcome.detail
         doc["waiting_for"] = outcome.detail
 
-    operation.update(conn, op_id, mutate, now=execute.now())
+    operation.update(conn, op_id, mutate, now=clock.now())
 
 
-def _close(conn: redis.Redis, org: OrgSettings, op: dict[str, Any], state: str, why: str) -> None:
-    operation.close(conn, op["id"], state, now=execute.now())
+def _close(conn: redis.Redis, org: OrgSettings, op: dict[str, Any], state: str, why: str,
+           clock: Clock) -> None:
+    operation.close(conn, op["id"], state, now=clock.now())
     execute.forget_secrets(conn, op["id"])
     audit.record(conn, org=org.name, actor="exauth", action="operation.close", target=op["id"],
                  outcome=state, detail={"reason": why})
 
 
-def is_stale(step: dict[str, Any]) -> bool:
+def is_stale(step: dict[str, Any], clock: Clock = SYSTEM_CLOCK) -> bool:
     """A step `running` for longer than the job timeout: its worker is gone. Measured by
-    the later of wall time and the decision clock (a lab's virtual clock runs ahead)."""
+    the later of wall time and `clock` (a lab's virtual clock runs ahead)."""
     started = step.get("started_at")
     if not started:
         return True
-    latest = max(datetime.now(UTC), execute.now())
+    latest = max(SYSTEM_CLOCK.now(), clock.now())
     return latest - datetime.fromisoformat(started) > timedelta(seconds=CHANGE_TIMEOUT)
 
 
@@ -318,7 +325,7 @@ def is_stale(step: dict[str, Any]) -> bool:
 
 def resume(
     conn: redis.Redis, org: OrgSettings, op_id: str, *, actor: str,
-    client: ExchangeClient | None = None,
+    client: ExchangeClient | None = None, clock: Clock = SYSTEM_CLOCK,
 ) -> dict[str, Any]:
     """Pick an operation up again: a step left running by a dead worker is re-validated,
     an expired approval is requested again; then `advance`. Refused while a worker runs."""
@@ -331,16 +338,17 @@ def resume(
     step = op["steps"][index] if index is not None else None
     if step is not None and step["state"] == "running":
         with lock.held(conn, org.name, f"resume {op_id}", CHANGE_TIMEOUT):
-            obs, status = execute.observe(org, client)
-            outcome = execute.own_effect(conn, op, step, obs, status)
+            obs, status = execute.observe(org, client, clock=clock)
+            outcome = execute.own_effect(conn, op, step, obs, status, clock=clock)
             approval.finish(conn, op_id, step["index"], "failed",
                             detail="the worker stopped mid-step")
             if outcome is not None:
-                execute.finish_step(conn, org, op_id, step["index"], outcome, actor=actor)
+                execute.finish_step(conn, org, op_id, step["index"], outcome, actor=actor,
+                                    clock=clock)
                 events.append({"step": step["index"], "state": "done", "detail": outcome.detail})
             else:
                 operation.set_step(conn, op_id, step["index"], "pending",
-                                   outcome="interrupted; needs a new approval", now=execute.now())
+                                   outcome="interrupted; needs a new approval", now=clock.now())
                 events.append({"step": step["index"], "state": "pending",
                                "detail": "interrupted before its effect was visible; asking "
                                          "for approval again"})
@@ -349,10 +357,10 @@ def resume(
     elif step is not None and step["state"] == "awaiting_approval":
         record = approval.get(conn, op_id, step["index"]) or {}
         if record.get("state") in approval.RETRYABLE or _expired(record):
-            operation.set_step(conn, op_id, step["index"], "pending", now=execute.now())
+            operation.set_step(conn, op_id, step["index"], "pending", now=clock.now())
             events.append({"step": step["index"], "state": "pending",
                            "detail": "the approval lapsed; asking again"})
-    result = advance(conn, org, op_id, client=client)
+    result = advance(conn, org, op_id, client=client, clock=clock)
     result["events"] = events + result["events"]
     return result
 
@@ -363,10 +371,10 @@ def _expired(record: dict[str, Any]) -> bool:
 
 
 def deny(conn: redis.Redis, org: OrgSettings, op_id: str, index: int, *, user: str,
-         reason: str) -> None:
+         reason: str, clock: Clock = SYSTEM_CLOCK) -> None:
     """A denied step ends the operation (cancelled); the org is free again. Who denied it
     and why are kept on the step (`denied`), so the card can say so after any re-render."""
-    moment = execute.now()
+    moment = clock.now()
     why = audit.scrub_text(reason)
 
     def mutate(doc: dict[str, Any]) -> None:
@@ -376,7 +384,8 @@ def deny(conn: redis.Redis, org: OrgSettings, op_id: str, index: int, *, user: s
 
     op = operation.update(conn, op_id, mutate, now=moment)
     if op["state"] in operation.OPEN_STATES:
-        _close(conn, org, op, "cancelled", f"step {index + 1} denied by {user}: {reason}")
+        _close(conn, org, op, "cancelled", f"step {index + 1} denied by {user}: {reason}",
+               clock)
 
 
 def due(conn: redis.Redis, org_now: Callable[[str], datetime]) -> list[dict[str, Any]]:

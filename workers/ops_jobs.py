@@ -23,6 +23,7 @@ from config.errors import ConfigError
 from config.load import load_settings
 from config.schema import OrgSettings
 from workers import approval, execute, operation, operations
+from workers.clock import SYSTEM_CLOCK, Clock
 from workers.decide import actions
 from workers.exchange import ExchangeClient
 from workers.queues import (
@@ -47,43 +48,47 @@ def _op_org(op_id: str) -> tuple[OrgSettings, redis.Redis]:
 
 def start_operation_job(
     org_name: str, kind: str | None, requester: str, servers: list[str] | None = None,
-    override: bool = False,
+    override: bool = False, *, clock: Clock = SYSTEM_CLOCK,
 ) -> dict[str, Any]:
     """Read the org, choose the action (`kind`, or the first the status recommends), create
-    the operation and carry it to its first approval."""
+    the operation and carry it to its first approval. (`clock` is ours, for the books;
+    rq passes only the ids, so a worker keeps the system clock.)"""
     settings = load_settings()
     org, conn = settings.org(org_name), connect(settings.redis.url)
     client = ExchangeClient(org)
-    obs, status = execute.observe(org, client)
+    obs, status = execute.observe(org, client, clock=clock)
     if override:
         status = {**status, "actions": actions(obs, override_unreachable=True)}
     action = operations.choose_action(status, kind, servers or None)
-    op = operations.start(conn, org, obs, status, action, requester, override=override)
-    return operations.advance(conn, org, op["id"], client=client)
+    op = operations.start(conn, org, obs, status, action, requester, override=override,
+                          clock=clock)
+    return operations.advance(conn, org, op["id"], client=client, clock=clock)
 
 
-def run_step_job(op_id: str, step_index: int, request_id: str) -> dict[str, Any]:
+def run_step_job(op_id: str, step_index: int, request_id: str, *,
+                 clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
     """Run one approved step (exactly once), then carry the operation on."""
     org, conn = _op_org(op_id)
     client = ExchangeClient(org)
-    result = execute.run_step(conn, org, op_id, step_index, request_id, client=client)
-    followed = operations.advance(conn, org, op_id, client=client)
+    result = execute.run_step(conn, org, op_id, step_index, request_id, client=client,
+                              clock=clock)
+    followed = operations.advance(conn, org, op_id, client=client, clock=clock)
     followed["events"] = [{"step": step_index, "state": result["state"],
                            "detail": result["detail"]}, *followed["events"]]
     return followed
 
 
-def advance_job(op_id: str) -> dict[str, Any]:
+def advance_job(op_id: str, *, clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
     org, conn = _op_org(op_id)
-    return operations.advance(conn, org, op_id)
+    return operations.advance(conn, org, op_id, clock=clock)
 
 
-def resume_job(op_id: str, actor: str) -> dict[str, Any]:
+def resume_job(op_id: str, actor: str, *, clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
     org, conn = _op_org(op_id)
-    return operations.resume(conn, org, op_id, actor=actor)
+    return operations.resume(conn, org, op_id, actor=actor, clock=clock)
 
 
-def resume_due_job() -> list[dict[str, Any]]:
+def resume_due_job(*, clock: Clock = SYSTEM_CLOCK) -> list[dict[str, Any]]:
     """The sweep: every waiting operation whose time has come, and every step left running
     by a worker that died (older than the job timeout), is carried on."""
     settings = load_settings()
@@ -91,16 +96,16 @@ def resume_due_job() -> list[dict[str, Any]]:
 
     def org_now(name: str) -> datetime:
         try:
-            return execute.org_now(settings.org(name))
+            return execute.org_now(settings.org(name), clock=clock)
         except ConfigError:  # no longer configured: its operations wait on our clock
-            return execute.now()
+            return clock.now()
 
     out = []
     ids = {op["id"] for op in operations.due(conn, org_now)}
     for op in operation.open_ops(conn):
         index = operations.next_index(op)
         if index is not None and op["steps"][index]["state"] == "running" and \
-                operations.is_stale(op["steps"][index]):
+                operations.is_stale(op["steps"][index], clock):
             ids.add(op["id"])
     for op_id in sorted(ids):
         op = operation.load(conn, op_id)
@@ -108,7 +113,7 @@ def resume_due_job() -> list[dict[str, Any]]:
             continue
         org = settings.org(op["org"])
         try:
-            out.append(operations.resume(conn, org, op_id, actor="exauth"))
+            out.append(operations.resume(conn, org, op_id, actor="exauth", clock=clock))
         except Exception as exc:  # one operation's trouble must not stop the sweep
             out.append({"op_id": op_id, "org": op["org"], "state": "error",
                         "events": [{"step": None, "state": "failed",

@@ -42,6 +42,7 @@ from workers.certificate import (
     server_from,
     text,
 )
+from workers.clock import SYSTEM_CLOCK, Clock
 from workers.exchange import ExchangeClient, ExchangeError, ExchangeFailed, Statement
 from workers.findings import is_in_scope
 from workers.model import AuthConfigObs, BackendObs, CertFacts, OrgObs, ServerObs
@@ -79,17 +80,20 @@ Part = Literal["clock", "certificates", "backend"]
 CLOCK = Statement.of("Get-Date", Format="o")  # ISO 8601 with offset, in PowerShell 5.1 too
 
 
-def status(org: OrgSettings, *, now: datetime | None = None) -> dict[str, Any]:
+def status(org: OrgSettings, *, now: datetime | None = None, clock: Clock = SYSTEM_CLOCK
+           ) -> dict[str, Any]:
     """The status JSON of DESIGN.md for one org, collected now."""
-    return build_status(collect(org, now=now))
+    return build_status(collect(org, now=now, clock=clock))
 
 
 def collect(
-    org: OrgSettings, *, now: datetime | None = None, client: ExchangeClient | None = None
+    org: OrgSettings, *, now: datetime | None = None, client: ExchangeClient | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> OrgObs:
     """Observe one org. Raises ExchangeError when no server answers the org-wide reads.
 
-    `now` fixes the time the observation is judged at; None asks the org (see above)."""
+    `now` fixes the time the observation is judged at; None asks the org (see above), and
+    `clock` answers when the org cannot say."""
     client = client or ExchangeClient(org)
     known = [org.writer, *org.endpoints]
 
@@ -105,16 +109,16 @@ def collect(
     # Only in-scope servers are asked; the report applies the same rule to what it shows.
     in_scope = [s for s in servers if is_in_scope(s.roles, s.version)]
     # The writer's clock is asked with them (no extra wait), unless the caller fixed the time.
-    clock: list[tuple[str, Part]] = [] if now else [(org.writer, "clock")]
-    jobs = clock + [
+    writer_clock: list[tuple[str, Part]] = [] if now else [(org.writer, "clock")]
+    jobs = writer_clock + [
         (server.fqdn, part) for server in in_scope for part in ("certificates", "backend")
     ]
-    asked_at = datetime.now(UTC)
+    asked_at = clock.now()
     results = client.map(lambda job: _ask(client, *job), jobs)
-    told = results.pop(0) if clock else None
+    told = results.pop(0) if writer_clock else None
     checked_at = (now or (told if isinstance(told, datetime) else asked_at)).astimezone(UTC)
     observed = {s.fqdn.lower(): s for s in servers}
-    for (fqdn, part), result in zip(jobs[len(clock):], results, strict=True):
+    for (fqdn, part), result in zip(jobs[len(writer_clock):], results, strict=True):
         observed[fqdn.lower()] = _merge(observed[fqdn.lower()], part, result, client)
 
     return OrgObs(

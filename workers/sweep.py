@@ -27,6 +27,7 @@ from rq import Callback
 from config.load import load_settings
 from config.schema import OrgSettings
 from workers import operation, operations, ops_jobs, warning_state
+from workers.clock import SYSTEM_CLOCK, Clock
 from workers.jobs import failure_reason
 from workers.queues import (
     CALLBACK_TIMEOUT,
@@ -75,21 +76,22 @@ def sweep(
     now: datetime | None,
     run_id: str,
     read_status: StatusFunc | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> dict[str, Any]:
     """One sweep; returns the JSON the Slack callback needs (org, channel, notices...).
 
     `now` None: the org's own clock, as `/exauth status` reads it (this machine's when the
-    org cannot be read); warnings' bands, daily repeats and snoozes all count on it."""
+    org cannot be read: `clock`); warnings' bands, daily repeats and snoozes all count on it."""
     collect = read_status or _status
     error: str | None = None
     status: dict[str, Any] | None = None
     try:
-        status = collect(org, now=now)
+        status = collect(org, now=now, clock=clock)
     except Exception as exc:
         error = failure_reason(type(exc), exc)
         log.warning("sweep %s: status failed: %s", org.name, error)
     if now is None:
-        now = datetime.now(UTC)
+        now = clock.now()
         if status is not None:
             org_now = checked_at(status)
             warning_state.note_clock(conn, org.name, org_now - now)
@@ -173,10 +175,10 @@ def enqueue_sweep(conn: redis.Redis, org_name: str, *, run_id: str | None = None
     )
 
 
-def _status(org: OrgSettings, *, now: datetime | None) -> dict[str, Any]:
+def _status(org: OrgSettings, *, now: datetime | None, clock: Clock) -> dict[str, Any]:
     from workers.status import status
 
-    return status(org, now=now)
+    return status(org, now=now, clock=clock)
 
 
 def _run_id() -> str:
