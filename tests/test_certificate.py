@@ -311,4 +311,4 @@ def test_every_fixture_is_read_from_inside_the_repo() -> None:
         assert path.is_relative_to(repo / "tests" / "fixtures"), path
         assert path.is_file()
     with pytest.raises(ValueError, match="fixtures are read only from"):
-        fixture_path("../../../shared/fixtures/exchange-clixml/meac-GetAuthConfig.xml")
+        fixture_path("../../../outside/meac-GetAuthConfig.xml")  # beside the checkout
