@@ -46,6 +46,8 @@ def signature_refusal(secret: str, timestamp: str | None, signature: str | None,
 
     A timestamp that is not a plain number cannot show the request is fresh, so a signature
     over it proves nothing either: 401 like any unsigned request. No secret: nothing verifies.
+    Not slack_sdk's SignatureVerifier: it decodes the body as UTF-8 before hashing and
+    int()s the timestamp, so a binary body or a header like "soon" makes it raise (a 500).
     """
     if not secret:
         return Refusal(401, "no signing secret to verify with")
