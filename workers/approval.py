@@ -116,13 +116,10 @@ class GroupCache:
             self._entries[group_id] = (now, fresh)
         return fresh
 
-    def groups_of(self, user: str, approvers: Iterable[str]) -> set[str]:
-        """The listed user groups (IDs starting with "S") that `user` belongs to."""
-        return {g for g in approvers if g.startswith("S") and user in self.members(g)}
-
     def membership(self, user: str, listed: Iterable[str]) -> Membership:
-        """Like `groups_of`, but a group whose lookup fails is reported, not raised, so it
-        decides nothing for a user listed by ID (not looked up at all) or found elsewhere."""
+        """The listed user groups (IDs starting with "S") `user` is in. A group whose lookup
+        fails is reported, not raised, so it decides nothing for a user listed by ID (not
+        looked up at all) or found in another group."""
         listed = list(listed)
         if user in listed:
             return Membership(frozenset())
