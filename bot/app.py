@@ -201,7 +201,9 @@ def run(settings: Settings, *, http: bool = False, port: int = 3000) -> int:
         raise SlackNotConfigured(f"cannot reach Slack's Web API at {api_url(settings)}: "
                                  f"{getattr(exc, 'reason', None) or exc}") from None
     if http:
-        server = SlackHttpServer(app, "0.0.0.0", port)
+        assert settings.slack.signing_secret is not None  # checked above
+        server = SlackHttpServer(app, "0.0.0.0", port,
+                                 signing_secret=settings.slack.signing_secret.get_secret_value())
         # stop() waits for the I/O thread, which is this one: call it from another.
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.stop).start())
         log.info("exauth bot: HTTP mode on port %d, POST %s", server.port, EVENTS_PATH)
