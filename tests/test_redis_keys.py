@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PINNED = [
     (redis_keys.writer_lock("contoso"), "exauth:lock:contoso"),
     (redis_keys.writer_lock("_cron"), "exauth:lock:_cron"),
+    (redis_keys.lockless("4f2a9c", 1), "exauth:lockless:4f2a9c:1"),
     (redis_keys.secret("a1b2c3", "pfx-password"), "exauth:secret:a1b2c3:pfx-password"),
     (redis_keys.secrets_of("a1b2c3"), "exauth:secret:a1b2c3:*"),
     (redis_keys.cron_slot("contoso", "20250301T0800Z"), "exauth:cron:slot:contoso:20250301T0800Z"),

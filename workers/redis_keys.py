@@ -26,8 +26,16 @@ OPERATION_PREFIX = ROOT + "op:"
 def writer_lock(name: str) -> str:
     """`exauth:lock:<org>`: the org's writer lock (workers.changes.writer_lock); a string, JSON
     {token, owner, acquired_at}, expiring after the holder's TTL (a change step:
-    workers.jobs.queues.CHANGE_TIMEOUT). The cron leader uses the name `_cron` (no org's)."""
+    workers.changes.lock_keeper.STEP_LOCK_TTL, kept alive while the step runs). The cron
+    leader uses the name `_cron` (no org's)."""
     return f"{ROOT}lock:{name}"
+
+
+def lockless(op_id: str, step: int) -> str:
+    """`exauth:lockless:<op id>:<step>`: when `exauth cron` first saw this running step
+    with no writer lock on its org (workers.changes.interruption); a string (epoch
+    seconds), expiring after workers.changes.interruption.SIGHTING_TTL_S."""
+    return f"{ROOT}lockless:{op_id}:{step}"
 
 
 def secret(op_id: str, name: str) -> str:

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.render.messages import escape
+from workers.changes import interruption
 from workers.changes.execute import WORLD_CHANGED
 from workers.changes.lifecycle import command, next_index
 
@@ -37,8 +38,10 @@ STATE_MARKS = {
     "done": ":white_check_mark:",
     "failed": ":x:",
     "skipped": ":heavy_minus_sign:",
+    "interrupted": ":warning:",  # an event only (workers.jobs.interrupted), not a step state
 }
 DENIED_MARK = ":no_entry:"
+INTERRUPTED_MARK = ":warning:"
 OP_STATES = {
     "open": "open",
     "waiting": "waiting",
@@ -68,6 +71,9 @@ def operation_card(op: dict[str, Any]) -> dict[str, Any]:
     """{"text", "blocks"} for chat.postMessage / chat.update."""
     denied = denied_step(op) if op["state"] == "cancelled" else None
     state = f"denied {DENIED_MARK}" if denied else OP_STATES.get(op["state"], op["state"])
+    interrupted = interruption.describe(op)
+    if interrupted:
+        state = f"{interrupted} {INTERRUPTED_MARK}"
     title = f"exauth {op['kind']} on {op['org']}: {state}"  # plain_text: shown as is
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _clip(title, MAX_HEADER)}},
@@ -78,6 +84,12 @@ def operation_card(op: dict[str, Any]) -> dict[str, Any]:
         blocks.append(_section(f"{DENIED_MARK} *Denied by {who}:* {_clip(why, 2000)}\n"
                                f"Step {int(denied['index']) + 1} was not run; the operation "
                                "is cancelled."))
+    if interrupted:
+        blocks.append(_section(
+            f"{INTERRUPTED_MARK} *{interrupted.capitalize()}:* the worker running it stopped "
+            f"before it finished. `/exauth resume {op['id']}` carries on: Exchange is read "
+            "again, what the step did is adopted, and it is asked for again only if it did "
+            "nothing."))
     if op.get("override"):
         blocks.append(_section(
             "*:warning: OPERATOR OVERRIDE: the status was BLOCKED (a server could not be "

@@ -32,7 +32,7 @@ import redis
 from config.errors import ExauthError
 from config.schema import OrgSettings
 from workers import audit, redis_keys
-from workers.changes import approval, operation, writer_lock
+from workers.changes import approval, lock_keeper, operation
 from workers.changes.plan import EXPORTED_FILE_DATA, NEW_THUMBPRINT, effective_date
 from workers.changes.step_kind import CREATES_CERTIFICATE, StepKind, kind_of
 from workers.clock import SYSTEM_CLOCK, Clock
@@ -40,7 +40,6 @@ from workers.exchange.certificate import facts_from_exchange_certificate, prop
 from workers.exchange.client import ExchangeClient
 from workers.exchange.errors import ExchangeError
 from workers.exchange.session import Secret
-from workers.jobs.queues import CHANGE_TIMEOUT
 from workers.status.collect import collect, org_clock
 from workers.status.findings import is_auth_subject, iso, short
 from workers.status.observation import OrgObs
@@ -474,19 +473,26 @@ def run_step(
     batch = list(op["steps"][index].get("batch") or [index])
     results: list[dict[str, Any]] = []
     try:
-        with writer_lock.held(conn, org.name, f"{op_id}/{index}", CHANGE_TIMEOUT):
-            seen: dict[str, Any] = {}
+        # a short lock kept alive by this step: a dead worker's lapses within a minute
+        with lock_keeper.KeptLock(conn, org.name, f"{op_id}/{index}") as kept:
+            seen: dict[str, Any] = {"kept": kept}
             for member in batch:
                 operation.set_step(conn, op_id, member, "running", now=clock.now())
                 try:
                     outcome = _run_claimed(conn, org, op_id, member, client, seen, clock)
+                except LockLost:
+                    raise
                 except Exception as exc:
                     if not _fatal(op["steps"][member]):
                         outcome = Outcome("skipped", f"failed (not fatal): {error_line(exc)}")
                     else:
                         raise
+                if not kept.still_held():
+                    raise LockLost(member)
                 results.append(finish_step(conn, org, op_id, member, outcome, actor=actor,
                                            clock=clock))
+    except LockLost as lost:  # whoever holds the org now (a resume) adopts what we did
+        return _result(op_id, lost.index, "interrupted", str(lost))
     except Exception as exc:  # one line for the channel, never a traceback
         failed = next(m for m in batch if m not in {r["step"] for r in results})
         results.append(finish_step(conn, org, op_id, failed, Outcome("failed", error_line(exc)),
@@ -530,15 +536,73 @@ def _run_claimed(
     changed = differences(step.get("fingerprint") or {}, fingerprint(status, op))
     if first and changed:
         raise StepRefused(f"{WORLD_CHANGED}: " + "; ".join(changed))
+    kept_lock: lock_keeper.KeptLock | None = seen.get("kept")
+    if kept_lock is not None and not kept_lock.still_held():
+        raise LockLost(index)  # nothing run: the lock's new holder decides
     output = invoke(client, step, resolve(conn, op, step, status, client))
+    outcome = Outcome("done", "ok")
     if kind_of(step) in CREATES_CERTIFICATE:
         created = _created_thumbprint(output)
         _before_record(op_id, index)
         kept = operation.record(conn, op_id, new_cert_key(op, _cert_server(step)), created,
                                 now=clock.now())
-        return Outcome("done", f"created {created}" + (
+        outcome = Outcome("done", f"created {created}" + (
             "" if kept == created else f"; {short(kept)} was recorded first and is used"))
-    return Outcome("done", "ok")
+    if kept_lock is not None and kept_lock.outage_seen:
+        return confirm_after_outage(conn, org, op_id, index, outcome, client, clock)
+    return outcome
+
+
+class LockLost(ExauthError):
+    """The step's writer lock lapsed (a Redis outage) and someone else has the org now."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"step {index + 1}: the writer lock lapsed while Redis was "
+                         "unreachable and another exauth process holds it now; it carries "
+                         "the step on")
+        self.index = index
+
+
+def confirm_after_outage(
+    conn: redis.Redis, org: OrgSettings, op_id: str, index: int, outcome: Outcome,
+    client: ExchangeClient, clock: Clock,
+) -> Outcome:
+    """Redis was unreachable while the step ran: what it did is confirmed by reading
+    Exchange again before it is recorded, not taken from this process's memory alone."""
+    op = operation.require(conn, op_id)
+    step = op["steps"][index]
+    obs, status = observe(org, client, clock=clock)
+    seen = took_effect(op, step, obs, status)
+    if seen:
+        return Outcome(outcome.state, f"{outcome.detail}; Redis was unreachable during the "
+                                      f"step; Exchange read after it returned: {seen}")
+    return Outcome("failed", f"{outcome.detail}; Redis was unreachable during the step and "
+                             "Exchange read after it returned does not show its effect")
+
+
+def took_effect(op: dict[str, Any], step: dict[str, Any], obs: OrgObs,
+                status: dict[str, Any]) -> str | None:
+    """What a fresh read shows of this step's effect, or None when it shows none."""
+    if kind_of(step) in CREATES_CERTIFICATE:
+        thumbprint = recorded_thumbprint(op, step) or ""
+        target = _cert_server(step).lower()
+        for server in obs.servers:
+            if server.fqdn.lower() == target and any(
+                    c.thumbprint == thumbprint for c in server.certificates or ()):
+                return f"{short(thumbprint)} is in the store of {target}"
+        return None
+    why = already_done(op, step, status)
+    if why is None and not _visible_in_status(step):
+        return "this step's effect is not visible in a status read; its cmdlet succeeded"
+    return why
+
+
+def _visible_in_status(step: dict[str, Any]) -> bool:
+    """Steps whose effect a status read shows (already_done can judge them)."""
+    return kind_of(step) in (StepKind.STAGE_NEXT, StepKind.PUBLISH_NEXT,
+                             StepKind.CLEAR_PREVIOUS, StepKind.IMPORT_CERT,
+                             StepKind.REMOVE_OLD_AUTH_CERT, StepKind.BIND_BACKEND_CERT,
+                             StepKind.REMOVE_BACKEND_BINDING)
 
 
 def _before_record(op_id: str, index: int) -> None:

@@ -25,7 +25,7 @@ import redis
 from config.errors import ExauthError
 from config.schema import OrgSettings
 from workers import audit
-from workers.changes import approval, execute, operation, writer_lock
+from workers.changes import approval, execute, interruption, lock_keeper, operation
 from workers.changes.plan import NEW_THUMBPRINT, Step
 from workers.changes.plan import steps as plan_steps
 from workers.changes.step_kind import StepKind, kind_of
@@ -338,7 +338,9 @@ def resume(
     index = next_index(op)
     step = op["steps"][index] if index is not None else None
     if step is not None and step["state"] == "running":
-        with writer_lock.held(conn, org.name, f"resume {op_id}", CHANGE_TIMEOUT):
+        # LockBusy while the step's own worker still keeps its (short) lock alive
+        with lock_keeper.KeptLock(conn, org.name, f"resume {op_id}"):
+            operation.update(conn, op_id, interruption.clear, now=clock.now())
             obs, status = execute.observe(org, client, clock=clock)
             outcome = execute.own_effect(conn, op, step, obs, status, clock=clock)
             approval.finish(conn, op_id, step["index"], "failed",

@@ -26,10 +26,8 @@ from config.schema import OrgSettings
 from workers.changes import approval, execute, lifecycle, operation
 from workers.clock import SYSTEM_CLOCK, Clock
 from workers.exchange.client import ExchangeClient
-from workers.jobs.queues import (
-    connect,
-    enqueue_change,
-)
+from workers.jobs.queues import connect_riding_out as connect
+from workers.jobs.queues import enqueue_change
 from workers.status.decide import actions
 
 ON_SUCCESS = "bot.callbacks.operation_progress.operation_updated"

@@ -20,7 +20,9 @@ its jobs, with four changes that exauth needs and rq does not give:
 - Jobs whose worker died end here. Every tick the active scheduler has rq fail (or retry)
   the jobs whose worker stopped mid-job, running their failure callbacks, so a placeholder
   never stays "Checking..." because a worker was killed, and a read job that no worker
-  took within its time limit ends the same way (workers.jobs.deadline).
+  took within its time limit ends the same way (workers.jobs.deadline), and a change step
+  whose worker died is declared "interrupted" on its card within about two minutes
+  (workers.changes.interruption says how it is noticed).
 
 Cron expressions are read in this process's local time zone (set TZ), as rq does.
 Time comes from the `Clock` passed in (workers.clock) so tests can move it.
@@ -48,12 +50,14 @@ from workers.changes import writer_lock
 from workers.clock import SYSTEM_CLOCK, Clock
 from workers.jobs import change_jobs
 from workers.jobs.deadline import expire_unstarted, reap_abandoned
+from workers.jobs.interrupted import notice_interrupted
 from workers.jobs.queues import (
     FAILURE_TTL,
     READ_QUEUE,
     READ_TIMEOUT,
     RESULT_TTL,
     connect,
+    connect_riding_out,
     unreachable,
 )
 from workers.warnings.sweep import SWEEP_FUNC, enqueue_sweep
@@ -251,6 +255,7 @@ class SweepScheduler(CronScheduler):
                     self.save()
                 reap_abandoned(self.connection)  # jobs whose worker died: say so
                 expire_unstarted(self.connection)  # read jobs no worker took: say so
+                notice_interrupted(self.connection)  # steps whose worker died: say so
                 self.heartbeat()
                 self.stop_event.wait(self.calculate_sleep_interval())
         finally:
@@ -281,12 +286,15 @@ def run(settings: Settings, *, say: Say | None = None) -> int:
     if not settings.orgs:
         tell("exauth cron: no [[org]] configured; nothing to schedule.")
         return 2
-    connection = connect(settings.redis.url)
-    try:
-        connection.ping()
+    first = connect(settings.redis.url)
+    try:  # started without Redis: say so at once; running: ride out an outage
+        first.ping()
     except redis.RedisError as exc:
         tell(f"exauth cron: {unreachable(settings.redis.url, exc)}.")
         return 1
+    finally:
+        first.close()
+    connection = connect_riding_out(settings.redis.url)
     try:
         scheduler = SweepScheduler(connection, settings, say=tell)
     except CronConfigError as exc:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as RedisRetry
@@ -70,6 +70,22 @@ def connect(url: str, *, timeout: float | None = None) -> Redis:
         return Redis.from_url(url)
     return Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
                           retry=RedisRetry(NoBackoff(), 0))
+
+
+# A worker or `exauth cron` rides out a Redis outage of this long (a restart, a failover):
+# every command is retried with a backoff capped at RIDE_OUT_POLL seconds, so a step in the
+# middle of changing Exchange waits for Redis to come back instead of dying with its
+# outcome unrecorded (a SimpleWorker quits on most Redis errors outside its dequeue).
+RIDE_OUT_S = 15 * 60
+RIDE_OUT_POLL = 1.0
+
+
+def connect_riding_out(url: str) -> Redis:
+    """A Redis client for workers and cron: waits out an outage of up to RIDE_OUT_S."""
+    retries = int(RIDE_OUT_S / RIDE_OUT_POLL)
+    return Redis.from_url(url, retry=RedisRetry(ExponentialBackoff(cap=RIDE_OUT_POLL,
+                                                                   base=0.05), retries),
+                          retry_on_error=[RedisConnectionError, RedisTimeoutError])
 
 
 def unreachable(url: str, exc: BaseException) -> str:

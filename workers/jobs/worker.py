@@ -26,7 +26,15 @@ from config.schema import Settings
 from workers import log_filter
 from workers.exchange.session import close_all
 from workers.jobs.deadline import Worker
-from workers.jobs.queues import CHANGE_QUEUE, READ_QUEUE, SERIALIZER, connect, queue, unreachable
+from workers.jobs.queues import (
+    CHANGE_QUEUE,
+    READ_QUEUE,
+    SERIALIZER,
+    connect,
+    connect_riding_out,
+    queue,
+    unreachable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +43,17 @@ LOG_LEVEL = "INFO"
 
 def run(settings: Settings, burst: bool = False) -> int:
     """Work the exauth queues; with `burst`, until they are empty (tests, one-shot runs)."""
-    connection = connect(settings.redis.url)
-    try:
-        connection.ping()
+    first = connect(settings.redis.url)
+    try:  # a worker started without Redis says so at once ...
+        first.ping()
     except RedisError as exc:
         print(f"exauth worker: {unreachable(settings.redis.url, exc)}.", file=sys.stderr,
               flush=True)
         return 1
+    finally:
+        first.close()
+    # ... while a running one rides out an outage (workers.jobs.queues.connect_riding_out)
+    connection = connect_riding_out(settings.redis.url)
     queues = [queue(CHANGE_QUEUE, connection), queue(READ_QUEUE, connection)]
     worker = Worker(queues, connection=connection, serializer=SERIALIZER)
     _process_logging(settings)
