@@ -134,8 +134,9 @@ def test_killed_worker_is_reported_interrupted_and_resume_adopts_its_certificate
         "new_thumbprint"]
     wait_until(lambda: "done" in stack.cards()[-1].params["text"], 30, "the card says done")
     assert any("adopted" in t for t in stack.thread())
-    actions = [(e["action"], e["outcome"]) for e in stack.audit()]
-    assert ("operation.resume", "resumed") in actions and ("operation.close", "done") in actions
+    assert ("operation.resume", "resumed") in [(e["action"], e["outcome"]) for e in stack.audit()]
+    wait_until(lambda: ("operation.close", "done") in [(e["action"], e["outcome"])
+                                                       for e in stack.audit()], 10, "audited")
 
 
 def test_worker_rides_out_a_redis_outage_and_confirms_the_step_on_exchange(
@@ -177,4 +178,5 @@ def test_worker_rides_out_a_redis_outage_and_confirms_the_step_on_exchange(
                                       for s in final["steps"]]
     stack.assert_safe(final)
     assert len(auth_creations(stack.handle)) == 1
-    assert ("operation.close", "done") in [(e["action"], e["outcome"]) for e in stack.audit()]
+    wait_until(lambda: ("operation.close", "done") in [(e["action"], e["outcome"])
+                                                       for e in stack.audit()], 10, "audited")
