@@ -224,7 +224,7 @@ class ProcessStack:
                 enqueue_resume_due(self.conn, f"drive-{op_id}-{round_}")
                 wait_until(lambda op=op: _moved(self.conn, op), 60, "the resume job ran")
                 continue
-            value = wait_until(lambda: self.approve_value(clicked) or _moved(self.conn, op),
+            value = wait_until(lambda op=op: self.approve_value(clicked) or _moved(self.conn, op),
                                60, f"a new approval or a change of {op_id}")
             if isinstance(value, str):
                 clicked.add(value)
