@@ -264,7 +264,7 @@ def bot_command(ctx: Context, http_mode: bool, port: int) -> None:
 @click.pass_obj
 def worker_command(ctx: Context, burst: bool) -> None:
     """Run an RQ worker for the exauth queues."""
-    from workers.jobs.worker import run
+    from workers.jobs.worker_process import run
 
     sys.exit(guarded(run, configured(ctx), burst=burst))
 

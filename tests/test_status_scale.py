@@ -20,8 +20,8 @@ from lab import cmdlets
 from lab.scenario import builtin_names
 from lab.serve import LabHandle
 from tests.test_status_lab import lab_org
-from workers.exchange.certificate import server_from
 from workers.exchange.client import ExchangeClient
+from workers.exchange.parsing import server_from
 from workers.exchange.session import SessionCache
 from workers.exchange.target import Params, Statement
 from workers.status.collect import collect

@@ -11,6 +11,6 @@ reads and routes each request, `wsman_endpoint` and `control_api` answer them, b
 """
 
 from lab.http.control_api import ControlError, parse_advance
-from lab.http.listener import LabServer
+from lab.http.lab_server import LabServer
 
 __all__ = ["ControlError", "LabServer", "parse_advance"]

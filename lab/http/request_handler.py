@@ -21,7 +21,7 @@ from lab.http.control_api import serve_control
 from lab.http.wsman_endpoint import DropConnection, serve_wsman
 
 if TYPE_CHECKING:
-    from lab.http.listener import LabServer
+    from lab.http.lab_server import LabServer
 
 log = logging.getLogger(__name__)
 

@@ -36,9 +36,9 @@ from workers.changes import approval, lock_keeper, operation
 from workers.changes.plan import EXPORTED_FILE_DATA, NEW_THUMBPRINT, effective_date
 from workers.changes.step_kind import CREATES_CERTIFICATE, StepKind, kind_of
 from workers.clock import SYSTEM_CLOCK, Clock
-from workers.exchange.certificate import facts_from_exchange_certificate, prop
 from workers.exchange.client import ExchangeClient
 from workers.exchange.errors import ExchangeError
+from workers.exchange.parsing import facts_from_exchange_certificate, prop
 from workers.exchange.session import Secret
 from workers.status.collect import collect, org_clock
 from workers.status.findings import is_auth_subject, iso, short

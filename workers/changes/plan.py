@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from workers.changes.step_kind import StepKind
-from workers.exchange.certificate import BACKEND_BINDING, BACKEND_SITE, CERT_STORE
+from workers.exchange.parsing import BACKEND_BINDING, BACKEND_SITE, CERT_STORE
 from workers.status.findings import is_in_scope, iso, short
 
 NEW_THUMBPRINT = "<new thumbprint>"

@@ -2,7 +2,7 @@
 
 Opening a session on real Exchange costs seconds, so sessions live in a process-wide cache
 (keyed by endpoint URL, configuration and user) and are reused by every status run and job
-in the process (the worker runs jobs in its own process for this: workers.jobs.worker). A
+in the process (the worker runs jobs in its own process for this: workers.jobs.worker_process). A
 session that breaks (server restart, idle timeout) is dropped and reopened once.
 """
 

@@ -31,7 +31,9 @@ from typing import Any, Literal
 
 from config.schema import OrgSettings
 from workers.clock import SYSTEM_CLOCK, Clock
-from workers.exchange.certificate import (
+from workers.exchange.client import ExchangeClient
+from workers.exchange.errors import ExchangeError, ExchangeFailed
+from workers.exchange.parsing import (
     BACKEND_SITE,
     CERT_STORE,
     auth_config_from,
@@ -43,14 +45,12 @@ from workers.exchange.certificate import (
     server_from,
     text,
 )
-from workers.exchange.client import ExchangeClient
-from workers.exchange.errors import ExchangeError, ExchangeFailed
 from workers.exchange.target import Statement
 from workers.status.findings import is_in_scope
 from workers.status.observation import AuthConfigObs, BackendObs, CertFacts, OrgObs, ServerObs
 from workers.status.report import build_status
 
-# What each read needs: the properties `workers.exchange.certificate` reads, nothing else.
+# What each read needs: the properties `workers.exchange.parsing` reads, nothing else.
 AUTH_CONFIG_PROPERTIES = (
     "CurrentCertificateThumbprint",
     "NextCertificateThumbprint",
