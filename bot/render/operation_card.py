@@ -38,7 +38,7 @@ STATE_MARKS = {
     "done": ":white_check_mark:",
     "failed": ":x:",
     "skipped": ":heavy_minus_sign:",
-    "interrupted": ":warning:",  # an event only (workers.jobs.interrupted), not a step state
+    "interrupted": ":warning:",  # an event (workers.jobs.interruption_notice), not a state
 }
 DENIED_MARK = ":no_entry:"
 INTERRUPTED_MARK = ":warning:"

@@ -21,7 +21,7 @@ a killed worker's step is declared at most about 60 + 15 + 10 s after the kill.
 
 Declaring marks the operation `interrupted` ({step, at}), which the card shows as
 "interrupted at step N" until `/exauth resume` (workers.changes.lifecycle.resume) clears
-it; the caller (workers.jobs.interrupted) writes the audit entry and tells Slack.
+it; the caller (workers.jobs.interruption_notice) writes the audit entry and tells Slack.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ from workers.changes import writer_lock
 from workers.clock import SYSTEM_CLOCK, Clock
 from workers.jobs import change_jobs
 from workers.jobs.deadline import expire_unstarted, reap_abandoned
-from workers.jobs.interrupted import notice_interrupted
+from workers.jobs.interruption_notice import notice_interrupted
 from workers.jobs.queues import (
     FAILURE_TTL,
     READ_QUEUE,
