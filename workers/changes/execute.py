@@ -32,7 +32,7 @@ import redis
 from config.errors import ExauthError
 from config.schema import OrgSettings
 from workers import audit, redis_keys
-from workers.changes import approval, lock_keeper, operation
+from workers.changes import approval, lock_keeper, operation, reuse
 from workers.changes.plan import EXPORTED_FILE_DATA, NEW_THUMBPRINT, effective_date
 from workers.changes.step_kind import CREATES_CERTIFICATE, StepKind, kind_of
 from workers.clock import SYSTEM_CLOCK, Clock
@@ -624,6 +624,12 @@ def own_effect(
             kept = operation.record(conn, op["id"], new_cert_key(op, _cert_server(step)), found,
                                     now=clock.now())
             return Outcome("done", f"adopted {kept}, created by an interrupted attempt")
+        if kind_of(step) is StepKind.CREATE_AUTH_CERT:  # reuse before create
+            earlier = reuse.find(obs, reuse.earlier_operations(conn, op["org"], but=op["id"]))
+            if earlier is not None:
+                operation.record(conn, op["id"], NEW_THUMBPRINT_KEY, earlier.thumbprint,
+                                 now=clock.now())
+                return Outcome("done", earlier.line())
         return None
     why = already_done(op, step, status)
     return Outcome("done", f"already done: {why}") if why else None

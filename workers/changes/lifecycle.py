@@ -25,7 +25,7 @@ import redis
 from config.errors import ExauthError
 from config.schema import OrgSettings
 from workers import audit
-from workers.changes import approval, execute, interruption, lock_keeper, operation
+from workers.changes import approval, execute, interruption, lock_keeper, operation, reuse
 from workers.changes.plan import NEW_THUMBPRINT, Step
 from workers.changes.plan import steps as plan_steps
 from workers.changes.step_kind import StepKind, kind_of
@@ -111,10 +111,13 @@ def start(
     built = plan_steps(status, action, writer=org.writer, now=checked_at(status))
     targets = list(action.get("servers") or [])
     watched = targets if action["kind"] == "repair_backend" else [_writer_fqdn(status, org)]
+    stored = [_stored(s) for s in built]
+    if action["kind"] in reuse.CREATES_AUTH:  # unused duplicates of earlier attempts go
+        stored += reuse.duplicate_steps(reuse.duplicates(
+            obs, reuse.earlier_operations(conn, org.name)))
     op = operation.create(
         conn, org.name, action["kind"], requester,
-        [{**_stored(s), "fingerprint": None, "request_id": None, "expires_at": None}
-         for s in built],
+        [{**s, "fingerprint": None, "request_id": None, "expires_at": None} for s in stored],
         moment,
     )
 
