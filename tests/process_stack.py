@@ -193,12 +193,16 @@ class ProcessStack:
 
     # --- the operation ---------------------------------------------------------------------
 
+    def ops(self) -> list[dict[str, Any]]:
+        """Every operation, oldest first."""
+        ids = [i.decode().removeprefix("exauth:op:") for i in self.conn.keys("exauth:op:*")]
+        docs = [operation.load(self.conn, i) for i in ids]
+        return sorted((d for d in docs if d), key=lambda d: d["created_at"])
+
     def the_op(self) -> dict[str, Any]:
-        ids = sorted(i.decode() for i in self.conn.keys("exauth:op:*"))
-        assert len(ids) == 1, ids
-        op = operation.load(self.conn, ids[0].removeprefix("exauth:op:"))
-        assert op is not None
-        return op
+        ops = self.ops()
+        assert len(ops) == 1, [o["id"] for o in ops]
+        return ops[0]
 
     def step_state(self, op_id: str, index: int) -> str:
         op = operation.load(self.conn, op_id)

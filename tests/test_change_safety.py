@@ -180,3 +180,46 @@ def test_worker_rides_out_a_redis_outage_and_confirms_the_step_on_exchange(
     assert len(auth_creations(stack.handle)) == 1
     wait_until(lambda: ("operation.close", "done") in [(e["action"], e["outcome"])
                                                        for e in stack.audit()], 10, "audited")
+
+
+def test_the_next_rotation_reuses_the_certificate_of_one_that_failed(
+        stack_with: Callable[..., ProcessStack]) -> None:
+    """Before: after a failure at Set-AuthConfig, `/exauth fix` created another one."""
+    stack = stack_with("expired")
+    stack.exauth("worker")
+    first_id, value, index = first_approval(stack)
+    stack.approve(value)
+    wait_until(lambda: stack.step_state(first_id, index) == "done", 60, "created")
+    made = stack.the_op()["recorded"]["new_thumbprint"]
+    writer = server_entry(stack.handle, stack.handle.writer)["name"]
+    stack.handle.org.add_fault({"server": writer, "endpoint": "any", "kind": "error",
+                                "cmdlet": "Set-AuthConfig", "message": "AD is read-only"})
+    second = wait_until(lambda: stack.approve_value({value}), 60, "Set-AuthConfig is asked")
+    stack.approve(second)
+    wait_until(lambda: stack.the_op()["state"] == "failed", 60, "the first operation failed")
+    wait_until(lambda: "failed" in stack.cards()[-1].params["text"], 30, "the card says so")
+
+    stack.handle.org.clear_faults()
+    stack.slash("fix")
+    wait_until(lambda: len(stack.ops()) == 2, 60, "a second operation")
+    op_id = stack.ops()[-1]["id"]
+    third = wait_until(lambda: stack.approve_value({value, second}), 60, "the create step")
+    stack.approve(third)
+    wait_until(lambda: stack.step_state(op_id, json.loads(third)["step"]) == "done", 60,
+               "the create step is done")
+    op = stack.ops()[-1]
+    assert op["recorded"]["new_thumbprint"] == made
+    outcome = op["steps"][json.loads(third)["step"]]["outcome"]
+    assert f"reused {made}, made by earlier operation {first_id}" in outcome
+    assert len(auth_creations(stack.handle)) == 1  # not a second one
+    wait_until(lambda: [t for t in stack.thread() if f"reused {made}" in t], 30, "said")
+
+    final = stack.drive(op_id, {value, second, third})
+    assert final["state"] == "done", [(s["title"], s["state"], s["outcome"])
+                                      for s in final["steps"]]
+    stack.assert_safe(final)
+    assert stack.handle.org.state()["auth_config"]["current"] == made
+    steps = [e for e in stack.audit() if e["action"] == "step:New-ExchangeCertificate"]
+    assert sorted(e["outcome"] for e in steps) == ["done", "done"]  # created, then reused
+    assert any(made in json.dumps(e["detail"]) and "reused" in json.dumps(e["detail"])
+               for e in steps)

@@ -48,6 +48,8 @@ OP_STATES = {
     "done": "done :white_check_mark:",
     "failed": "failed :x:",
     "cancelled": "cancelled",
+    "blocked": "blocked :no_entry_sign:",
+    "superseded": "superseded :leftwards_arrow_with_hook:",
 }
 
 
@@ -84,6 +86,16 @@ def operation_card(op: dict[str, Any]) -> dict[str, Any]:
         blocks.append(_section(f"{DENIED_MARK} *Denied by {who}:* {_clip(why, 2000)}\n"
                                f"Step {int(denied['index']) + 1} was not run; the operation "
                                "is cancelled."))
+    halted = op.get("halted") if isinstance(op.get("halted"), dict) else None
+    if halted:
+        label = f"{str(halted['outcome']).capitalize()} at step {int(halted['step']) + 1}"
+        text = f":no_entry_sign: *{label}:* {_clip(escape(str(halted['why'])), 1500)}"
+        if halted.get("recommended"):
+            text += f"\n*Recommended now:* {_clip(escape(str(halted['recommended'])), 1000)}"
+        text += ("\n`/exauth resume " + op["id"] + "` carries it on once every server answers "
+                 "(Exchange is read again and the step asked for again)."
+                 if op["state"] == "blocked" else "")
+        blocks.append(_section(text))
     if interrupted:
         blocks.append(_section(
             f"{INTERRUPTED_MARK} *{interrupted.capitalize()}:* the worker running it stopped "

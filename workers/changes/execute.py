@@ -32,7 +32,8 @@ import redis
 from config.errors import ExauthError
 from config.schema import OrgSettings
 from workers import audit, redis_keys
-from workers.changes import approval, lock_keeper, operation, reuse
+from workers.changes import approval, lock_keeper, operation, reuse, revalidate
+from workers.changes.halt import Halted, halt
 from workers.changes.plan import EXPORTED_FILE_DATA, NEW_THUMBPRINT, effective_date
 from workers.changes.step_kind import CREATES_CERTIFICATE, StepKind, kind_of
 from workers.clock import SYSTEM_CLOCK, Clock
@@ -41,7 +42,8 @@ from workers.exchange.errors import ExchangeError
 from workers.exchange.parsing import facts_from_exchange_certificate, prop
 from workers.exchange.session import Secret
 from workers.status.collect import collect, org_clock
-from workers.status.findings import is_auth_subject, iso, short
+from workers.status.decide import actions
+from workers.status.findings import in_scope_servers, is_auth_subject, iso, short
 from workers.status.observation import OrgObs
 from workers.status.report import build_status, checked_at
 
@@ -480,7 +482,7 @@ def run_step(
                 operation.set_step(conn, op_id, member, "running", now=clock.now())
                 try:
                     outcome = _run_claimed(conn, org, op_id, member, client, seen, clock)
-                except LockLost:
+                except (LockLost, Halted):
                     raise
                 except Exception as exc:
                     if not _fatal(op["steps"][member]):
@@ -493,6 +495,8 @@ def run_step(
                                            clock=clock))
     except LockLost as lost:  # whoever holds the org now (a resume) adopts what we did
         return _result(op_id, lost.index, "interrupted", str(lost))
+    except Halted as stop:  # nothing ran: blocked (resumable) or superseded
+        return halt(conn, org, op_id, stop.index, stop.verdict, actor="exauth", clock=clock)
     except Exception as exc:  # one line for the channel, never a traceback
         failed = next(m for m in batch if m not in {r["step"] for r in results})
         results.append(finish_step(conn, org, op_id, failed, Outcome("failed", error_line(exc)),
@@ -533,9 +537,10 @@ def _run_claimed(
     done = own_effect(conn, op, step, obs, status, clock=clock)
     if done is not None:
         return done
-    changed = differences(step.get("fingerprint") or {}, fingerprint(status, op))
-    if first and changed:
-        raise StepRefused(f"{WORLD_CHANGED}: " + "; ".join(changed))
+    if first:  # re-decide on this fresh read (workers.changes.revalidate)
+        verdict = redecide(op, step, obs, status)
+        if not verdict.runs:
+            raise Halted(index, verdict)
     kept_lock: lock_keeper.KeptLock | None = seen.get("kept")
     if kept_lock is not None and not kept_lock.still_held():
         raise LockLost(index)  # nothing run: the lock's new holder decides
@@ -551,6 +556,19 @@ def _run_claimed(
     if kept_lock is not None and kept_lock.outage_seen:
         return confirm_after_outage(conn, org, op_id, index, outcome, client, clock)
     return outcome
+
+
+def redecide(op: dict[str, Any], step: dict[str, Any], obs: OrgObs,
+             status: dict[str, Any]) -> revalidate.Verdict:
+    """The re-decision's inputs from one fresh read: the rules' actions (unreachable
+    servers aside), who did not answer, and what changed since the approval."""
+    scope = in_scope_servers(obs)
+    changed = differences(step.get("fingerprint") or {}, fingerprint(status, op))
+    return revalidate.judge(
+        op, step, decision=actions(obs, override_unreachable=True),
+        unreachable=[s.fqdn for s in scope if not s.reachable],
+        in_scope=[s.fqdn for s in scope],
+        changed=[f"{WORLD_CHANGED}: {line}" for line in changed])
 
 
 class LockLost(ExauthError):

@@ -25,7 +25,15 @@ import redis
 from config.errors import ExauthError
 from config.schema import OrgSettings
 from workers import audit
-from workers.changes import approval, execute, interruption, lock_keeper, operation, reuse
+from workers.changes import (
+    approval,
+    execute,
+    halt,
+    interruption,
+    lock_keeper,
+    operation,
+    reuse,
+)
 from workers.changes.plan import NEW_THUMBPRINT, Step
 from workers.changes.plan import steps as plan_steps
 from workers.changes.step_kind import StepKind, kind_of
@@ -191,8 +199,8 @@ def advance(
     status: dict[str, Any] | None = None
     for _ in range(MAX_READ_STEPS):
         op = operation.require(conn, op_id)
-        if op["state"] not in operation.OPEN_STATES:
-            break
+        if op["state"] not in operation.OPEN_STATES or op["state"] == "blocked":
+            break  # a blocked one goes on by `resume` only
         index = next_index(op)
         if index is None:
             _close(conn, org, op, "done", "every step is done", clock)
@@ -338,6 +346,12 @@ def resume(
     if op["state"] not in operation.OPEN_STATES:
         raise operation.OperationError(f"operation {op_id} is {op['state']}; nothing to resume")
     events: list[dict[str, Any]] = []
+    if op["state"] == "blocked":  # asked again below, on a fresh read
+        op = operation.update(conn, op_id, halt.unblock, now=clock.now())
+        events.append({"step": None, "state": "open", "detail": "resumed after being blocked; "
+                       "Exchange is read again before anything runs"})
+        audit.record(conn, org=org.name, actor=actor, action="operation.resume", target=op_id,
+                     outcome="resumed", detail={"was": "blocked"})
     index = next_index(op)
     step = op["steps"][index] if index is not None else None
     if step is not None and step["state"] == "running":

@@ -47,8 +47,11 @@ KINDS = (
     "cleanup",
     "repair_backend",
 )
-OPEN_STATES = ("open", "waiting")
-CLOSED_STATES = ("done", "failed", "cancelled")
+# `blocked`: a server its next step concerns could not be asked; resumable, and still the
+# org's one open operation. `superseded`: the re-decision found the world moved on
+# (workers.changes.halt).
+OPEN_STATES = ("open", "waiting", "blocked")
+CLOSED_STATES = ("done", "failed", "cancelled", "superseded")
 STEP_STATES = ("pending", "awaiting_approval", "approved", "running", "done", "failed", "skipped")
 ENDPOINTS = ("exchange", "host", "")  # "" = a step with no remote command (a reminder)
 SECRET_REF = re.compile(r"^<[^<>\r\n]{1,200}>$")
@@ -278,7 +281,8 @@ if tonumber(cur['version']) ~= tonumber(ARGV[1]) then
   return {'stale', tostring(cur['version'])}
 end
 if cur['org'] ~= ARGV[4] or cur['kind'] ~= ARGV[7] then return {'immutable', ''} end
-local was_open = cur['state'] == 'open' or cur['state'] == 'waiting'
+local was_open = cur['state'] == 'open' or cur['state'] == 'waiting' or
+  cur['state'] == 'blocked'
 if ARGV[5] == '1' and not was_open then return {'reopen', cur['state']} end
 redis.call('SET', KEYS[1], ARGV[2])
 if ARGV[5] == '1' then

@@ -1,0 +1,86 @@
+"""Stopping an operation whose next step the re-decision refused (workers.changes.revalidate).
+
+Nothing ran. The step's approval is spent (a new one is asked for on the new facts). Then:
+- `blocked` (a server the change concerns could not be asked): the operation stays open
+  in state `blocked` - still the org's one open operation, so nobody starts a second
+  rotation over it - and `/exauth resume` carries it on once the server answers (the step
+  goes back to pending and is asked for again on a fresh read);
+- `superseded` (the facts or the rules moved on): the operation ends, and the card and
+  thread say what changed and what the rules recommend now.
+The verdict is kept on the document (`halted`) so the card can show it after any
+re-render; the audit log gets one entry.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+
+import redis
+
+from config.schema import OrgSettings
+from workers import audit, redis_keys
+from workers.changes import approval, operation
+from workers.changes.revalidate import BLOCKED, Verdict
+from workers.clock import SYSTEM_CLOCK, Clock
+
+
+class Halted(Exception):
+    """Raised by the step runner when the re-decision refuses the step."""
+
+    def __init__(self, index: int, verdict: Verdict) -> None:
+        super().__init__(verdict.line())
+        self.index, self.verdict = index, verdict
+
+
+def halt(conn: redis.Redis, org: OrgSettings, op_id: str, index: int, verdict: Verdict, *,
+         actor: str, clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
+    """Record the refusal; returns the step result ({op_id, step, state, detail})."""
+    moment = clock.now()
+    line = verdict.line()
+    blocked = verdict.outcome == BLOCKED
+
+    def mutate(doc: dict[str, Any]) -> None:
+        step = doc["steps"][index]
+        step["state"] = "pending" if blocked else "skipped"
+        step["outcome"] = audit.scrub_text(line)
+        if not blocked:
+            step["finished_at"] = moment.astimezone(UTC).isoformat()
+        doc["halted"] = {"outcome": verdict.outcome, "step": index,
+                         "why": audit.scrub_text(verdict.why),
+                         "recommended": audit.scrub_text(verdict.recommended)}
+        doc["resume_at"] = None
+        if blocked:
+            doc["state"] = "blocked"
+
+    operation.update(conn, op_id, mutate, now=moment)
+    approval.finish(conn, op_id, index, "failed", detail=line)
+    if not blocked:
+        operation.close(conn, op_id, "superseded", now=moment)
+        for key in conn.scan_iter(match=redis_keys.secrets_of(op_id)):
+            conn.delete(key)
+    op = operation.require(conn, op_id)
+    audit.record(conn, org=org.name, actor=actor,
+                 action="operation.blocked" if blocked else "operation.close",
+                 target=operation.step_ref(op_id, index), outcome=verdict.outcome,
+                 detail={"title": op["steps"][index]["title"], "why": verdict.why,
+                         "recommended": verdict.recommended})
+    return {"op_id": op_id, "step": index, "state": verdict.outcome, "detail": line}
+
+
+def unblock(doc: dict[str, Any]) -> None:
+    """In a mutate of operation.update: a blocked operation is carried on (`resume`)."""
+    if doc.get("state") == "blocked":
+        doc["state"] = "open"
+    doc.pop("halted", None)
+
+
+def describe(op: dict[str, Any]) -> str | None:
+    """"blocked at step N: why" / "superseded at step N: why. Recommended now: ..."."""
+    halted = op.get("halted")
+    if not isinstance(halted, dict):
+        return None
+    text = f"{halted['outcome']} at step {int(halted['step']) + 1}: {halted['why']}"
+    if halted.get("recommended"):
+        text += f" Recommended now: {halted['recommended']}"
+    return text
