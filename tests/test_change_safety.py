@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -26,13 +27,25 @@ from workers.changes.lock_keeper import STEP_LOCK_TTL
 
 
 @pytest.fixture()
-def stack_with(make_lab: Callable[..., LabHandle], slack: SlackMock, redis_url: str,
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server this test alone uses, so it can stop or pause it."""
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = RedisProcess(workdir)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def stack_with(make_lab: Callable[..., LabHandle], slack: SlackMock, own_redis: RedisProcess,
                tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                ) -> Iterator[Callable[..., ProcessStack]]:
+    """`stack_with(scenario)`: a lab, the bot app and the test's own Redis."""
     stacks: list[ProcessStack] = []
 
-    def _make(scenario: str, url: str | None = None) -> ProcessStack:
-        stack = ProcessStack(make_lab(scenario), url or redis_url, slack, tmp_path,
+    def _make(scenario: str) -> ProcessStack:
+        stack = ProcessStack(make_lab(scenario), own_redis.url, slack, tmp_path,
                              monkeypatch.setenv)
         stacks.append(stack)
         return stack
@@ -40,17 +53,6 @@ def stack_with(make_lab: Callable[..., LabHandle], slack: SlackMock, redis_url: 
     yield _make
     for stack in stacks:
         stack.close()
-
-
-@pytest.fixture()
-def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    """A redis-server this test alone uses, so it can stop it."""
-    workdir = tmp_path / "redis"
-    workdir.mkdir()
-    server = RedisProcess(workdir)
-    server.start()
-    yield server
-    server.stop()
 
 
 def slow_writer(stack: ProcessStack, latency_ms: int) -> None:
@@ -81,7 +83,7 @@ def first_approval(stack: ProcessStack) -> tuple[str, str, int]:
 
 def test_killed_worker_is_reported_interrupted_and_resume_adopts_its_certificate(
         stack_with: Callable[..., ProcessStack], own_redis: RedisProcess) -> None:
-    stack = stack_with("expired", own_redis.url)
+    stack = stack_with("expired")
     worker = stack.exauth("worker")
     stack.exauth("cron")
     op_id, value, index = first_approval(stack)
@@ -141,7 +143,7 @@ def test_killed_worker_is_reported_interrupted_and_resume_adopts_its_certificate
 
 def test_worker_rides_out_a_redis_outage_and_confirms_the_step_on_exchange(
         stack_with: Callable[..., ProcessStack], own_redis: RedisProcess) -> None:
-    stack = stack_with("expired", own_redis.url)
+    stack = stack_with("expired")
     worker = stack.exauth("worker")
     cron = stack.exauth("cron")
     op_id, value, index = first_approval(stack)
@@ -223,3 +225,66 @@ def test_the_next_rotation_reuses_the_certificate_of_one_that_failed(
     assert sorted(e["outcome"] for e in steps) == ["done", "done"]  # created, then reused
     assert any(made in json.dumps(e["detail"]) and "reused" in json.dumps(e["detail"])
                for e in steps)
+
+
+def test_an_unreachable_server_blocks_the_step_until_resume(
+        stack_with: Callable[..., ProcessStack]) -> None:
+    """Before: the status said blocked, yet New-ExchangeCertificate ran, and then the
+    org-wide Set-AuthConfig, without any override."""
+    stack = stack_with("expired")
+    stack.exauth("worker")
+    op_id, value, index = first_approval(stack)
+    stack.handle.org.add_fault({"server": "ex3", "endpoint": "any", "kind": "unreachable"})
+    stack.approve(value)
+    wait_until(lambda: stack.the_op()["state"] == "blocked", 60, "the operation is blocked")
+    assert auth_creations(stack.handle) == []  # nothing ran
+    op = stack.the_op()
+    assert op["steps"][index]["state"] == "pending"
+    assert "ex3.contoso.lab could not be asked" in op["steps"][index]["outcome"]
+    card = wait_until(lambda: [c for c in stack.cards()[-1:]
+                               if "Blocked at step 2" in stack.card_text(c)], 30, "card")[0]
+    assert f"/exauth resume {op_id}" in stack.card_text(card)
+    assert "Approve" not in stack.card_text(card)  # no button while blocked
+    wait_until(lambda: [t for t in stack.thread() if "ex3.contoso.lab could not be asked"
+                        in t], 30, "the thread says so")
+    assert [(e["action"], e["outcome"]) for e in stack.audit()
+            if e["action"] == "operation.blocked"] == [("operation.blocked", "blocked")]
+
+    stack.handle.org.clear_faults()  # ex3 is back
+    stack.slash(f"resume {op_id}")
+    again = wait_until(lambda: stack.approve_value({value}), 60, "asked again")
+    assert json.loads(again)["step"] == index
+    final = stack.drive(op_id, {value})
+    assert final["state"] == "done", [(s["title"], s["state"], s["outcome"])
+                                      for s in final["steps"]]
+    stack.assert_safe(final)
+    assert len(auth_creations(stack.handle)) == 1
+
+
+def test_a_stale_plan_is_superseded_when_the_clock_moved(
+        stack_with: Callable[..., ProcessStack]) -> None:
+    """Before: 41 days between the card and the click (the current certificate expired
+    meanwhile), and the stage_new plan still created a certificate."""
+    stack = stack_with("expiring-sha1")
+    stack.exauth("worker")
+    stack.slash("fix")
+    value = wait_until(stack.approve_value, 60, "the card asks for the first approval")
+    op = stack.the_op()
+    assert op["kind"] == "stage_new"
+    stack.handle.org.advance(timedelta(days=41))
+    stack.approve(value)
+    wait_until(lambda: stack.the_op()["state"] == "superseded", 60, "superseded")
+    assert auth_creations(stack.handle) == []  # nothing ran
+    op = stack.the_op()
+    index = json.loads(value)["step"]
+    assert op["steps"][index]["state"] == "skipped"
+    assert "no longer call for stage_new" in op["steps"][index]["outcome"]
+    assert "Recommended now: replace_now" in op["steps"][index]["outcome"]
+    card = wait_until(lambda: [c for c in stack.cards()[-1:]
+                               if "Superseded at step 2" in stack.card_text(c)], 30, "card")[0]
+    assert "replace_now" in stack.card_text(card) and "superseded" in card.params["text"]
+    wait_until(lambda: [t for t in stack.thread() if "Recommended now: replace_now" in t], 30,
+               "the thread says what is recommended now")
+    assert [(e["action"], e["outcome"]) for e in stack.audit()
+            if e["action"] == "operation.close"] == [("operation.close", "superseded")]
+    stack.assert_safe(op)

@@ -73,14 +73,3 @@ def unblock(doc: dict[str, Any]) -> None:
     if doc.get("state") == "blocked":
         doc["state"] = "open"
     doc.pop("halted", None)
-
-
-def describe(op: dict[str, Any]) -> str | None:
-    """"blocked at step N: why" / "superseded at step N: why. Recommended now: ..."."""
-    halted = op.get("halted")
-    if not isinstance(halted, dict):
-        return None
-    text = f"{halted['outcome']} at step {int(halted['step']) + 1}: {halted['why']}"
-    if halted.get("recommended"):
-        text += f" Recommended now: {halted['recommended']}"
-    return text
