@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 
+from config.errors import ExauthError
 from config.schema import OrgSettings
 from workers import audit, redis_keys
 from workers.changes import approval, operation
@@ -25,7 +26,7 @@ from workers.changes.revalidate import BLOCKED, Verdict
 from workers.clock import SYSTEM_CLOCK, Clock
 
 
-class Halted(Exception):
+class Halted(ExauthError):
     """Raised by the step runner when the re-decision refuses the step."""
 
     def __init__(self, index: int, verdict: Verdict) -> None:

@@ -136,9 +136,9 @@ class KeptLock:
         """Whether the step may go on writing: the lock is ours (checked now, waiting for
         Redis while it is down). False only when someone else has the org now.
 
-        A lock taken or extended less than a sixth of its TTL ago is ours without asking
-        Redis again: it has at least five sixths of its TTL left."""
-        fresh = time.monotonic() - self._confirmed_at < self.ttl_s / 6
+        A lock taken or extended less than a third of its TTL ago (the keep-alive's period)
+        is ours without asking Redis again: it has at least two thirds of its TTL left."""
+        fresh = time.monotonic() - self._confirmed_at < self.every_s
         if fresh and not (self._down or self.lost):
             return True
         while not self._stop.is_set():
