@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import psrp
-from lab.http.negotiate_auth import AuthMode, Authenticator, channel_binding
+from lab.http.negotiate_auth import Authenticator, AuthMode, channel_binding
 from lab.http.request_handler import LabRequestHandler
 from lab.http.tls_certificate import make_certificates
 from lab.org import Org

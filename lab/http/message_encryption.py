@@ -86,6 +86,7 @@ def wrap(body: bytes, context: Any, protocol: str) -> tuple[str, bytes]:
         "\tContent-Type: application/octet-stream",
         "",
     ]).encode()
-    payload = head + struct.pack("<i", len(header)) + header + sealed + f"--{BOUNDARY}--\r\n".encode()
+    closing = f"--{BOUNDARY}--\r\n".encode()
+    payload = head + struct.pack("<i", len(header)) + header + sealed + closing
     content_type = f'multipart/encrypted;protocol="{protocol}";boundary="{BOUNDARY}"'
     return content_type, payload
