@@ -109,3 +109,30 @@ def test_a_warning_sweep_and_one_approved_step(wired_env: Callable[[str], Env],
     assert op is not None
     assert op["steps"][step["index"]]["state"] == "done", op["steps"][step["index"]]
     assert auth_creations(env.handle), "the approved step created no certificate on the lab"
+
+
+def test_lab_serve_command_with_ntlm_and_tls_writes_a_config_that_verifies(
+        tmp_path: Path) -> None:
+    """`exauth lab serve --auth ntlm --tls --write-config`: the ready line keeps its shape,
+    the CA lands beside the config, and `exauth status` on that config verifies TLS."""
+    config = tmp_path / "lab.toml"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "lab", "serve", "--auth", "ntlm", "--tls",
+         "--write-config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        info = json.loads(proc.stdout.readline() if proc.stdout else "")
+        assert set(info) == {"org", "username", "password", "control_url", "servers"}
+        assert info["control_url"].startswith("https://127.0.0.1:")
+        ca = tmp_path / "lab.toml.ca.pem"
+        assert ca.read_text().startswith("-----BEGIN CERTIFICATE-----")
+        text = config.read_text()
+        assert 'auth = "ntlm"' in text and "verify_tls = true" in text and str(ca) in text
+        status = exauth(config, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert all(s["reachable"] for s in json.loads(status.stdout)["servers"])
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=15)
+    assert proc.returncode == 0
