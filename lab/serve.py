@@ -65,6 +65,11 @@ class LabHandle:
     def auth(self) -> AuthMode:
         return self._server.authenticator.mode
 
+    @property
+    def handshakes(self) -> int:
+        """Negotiate handshakes completed so far (session reuse keeps this at one per pool)."""
+        return self._server.authenticator.handshakes
+
     def write_config(self, path: str | os.PathLike[str]) -> Path:
         """`write_config` for this lab: its writer, auth and CA."""
         return write_config(self.info, path, writer=self.writer, auth=self.auth,

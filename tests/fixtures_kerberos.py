@@ -70,21 +70,35 @@ def _free_portbase() -> int:
     raise RuntimeError("no three consecutive free ports for the test KDC")
 
 
+class KdcUnavailable(Exception):
+    """The KDC could not start; the message says what is missing."""
+
+
 def start_kdc(tmp: Path, *, kdc_env: dict[str, str] | None = None,
               libdefaults: dict[str, str] | None = None) -> Kdc:
-    """A realm with the lab's principals; `kdc_env` is added to the KDC's environment."""
+    """A realm with the lab's principals (test failure when it cannot start)."""
+    try:
+        return start_realm(tmp, kdc_env=kdc_env, libdefaults=libdefaults)
+    except KdcUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def start_realm(tmp: Path, *, kdc_env: dict[str, str] | None = None,
+                libdefaults: dict[str, str] | None = None) -> Kdc:
+    """A realm with the lab's principals; `kdc_env` is added to the KDC's environment.
+    Raises KdcUnavailable (also for bench/ scripts, which have no pytest)."""
     missing = [name for name in _NEEDED if not shutil.which(name)
                and not Path("/usr/sbin", name).exists()]
     if missing:
-        pytest.fail(
+        raise KdcUnavailable(
             f"Kerberos KDC cannot start: {', '.join(missing)} not installed "
-            "(Debian: apt-get install krb5-kdc krb5-admin-server krb5-user; .ci/run does this)",
-            pytrace=False,
+            "(Debian: apt-get install krb5-kdc krb5-admin-server krb5-user; .ci/run does this)"
         )
     try:
         import k5test
     except ImportError as exc:
-        pytest.fail(f"Kerberos KDC cannot start: {exc} (pip install -e '.[dev]')", pytrace=False)
+        raise KdcUnavailable(f"Kerberos KDC cannot start: {exc} (pip install -e '.[dev]')") \
+            from exc
     defaults = {"rdns": "false", "dns_canonicalize_hostname": "false",
                 "dns_lookup_realm": "false", **(libdefaults or {})}
     try:
@@ -100,7 +114,7 @@ def start_kdc(tmp: Path, *, kdc_env: dict[str, str] | None = None,
             realm.extract_keytab(principal, keytab)
         realm.addprinc(ACCOUNT, PASSWORD)
     except Exception as exc:
-        pytest.fail(f"Kerberos KDC cannot start: {type(exc).__name__}: {exc}", pytrace=False)
+        raise KdcUnavailable(f"Kerberos KDC cannot start: {type(exc).__name__}: {exc}") from exc
     env = {key: realm.env[key] for key in ("KRB5_CONFIG", "KRB5RCACHEDIR")}
     # No kinit: the client gets its tickets from the password, into no shared cache.
     env["KRB5CCNAME"] = f"FILE:{tmp / 'no-ticket-ccache'}"

@@ -83,6 +83,9 @@ class Authenticator:
         if mode == "kerberos" and not self.keytab:
             raise ValueError("kerberos needs a keytab with the lab's service principals")
         self._binding = tls_binding
+        # Completed Negotiate handshakes: a client reusing its session pays one per pool.
+        self.handshakes = 0
+        self._count_lock = threading.Lock()
         self.ntlm_file: Path | None = None
         if mode != "basic":
             domain, user = _split_user(username)
@@ -134,6 +137,10 @@ class Authenticator:
                 return context.step(token)
         except (spnego.exceptions.SpnegoError, ValueError) as exc:
             raise AuthRefused(str(exc)) from exc
+
+    def completed(self) -> None:
+        with self._count_lock:
+            self.handshakes += 1
 
     def allowed(self, context: Any, endpoint: str) -> bool:
         """Whether the authenticated identity may use this endpoint the way it logged on:

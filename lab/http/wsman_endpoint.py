@@ -125,6 +125,7 @@ def _authenticate(
             handler.reply_unauthorized(auth.challenge())
             return None
         handler.negotiated = True
+        auth.completed()
         if out:
             handler.auth_headers = {"WWW-Authenticate": token_header(out)}
     elif handler.negotiate_context is None or not handler.negotiated:
