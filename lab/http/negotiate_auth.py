@@ -30,7 +30,6 @@ from typing import Any, Literal
 
 import spnego
 import spnego.channel_bindings
-import spnego.exceptions
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
@@ -135,8 +134,8 @@ class Authenticator:
         try:
             with self._environment():
                 return context.step(token)
-        except (spnego.exceptions.SpnegoError, ValueError) as exc:
-            raise AuthRefused(str(exc)) from exc
+        except Exception as exc:  # any token the acceptor cannot take is a refused logon
+            raise AuthRefused(f"{type(exc).__name__}: {exc}") from exc
 
     def completed(self) -> None:
         with self._count_lock:
