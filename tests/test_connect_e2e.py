@@ -30,9 +30,9 @@ from tests.test_operations_lab import (
     pending_step,
     start,
 )
-from workers import operation
+from workers.changes import operation
 from workers.clock import CallableClock
-from workers.sweep import sweep
+from workers.warnings.sweep import sweep
 
 WIRES = {
     "kerberos+encryption": {"auth": "kerberos"},

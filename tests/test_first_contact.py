@@ -1,6 +1,6 @@
 """First contact explains itself: each failure a new deployment meets first, provoked on the
 lab (and a real KDC), reaches `exauth config check` and status as one line naming the cause
-and the fix (workers/first_contact.py).
+and the fix (workers/exchange/first_contact.py).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from config.schema import Settings
 from lab.serve import LabHandle
 from tests.fixtures_kerberos import Kdc, start_kdc
 from tests.fixtures_lab import wsman_for
-from workers.check import check
-from workers.exchange import ExchangeAuthFailed, classify, exchange_target
+from workers.exchange.connection_check import check
+from workers.exchange.errors import ExchangeAuthFailed, classify
+from workers.exchange.target import exchange_target
 
 
 def config_for(handle: LabHandle, tmp_path: Path, *, drop: tuple[str, ...] = (),
