@@ -152,3 +152,16 @@ def test_kerberos_over_https_with_channel_binding(
     lab = kerberos_lab(tls=True)
     with pool_for(lab, "ex1", auth="kerberos", cert_validation=lab.ca_file) as pool:
         assert run(pool, "Get-AuthConfig")
+
+
+def test_kerberos_without_a_keytab_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from lab.serve import main
+
+    monkeypatch.delenv("KRB5_KTNAME", raising=False)
+    assert main("healthy", auth="kerberos") == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip() == (
+        "exauth: kerberos needs a keytab with the lab's service principals "
+        "(--keytab PATH, or $KRB5_KTNAME)")

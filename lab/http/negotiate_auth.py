@@ -80,7 +80,8 @@ class Authenticator:
         self.password = password
         self.keytab = keytab or os.environ.get("KRB5_KTNAME")
         if mode == "kerberos" and not self.keytab:
-            raise ValueError("kerberos needs a keytab with the lab's service principals")
+            raise ValueError("kerberos needs a keytab with the lab's service principals "
+                             "(--keytab PATH, or $KRB5_KTNAME)")
         self._binding = tls_binding
         # Completed Negotiate handshakes: a client reusing its session pays one per pool.
         self.handshakes = 0
