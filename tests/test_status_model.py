@@ -57,7 +57,7 @@ def assert_contract_keys(doc: dict[str, Any]) -> None:
     for role in AUTH:
         cert = doc["auth"][role]
         if cert is not None:
-            assert list(cert) == (CERT + ["effective"] if role == "next" else CERT)
+            assert list(cert) == ([*CERT, "effective"] if role == "next" else CERT)
     assert all(list(entry) == BACKEND for entry in doc["backend"])
     assert all(list(item) == FINDING for item in doc["findings"])
     assert all(list(item) == ACTION for item in doc["actions"])

@@ -184,12 +184,6 @@ class Action(_Part):
     servers: list[str]
     reason: str
 
-    @property
-    def changes(self) -> bool:
-        """True for an action that changes Exchange (not blocked, waiting or nothing)."""
-        return self.kind not in (ActionKind.BLOCKED, ActionKind.WAIT_REPLICATION,
-                                 ActionKind.WAIT_FOR_PUBLISH, ActionKind.NONE)
-
 
 class OrgStatus(_Part):
     """The status of one org: DESIGN.md "Status JSON"."""
