@@ -143,7 +143,7 @@ def status(ctx: Context, org_name: str | None, as_json: bool) -> None:
     with settings_or_lab(ctx) as settings:
         results = [guarded(collect_status, org) for org in selected_orgs(settings, org_name)]
     if as_json:
-        emit_json(results)
+        emit_json([result.to_json() for result in results])
     else:
         for result in results:
             print_status(result)
@@ -167,7 +167,7 @@ def plan(ctx: Context, org_name: str | None, as_json: bool) -> None:
             result = guarded(collect_status, org)
             # Plan against the time the org was read, so dates in the steps match the status.
             steps = make_plan(result, writer=org.writer or "", now=checked_at(result))
-            documents.append({"org": org.name, "checked_at": result["checked_at"],
+            documents.append({"org": org.name, "checked_at": result.checked_at,
                               "actions": steps})
     if as_json:
         emit_json(documents)
