@@ -292,29 +292,45 @@ class Operation(_Document):
 
     # --- changing (each one save, retried on a lost race) -------------------------------
 
-    def set_step(self, conn: redis.Redis, index: int, state: str, *,
-                 outcome: str | None = None, now: datetime | None = None) -> Operation:
-        """Move one step to `state`, stamping started_at/finished_at.
+    def mark_step(self, index: int, state: str, *, outcome: str | None = None,
+                  now: datetime | None = None) -> Step:
+        """In memory: move one step to `state`, stamping started_at/finished_at (saved by
+        the caller's `change`, or use `set_step`).
 
         `outcome` is often an error line from Exchange; it is scrubbed of secret-shaped text
         rather than refused, so reporting a failure can never fail itself.
         """
         if state not in STEP_STATES:
             raise OperationError(f"step state must be one of {', '.join(STEP_STATES)}")
-        scrubbed = scrub_text(outcome) if outcome is not None else None
+        step = self.step(index)
+        step.state = StepState(state)
+        if outcome is not None:
+            step.outcome = scrub_text(outcome)
         stamp = _iso(_utc(now))
+        if state == StepState.RUNNING:
+            step.started_at = stamp
+        elif state in (StepState.DONE, StepState.FAILED, StepState.SKIPPED):
+            step.finished_at = stamp
+        return step
 
-        def mutate(op: Operation) -> None:
-            step = op.step(index)
-            step.state = StepState(state)
-            if scrubbed is not None:
-                step.outcome = scrubbed
-            if state == StepState.RUNNING:
-                step.started_at = stamp
-            elif state in (StepState.DONE, StepState.FAILED, StepState.SKIPPED):
-                step.finished_at = stamp
+    def end(self, state: str, *, now: datetime | None = None) -> None:
+        """In memory: close an open operation as `state` (saved by the caller's `change`,
+        or use `close`)."""
+        if state not in CLOSED_STATES:
+            raise OperationError(f"an operation closes as one of {', '.join(CLOSED_STATES)}")
+        if not self.is_open:
+            raise OperationError(f"operation {self.id} is already {self.state}")
+        self.state = OperationState(state)
+        self.closed_at = _iso(_utc(now))
+        self.resume_at = None
 
-        return self.change(conn, mutate, now=now)
+    def set_step(self, conn: redis.Redis, index: int, state: str, *,
+                 outcome: str | None = None, now: datetime | None = None) -> Operation:
+        """`mark_step` and save it (one write)."""
+        if state not in STEP_STATES:
+            raise OperationError(f"step state must be one of {', '.join(STEP_STATES)}")
+        return self.change(
+            conn, lambda op: op.mark_step(index, state, outcome=outcome, now=now), now=now)
 
     def record(self, conn: redis.Redis, key: str, value: Any, *,
                now: datetime | None = None) -> Any:
@@ -349,12 +365,8 @@ class Operation(_Document):
         for _ in range(ATTEMPTS):
             if self.state == state:
                 return self
-            if not self.is_open:
-                raise OperationError(f"operation {self.id} is already {self.state}")
             draft = self.model_copy(deep=True)
-            draft.state = OperationState(state)
-            draft.closed_at = _iso(_utc(now))
-            draft.resume_at = None
+            draft.end(state, now=now)
             try:
                 draft.save(conn, now=now)
             except StaleOperation:
