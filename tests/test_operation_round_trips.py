@@ -1,8 +1,12 @@
 """Redis round trips of one approved step, counted on a real client.
 
 An operation is loaded once per job and saved with a compare-and-set, instead of being
-re-read by id at every turn (issue 10). The figures are printed (`-s`) and bounded here so
-a change that brings the re-reads back fails.
+re-read by id at every turn (issue 10). The job of an approved step (the create step of a
+staged rotation: run it, then carry the operation on to the next approval) sent, measured
+here: before, 23 commands, 15 of them on the operation document (11 GET, 4 saves); now 13,
+5 on the document (1 GET, 4 saves: running, the recorded thumbprint, done, the next
+approval). The figures are printed (`-s`) and bounded here, so a change that brings the
+re-reads back fails.
 """
 
 from __future__ import annotations
@@ -36,16 +40,16 @@ class Counting(redis.Redis):
 
 
 def _count(env: Env, monkeypatch: pytest.MonkeyPatch, job: Callable[[], Any]
-           ) -> tuple[int, int]:
-    conn = Counting.from_url(env.conn.connection_pool.connection_kwargs and
-                             _url(env.conn))
+           ) -> tuple[int, Counter[str]]:
+    """How many commands `job` sends, and those on the operation document by name."""
+    conn = Counting.from_url(_url(env.conn))
     conn.sent = []
     monkeypatch.setattr(change_jobs, "connect", lambda url, **kw: conn)
     job()
     on_op = [c for c in conn.sent if c[1].startswith(redis_keys.OPERATION_PREFIX)]
     print(f"\n{len(conn.sent)} commands, {len(on_op)} on the operation document: "
           f"{Counter(name for name, _ in on_op)}; all: {Counter(n for n, _ in conn.sent)}")
-    return len(conn.sent), len(on_op)
+    return len(conn.sent), Counter(name for name, _ in on_op)
 
 
 def _url(conn: redis.Redis) -> str:
@@ -60,4 +64,5 @@ def test_round_trips_of_one_approved_step(env_for: Callable[..., Env],  # noqa: 
     step = approve(env, op_id)  # the create step; its run, then up to the next approval
     total, on_op = _count(env, monkeypatch, lambda: change_jobs.run_step_job(
         op_id, step["index"], step["request_id"], clock=env.clock))
-    assert on_op > 0 and total > on_op
+    assert on_op == {"GET": 1, "EVALSHA": 4}  # loaded once; each write a compare-and-set
+    assert total <= 13

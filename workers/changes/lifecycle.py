@@ -149,7 +149,8 @@ def _stored(step: plan_module.Step) -> dict[str, Any]:
 def command(op: Operation | Mapping[str, Any], step: Step | Mapping[str, Any]) -> str:
     """The exact PowerShell line of a stored step, the recorded thumbprint filled in."""
     op = _operation(op)
-    step = step if isinstance(step, Step) else Step.model_validate(step)
+    if not isinstance(step, Step):
+        step = Operation.of({"steps": [step]}).steps[0]
     params = []
     for name, value in step.param_pairs():
         if value == NEW_THUMBPRINT:
@@ -162,7 +163,7 @@ def command(op: Operation | Mapping[str, Any], step: Step | Mapping[str, Any]) -
 
 def _operation(op: Operation | Mapping[str, Any]) -> Operation:
     """An operation object (the bot and tests may hold the plain document)."""
-    return op if isinstance(op, Operation) else Operation.from_dict(op)
+    return Operation.of(op)
 
 
 def _writer_fqdn(status: dict[str, Any], org: OrgSettings) -> str:
@@ -419,7 +420,7 @@ def summary(op: Operation | Mapping[str, Any], events: list[dict[str, Any]] | No
         "op_id": op.id,
         "org": op.org,
         "kind": op.kind,
-        "state": op.state.value,
+        "state": str(op.state),
         "next_step": op.next_index(),
         "resume_at": op.resume_at,
         "events": events or [],

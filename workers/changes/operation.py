@@ -161,6 +161,21 @@ class Operation(_Document):
                                  ) from None
 
     @classmethod
+    def of(cls, op: Operation | Mapping[str, Any]) -> Operation:
+        """An object over a document someone hands over (a card to render, a summary to
+        make): itself if it is one; a plain document as it is, not checked again (loading
+        from Redis checks, `fetch`), its states and kinds as enums where they are ones."""
+        if isinstance(op, Operation):
+            return op
+        fields = dict(op)
+        fields["state"] = _enum(OperationState, fields.get("state"))
+        fields["steps"] = [
+            Step.model_construct(**{**s, "kind": _enum(StepKind, s.get("kind")),
+                                    "state": _enum(StepState, s.get("state"))})
+            for s in fields.get("steps") or []]
+        return cls.model_construct(**fields)
+
+    @classmethod
     def fetch(cls, conn: redis.Redis, op_id: str) -> Operation | None:
         raw = conn.get(op_key(op_id))
         return cls.from_dict(json.loads(raw)) if raw is not None else None
@@ -376,6 +391,13 @@ class Operation(_Document):
             return self
         raise OperationError(f"operation {self.id} is being changed by too many writers; "
                              "try again")
+
+
+def _enum(enum: Any, value: Any) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        return value
 
 
 def _with_kinds(doc: dict[str, Any]) -> dict[str, Any]:
