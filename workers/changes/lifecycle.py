@@ -372,10 +372,10 @@ def _expired(record: dict[str, Any]) -> bool:
 
 
 def deny(conn: redis.Redis, org: OrgSettings, op_id: str, index: int, *, user: str,
-         reason: str, clock: Clock = SYSTEM_CLOCK) -> None:
+         reason: str, clock: Clock = SYSTEM_CLOCK) -> Operation:
     """A denied step ends the operation (cancelled), in the same write; the org is free
     again. Who denied it and why are kept on the step (`denied`), so the card can say so
-    after any re-render."""
+    after any re-render. Returns the operation as saved."""
     moment = clock.now()
     why = audit.scrub_text(reason)
     closed: list[bool] = []
@@ -397,6 +397,7 @@ def deny(conn: redis.Redis, org: OrgSettings, op_id: str, index: int, *, user: s
         audit.record(conn, org=org.name, actor="exauth", action="operation.close",
                      target=op.id, outcome="cancelled",
                      detail={"reason": f"step {index + 1} denied by {user}: {reason}"})
+    return op
 
 
 def due(conn: redis.Redis, org_now: Callable[[str], datetime]) -> list[Operation]:
