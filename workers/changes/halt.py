@@ -13,7 +13,6 @@ re-render; the audit log gets one entry.
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Any
 
 import redis
@@ -21,8 +20,10 @@ import redis
 from config.errors import ExauthError
 from config.schema import OrgSettings
 from workers import audit, redis_keys
-from workers.changes import approval, operation
+from workers.changes import approval
+from workers.changes.operation import Operation, step_ref
 from workers.changes.revalidate import BLOCKED, Verdict
+from workers.changes.states import OperationState, StepState
 from workers.clock import SYSTEM_CLOCK, Clock
 
 
@@ -34,43 +35,42 @@ class Halted(ExauthError):
         self.index, self.verdict = index, verdict
 
 
-def halt(conn: redis.Redis, org: OrgSettings, op_id: str, index: int, verdict: Verdict, *,
-         actor: str, clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
-    """Record the refusal; returns the step result ({op_id, step, state, detail})."""
+def halt(conn: redis.Redis, org: OrgSettings, op: Operation, index: int, verdict: Verdict,
+         *, actor: str, clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
+    """Record the refusal on `op` (one write); returns the step result ({op_id, step,
+    state, detail})."""
     moment = clock.now()
     line = verdict.line()
     blocked = verdict.outcome == BLOCKED
 
-    def mutate(doc: dict[str, Any]) -> None:
-        step = doc["steps"][index]
-        step["state"] = "pending" if blocked else "skipped"
-        step["outcome"] = audit.scrub_text(line)
-        if not blocked:
-            step["finished_at"] = moment.astimezone(UTC).isoformat()
-        doc["halted"] = {"outcome": verdict.outcome, "step": index,
-                         "why": audit.scrub_text(verdict.why),
-                         "recommended": audit.scrub_text(verdict.recommended)}
-        doc["resume_at"] = None
+    def mutate(draft: Operation) -> None:
+        draft.mark_step(index, StepState.PENDING if blocked else StepState.SKIPPED,
+                        outcome=line, now=moment)
+        draft.halted = {"outcome": verdict.outcome, "step": index,
+                        "why": audit.scrub_text(verdict.why),
+                        "recommended": audit.scrub_text(verdict.recommended)}
         if blocked:
-            doc["state"] = "blocked"
+            draft.state = OperationState.BLOCKED
+            draft.resume_at = None
+        else:
+            draft.end(OperationState.SUPERSEDED, now=moment)
 
-    operation.update(conn, op_id, mutate, now=moment)
-    approval.finish(conn, op_id, index, "failed", detail=line)
+    op.change(conn, mutate, now=moment)
+    approval.finish(conn, op.id, index, "failed", detail=line)
     if not blocked:
-        operation.close(conn, op_id, "superseded", now=moment)
-        for key in conn.scan_iter(match=redis_keys.secrets_of(op_id)):
+        for key in conn.scan_iter(match=redis_keys.secrets_of(op.id)):
             conn.delete(key)
-    op = operation.require(conn, op_id)
     audit.record(conn, org=org.name, actor=actor,
                  action="operation.blocked" if blocked else "operation.close",
-                 target=operation.step_ref(op_id, index), outcome=verdict.outcome,
-                 detail={"title": op["steps"][index]["title"], "why": verdict.why,
+                 target=step_ref(op.id, index), outcome=verdict.outcome,
+                 detail={"title": op.step(index).title, "why": verdict.why,
                          "recommended": verdict.recommended})
-    return {"op_id": op_id, "step": index, "state": verdict.outcome, "detail": line}
+    return {"op_id": op.id, "step": index, "state": verdict.outcome, "detail": line}
 
 
-def unblock(doc: dict[str, Any]) -> None:
-    """In a mutate of operation.update: a blocked operation is carried on (`resume`)."""
-    if doc.get("state") == "blocked":
-        doc["state"] = "open"
-    doc.pop("halted", None)
+def unblock(op: Any) -> None:
+    """In a mutate of Operation.change: a blocked operation is carried on (`resume`)."""
+    if op.state == OperationState.BLOCKED:
+        op.state = OperationState.OPEN
+    if getattr(op, "halted", None) is not None:
+        op.halted = None

@@ -96,14 +96,20 @@ def mark(conn: redis.Redis, op_id: str, index: int, *, now: datetime | None = No
     return saved if changed else None
 
 
-def clear(doc: dict[str, Any]) -> None:
-    """Forget the mark (in a mutate of operation.update): the step is being taken care of."""
-    doc.pop("interrupted", None)
+def clear(op: Any) -> None:
+    """Forget the mark (in a mutate of operation.update, or of Operation.change): the step
+    is being taken care of."""
+    if isinstance(op, dict):
+        op.pop("interrupted", None)
+    elif getattr(op, "interrupted", None) is not None:
+        op.interrupted = None
 
 
-def describe(op: dict[str, Any]) -> str | None:
-    """"interrupted at step N" for a marked open operation, else None."""
-    mark_ = op.get("interrupted")
-    if not isinstance(mark_, dict) or op.get("state") not in operation.OPEN_STATES:
+def describe(op: Any) -> str | None:
+    """"interrupted at step N" for a marked open operation (a document or an Operation),
+    else None."""
+    get = op.get if isinstance(op, dict) else lambda name: getattr(op, name, None)
+    mark_ = get("interrupted")
+    if not isinstance(mark_, dict) or get("state") not in operation.OPEN_STATES:
         return None
     return f"interrupted at step {int(mark_['step']) + 1}"
