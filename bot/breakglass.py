@@ -72,6 +72,10 @@ def run(
             out(f"Waiting until {op.resume_at}: {op.waiting_for or ''}. The worker's "
                 "sweep resumes it; or run `exauth fix` again later.")
             return 0
+        if op.state == "blocked":  # a server it concerns did not answer (revalidate)
+            out(f"Operation {op.id} is blocked; nothing was run. `/exauth resume {op.id}` "
+                "carries it on once every server answers.")
+            return 1
         index = op.next_index()
         assert index is not None
         step = op.step(index)
