@@ -40,7 +40,9 @@ def failed_op(op_id: str, started: datetime, recorded: str | None = None) -> dic
 
 def test_the_certificate_a_failed_rotation_recorded_is_reused() -> None:
     made = NOW - timedelta(days=2)
-    found = reuse.find(obs(cert(OURS, made)), [failed_op("op1", made, recorded=OURS)])
+    seen = obs(cert(OURS, made))
+    assert reuse.worth_asking(seen) and not reuse.worth_asking(obs())
+    found = reuse.find(seen, [failed_op("op1", made, recorded=OURS)])
     assert found == reuse.Reusable(OURS, "op1", "recorded")
     assert "no second certificate is created" in found.line()
 

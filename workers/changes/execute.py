@@ -473,11 +473,7 @@ def run_step(
     try:
         # a short lock kept alive by this step: a dead worker's lapses within a minute
         with lock_keeper.KeptLock(conn, org.name, f"{op.id}/{index}") as kept:
-            # read before the step is marked running: from then on until its outcome is
-            # recorded, the step needs nothing from Redis (an outage waits at the record)
-            earlier = (reuse.earlier_operations(conn, op.org, but=op.id) if any(
-                op.step(m).kind is StepKind.CREATE_AUTH_CERT for m in batch) else [])
-            seen: dict[str, Any] = {"kept": kept, "earlier": earlier}
+            seen: dict[str, Any] = {"kept": kept}
             for member in batch:
                 op.set_step(conn, member, "running", now=clock.now())
                 try:
@@ -533,7 +529,7 @@ def _run_claimed(
     if first:
         seen["obs"], seen["status"] = observe(org, client, clock=clock)
     obs, status = seen["obs"], seen["status"]
-    done = own_effect(conn, op, step, obs, status, clock=clock, earlier=seen.get("earlier"))
+    done = own_effect(conn, op, step, obs, status, clock=clock)
     if done is not None:
         return done
     if first:  # re-decide on this fresh read (workers.changes.revalidate)
@@ -625,7 +621,6 @@ def _before_record(op_id: str, index: int) -> None:
 def own_effect(
     conn: redis.Redis, op: Operation, step: Step, obs: OrgObs,
     status: OrgStatus, *, clock: Clock = SYSTEM_CLOCK,
-    earlier: list[dict[str, Any]] | None = None,
 ) -> Outcome | None:
     """Done, when this step's effect is already there (recorded, adoptable or visible in the
     status); None when it still has to run. Shared by a run and the recovery path."""
@@ -638,10 +633,10 @@ def own_effect(
             kept = op.record(conn, new_cert_key(op, _cert_server(step)), found,
                              now=clock.now())
             return Outcome("done", f"adopted {kept}, created by an interrupted attempt")
-        if step.kind is StepKind.CREATE_AUTH_CERT:  # reuse before create
-            if earlier is None:  # the org's unfinished rotations (`reuse`)
-                earlier = reuse.earlier_operations(conn, op.org, but=op.id)
-            found_earlier = reuse.find(obs, earlier)
+        # Reuse before create. Redis is asked for the org's unfinished rotations only when
+        # the writer holds an unused Auth certificate at all (rare: after a failed one).
+        if step.kind is StepKind.CREATE_AUTH_CERT and reuse.worth_asking(obs):
+            found_earlier = reuse.find(obs, reuse.earlier_operations(conn, op.org, but=op.id))
             if found_earlier is not None:
                 op.record(conn, NEW_THUMBPRINT_KEY, found_earlier.thumbprint, now=clock.now())
                 return Outcome("done", found_earlier.line())

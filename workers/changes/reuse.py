@@ -17,7 +17,9 @@ operation proposes as approval-gated steps at its end (`duplicate_steps`).
 
 Friendly names are not compared: the status read does not collect them, and the Auth
 subject plus the time window of an exauth operation already single exauth's own out.
-The rules are pure (`find`); `earlier_operations` is the one Redis read.
+The rules are pure (`find`); `earlier_operations` is the one Redis read (a SCAN of the
+operation documents), made only when `worth_asking` sees an unused Auth certificate on
+the writer at all - so a rotation that has nothing to reuse costs no extra round trip.
 """
 
 from __future__ import annotations
@@ -103,12 +105,20 @@ def candidates(obs: OrgObs, ops: Sequence[Mapping[str, Any]]) -> list[Reusable]:
     for cert in sorted(_writer_certs(obs), key=lambda c: c.not_before, reverse=True):
         if not is_auth_subject(cert.subject) or cert.thumbprint.upper() in named:
             continue
-        if cert.not_after - obs.checked_at < REUSE_MIN_LEFT:
+        if cert.not_after - obs.checked_at < REUSE_MIN_LEFT:  # as in worth_asking
             continue
         made = _made_by(cert, ops)
         if made is not None:
             out.append(Reusable(cert.thumbprint, made[0], made[1]))
     return out
+
+
+def worth_asking(obs: OrgObs) -> bool:
+    """Whether the writer holds any Auth certificate that could be reused (not named by
+    AuthConfig, enough life left); only then are earlier operations read."""
+    named = _named(obs)
+    return any(is_auth_subject(c.subject) and c.thumbprint.upper() not in named
+               and c.not_after - obs.checked_at >= REUSE_MIN_LEFT for c in _writer_certs(obs))
 
 
 def find(obs: OrgObs, ops: Sequence[Mapping[str, Any]]) -> Reusable | None:
