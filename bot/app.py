@@ -17,19 +17,27 @@ import logging
 import re
 import signal
 import threading
+from collections.abc import Callable
 
-from slack_bolt import App
+from slack_bolt import App, BoltContext, BoltResponse
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.error import BoltError
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot import metrics
 from bot.http import EVENTS_PATH, SlackHttpServer
 from bot.listeners.after_ack import AfterAck
 from bot.listeners.operation_actions import register as register_approvals
 from bot.listeners.slash_command import register as register_slash_command
 from bot.listeners.warning_buttons import register as register_warnings
-from bot.slack import SlackNotConfigured, api_url, web_client
+from bot.slack import (
+    CountingWebClient,
+    SlackNotConfigured,
+    api_url,
+    tally_errors_to,
+    web_client,
+)
 from config.schema import Settings
 from workers import log_filter
 from workers.jobs.queues import ANSWER_TIMEOUT, connect
@@ -69,6 +77,15 @@ def create_app(settings: Settings, *, redis_url: str | None = None,
     # (bot.listeners.after_ack).
     after_ack = AfterAck(connect(redis_url or settings.redis.url, timeout=ANSWER_TIMEOUT))
     app.error(after_ack.listener_error)
+    # Slack API errors of the listeners' clients are tallied for /metrics (bot.slack).
+    tally_errors_to(after_ack.redis)
+
+    @app.middleware
+    def counting_client(context: BoltContext, next: Callable[[], BoltResponse]) -> BoltResponse:
+        if context.client is not None:
+            context["client"] = CountingWebClient.like(context.client)
+        return next()
+
     org_channels = {org.name: org.channel for org in settings.orgs}
 
     # Approve/Deny on operation cards, and the warnings' "Fix" / "Snooze 7 days" buttons.
@@ -76,14 +93,6 @@ def create_app(settings: Settings, *, redis_url: str | None = None,
     register_warnings(app, settings, approvals, after_ack, redis_url=redis_url)
     register_slash_command(app, after_ack, approvals, org_channels)
     return app
-
-
-
-
-
-
-
-
 
 
 def run(settings: Settings, *, http: bool = False, port: int = 3000) -> int:
@@ -111,10 +120,13 @@ def run(settings: Settings, *, http: bool = False, port: int = 3000) -> int:
     if http:
         assert settings.slack.signing_secret is not None  # checked above
         server = SlackHttpServer(app, "0.0.0.0", port,
-                                 signing_secret=settings.slack.signing_secret.get_secret_value())
+                                 signing_secret=settings.slack.signing_secret.get_secret_value(),
+                                 metrics=metrics.registry(settings, connect(
+                                     settings.redis.url, timeout=ANSWER_TIMEOUT)))
         # stop() waits for the I/O thread, which is this one: call it from another.
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.stop).start())
-        log.info("exauth bot: HTTP mode on port %d, POST %s", server.port, EVENTS_PATH)
+        log.info("exauth bot: HTTP mode on port %d, POST %s, GET %s", server.port,
+                 EVENTS_PATH, metrics.METRICS_PATH)
         try:
             server.serve_forever()  # Ctrl-C ends it too (waitress catches KeyboardInterrupt)
         finally:

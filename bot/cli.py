@@ -259,6 +259,19 @@ def bot_command(ctx: Context, http_mode: bool, port: int) -> None:
     sys.exit(guarded(start))
 
 
+@main.command("metrics")
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", default=9464, show_default=True, type=click.IntRange(0, 65535),
+              help="0 picks a free port.")
+@click.pass_obj
+def metrics_command(ctx: Context, host: str, port: int) -> None:
+    """Serve Prometheus metrics (GET /metrics) from Redis: for Socket Mode deployments,
+    whose bot has no HTTP port (in HTTP mode the bot serves /metrics itself)."""
+    from bot.metrics import serve
+
+    sys.exit(guarded(serve, configured(ctx), host, port))
+
+
 @main.command("worker")
 @click.option("--burst", is_flag=True, help="Work until the queues are empty, then exit.")
 @click.pass_obj
