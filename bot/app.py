@@ -28,6 +28,7 @@ from slack_sdk.errors import SlackApiError
 from bot import metrics
 from bot.http import EVENTS_PATH, SlackHttpServer
 from bot.listeners.after_ack import AfterAck
+from bot.listeners.app_home import register as register_home
 from bot.listeners.operation_actions import register as register_approvals
 from bot.listeners.slash_command import register as register_slash_command
 from bot.listeners.warning_buttons import register as register_warnings
@@ -92,6 +93,7 @@ def create_app(settings: Settings, *, redis_url: str | None = None,
     approvals = register_approvals(app, settings, after_ack, redis_url=redis_url)
     register_warnings(app, settings, approvals, after_ack, redis_url=redis_url)
     register_slash_command(app, after_ack, approvals, org_channels)
+    register_home(app, settings, after_ack)  # the Home tab (bot.home)
     return app
 
 

@@ -13,9 +13,10 @@ takes the GIL two or three times per request (read; the worker's wake-up; the wr
 accepts one new connection per loop, so a burst on fresh connections waits longest.
 
 Before bolt sees a request, bot.request_check verifies its v0 signature and 5-minute
-timestamp window over the raw bytes (401), and only then that the body is a form as Slack
-sends it (400): bolt parses the body before it verifies, so a body it cannot parse was a 500
-even unsigned. bolt then verifies again with the same secret, and answers.
+timestamp window over the raw bytes (401), and only then that the body is a form or an
+Events API envelope as Slack sends it (400): bolt parses the body before it verifies, so a
+body it cannot parse was a 500 even unsigned. bolt then verifies again with the same secret,
+and answers.
 Each request counts in ACKS_IN_FLIGHT from the moment the WSGI app is called until it
 returns its (already whole) body, so after-ack work (bot.listeners.after_ack) waits for it.
 """
@@ -37,7 +38,7 @@ from waitress.server import create_server
 
 from bot.listeners.after_ack import ACKS_IN_FLIGHT, AcksInFlight
 from bot.metrics import METRICS_PATH, count_refused, render
-from bot.request_check import Refusal, form_refusal, signature_refusal
+from bot.request_check import Refusal, body_refusal, signature_refusal
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -106,7 +107,7 @@ def _to_bolt(app: App, secret: str, environ: WSGIEnvironment,
     refusal = signature_refusal(secret, environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP"),
                                 environ.get("HTTP_X_SLACK_SIGNATURE"), body, time.time())
     if refusal is None:
-        refusal = form_refusal(environ.get("CONTENT_TYPE"), body)
+        refusal = body_refusal(environ.get("CONTENT_TYPE"), body)
     if refusal is not None:
         return _refuse(start_response, refusal)
     try:

@@ -21,6 +21,7 @@ from redis import Redis
 from rq.job import Job
 from slack_sdk.errors import SlackApiError
 
+from bot.callbacks import home_tab
 from bot.render import messages
 from bot.slack import callback_client
 from workers.jobs.read_jobs import failure_reason, is_permanent
@@ -40,10 +41,12 @@ def status_ready(job: Job, connection: Redis, result: Any) -> None:
     from workers.status.report import overall
 
     _deliver(job, lambda: messages.status_message(result, overall(result)))
+    home_tab.refresh_if_changed(connection, job.meta or {})
 
 
 def plan_ready(job: Job, connection: Redis, result: Any) -> None:
     _deliver(job, lambda: messages.plan_message(result))
+    home_tab.refresh_if_changed(connection, job.meta or {})
 
 
 def job_failed(job: Job, connection: Redis, exc_type: type[BaseException] | None,

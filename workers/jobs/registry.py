@@ -55,6 +55,10 @@ CALLBACKS: dict[str, str] = {
         "bot.callbacks.operation_progress.sweep_done",
         "bot.callbacks.warning_posts.sweep_done",
         "bot.callbacks.warning_posts.sweep_failed",
+        "bot.callbacks.home_tab.status_checked",
+        "bot.callbacks.home_tab.check_failed",
+        "bot.callbacks.home_tab.plan_ready",
+        "bot.callbacks.home_tab.plan_failed",
     )
 }
 
