@@ -133,8 +133,11 @@ def guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 @main.command()
 @click.option("--org", "org_name", default=None, help="Only this org (default: every org).")
 @click.option("--json", "as_json", is_flag=True, help="Print the status JSON.")
+@click.option("--timeline", "timeline", default=None, type=click.Path(dir_okay=False),
+              help="Also draw the certificate timeline as a PNG here (several orgs: one "
+                   "file each, the org's name added).")
 @click.pass_obj
-def status(ctx: Context, org_name: str | None, as_json: bool) -> None:
+def status(ctx: Context, org_name: str | None, as_json: bool, timeline: str | None) -> None:
     """Collect and print the certificate status of each org."""
     from bot.render.terminal import print_status
     from workers.status.collect import status as collect_status
@@ -142,12 +145,31 @@ def status(ctx: Context, org_name: str | None, as_json: bool) -> None:
 
     with settings_or_lab(ctx) as settings:
         results = [guarded(collect_status, org) for org in selected_orgs(settings, org_name)]
+    if timeline is not None:
+        write_timelines(results, timeline)
     if as_json:
         emit_json(results)
     else:
         for result in results:
             print_status(result)
     sys.exit(max(exit_code(r) for r in results))
+
+
+def write_timelines(results: list[dict[str, Any]], path: str) -> None:
+    """One PNG per org (bot.render.timeline); the path(s) written are said on stderr."""
+    from pathlib import Path
+
+    from bot.render.timeline import write_png
+
+    target = Path(path)
+    for result in results:
+        out = target if len(results) == 1 else target.with_name(
+            f"{target.stem}-{result['org']}{target.suffix or '.png'}")
+        try:
+            write_png(result, out)
+        except OSError as exc:
+            fail(f"cannot write the timeline to {out}: {exc.strerror or exc}")
+        click.echo(f"exauth: timeline of {result['org']} written to {out}", err=True)
 
 
 @main.command()
