@@ -5,8 +5,10 @@ Certificates and each server's back end certificate as bars on one time axis, to
 (the org's own clock: the status's `checked_at`), the staged certificate's effective date,
 and each bar's warning bands (its last 60 days yellow, last 30 days red: HealthChecker's
 yellow and red, DOMAIN.md section 3). Drawn with matplotlib's object API on the Agg canvas
-(no pyplot, no display, no global state: safe in a worker's callback thread), sized for
-Slack's preview: 1000 px wide, labels at 13-15 pt, so it still reads when Slack shows it
+(no pyplot, no display, no global state: safe in a worker's callback thread),
+imported only when a picture is drawn (importing matplotlib registers exit hooks and costs
+half a second: no process pays that for importing this module), sized for
+Slack's preview: 800 px wide, labels at 13-15 pt, so it still reads when Slack shows it
 about 400 px wide.
 
 The status is read as the dict contract (DESIGN.md "Status JSON") through
@@ -23,14 +25,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
-
-from matplotlib import dates as mdates
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from workers.status import last_check
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 WIDTH_IN = 8.0
 DPI = 100
@@ -78,6 +78,11 @@ def bars(status: dict[str, Any]) -> list[Bar]:
 
 def figure(status: dict[str, Any]) -> Figure:
     """The timeline as a matplotlib Figure (tests read its artists)."""
+    from matplotlib import dates as mdates
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
     rows = bars(status)
     now = last_check.checked_time(status)
     effective = last_check.next_effective(status)
@@ -157,6 +162,8 @@ def _span(rows: Sequence[Bar], now: datetime | None,
 
 
 def _draw(ax: Any, y: int, bar: Bar, left: datetime, now: datetime | None) -> None:
+    from matplotlib import dates as mdates
+
     if bar.end is None:  # nothing to draw a bar for: say what is wrong on today's line
         x = mdates.date2num(now or left)
         ax.plot([x], [y], marker="X", markersize=14, color=COLORS["expired"],
