@@ -306,3 +306,19 @@ def test_a_scrape_says_when_redis_is_not_readable(slack: SlackMock, redis_url: s
                         lambda status, headers: seen.append(status)))
     assert seen == ["200 OK"]
     assert b"exauth_metrics_redis_up 0.0" in body
+
+
+def test_a_listeners_slack_error_is_counted(stack_for: Callable[..., Stack],
+                                            slack: SlackMock) -> None:
+    """The client bolt hands a listener counts too (bot.app._App)."""
+    stack = stack_for("healthy")
+    slack.fail_next("chat.postMessage", "not_in_channel")
+    body = slash_command_body("status", channel_id=CHANNEL, trigger_id="t-err",
+                              response_url=slack.response_url())
+    answer = requests.post(f"http://127.0.0.1:{stack.server.port}/slack/events", data=body,
+                           headers=signed_headers(body), timeout=10)
+    assert answer.status_code == 200
+    slack.wait_for("response")  # the asker heard why
+    samples = scrape(stack.metrics_url)
+    assert value(samples, "exauth_slack_api_errors_total", method="chat.postMessage",
+                 error="not_in_channel") == 1
