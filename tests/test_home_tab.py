@@ -275,3 +275,23 @@ def test_open_the_plan_fills_a_modal(stack: Stack) -> None:
     plan_view = update.params["view"]
     plan_view = json.loads(plan_view) if isinstance(plan_view, str) else plan_view
     assert ":clipboard: lab: plan" in json.dumps(plan_view)
+
+
+def test_an_operation_that_moves_refreshes_the_home_tab(stack: Stack) -> None:
+    from bot.callbacks import operation_progress
+
+    stack.store_statuses()
+    assert stack.open_home(APPROVER).status_code == 200
+    assert "Open operations" not in texts(stack.home_of(APPROVER))
+    step = {"title": "Stage the next certificate", "cmdlet": "Set-AuthConfig",
+            "changes_state": True, "kind": "stage_next", "endpoint": "exchange"}
+    op = operation.create(stack.conn, "lab", "stage_new", APPROVER, [step],
+                          card={"channel": LAB_CHANNEL, "ts": "1700000000.000042"})
+
+    class FinishedJob:  # what RQ hands the callback: meta and the result
+        meta = {"reply": {"channel": LAB_CHANNEL}}
+
+    operation_progress.operation_updated(FinishedJob(), stack.conn,  # type: ignore[arg-type]
+                                         {"op_id": op["id"]})
+    view = texts(stack.home_of(APPROVER, 2))
+    assert "Open operations" in view and op["id"] in view

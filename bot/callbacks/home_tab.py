@@ -3,7 +3,8 @@
 They run in the worker (by dotted path, registered in workers.jobs.registry) and never raise:
 a Slack problem is logged, and the job's own outcome stands. `refresh_if_changed` is what
 the status report and sweep callbacks call so every recent viewer's Home tab follows an
-org whose stored status changed (workers.status.last_check says when it did).
+org whose stored status changed (workers.status.last_check says when it did), and
+`refresh_for_operation` what the operation card's callback calls when an operation moved.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from bot.render import messages
 from bot.render.home_view import plan_modal
 from bot.slack import callback_client
 from config.load import load_settings
+from workers.changes import operation
 from workers.jobs.read_jobs import failure_reason, is_permanent
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,17 @@ def refresh_if_changed(connection: Redis, meta: dict[str, Any], *, changed: bool
                          org, skip=skip)
 
     _guarded(refresh, f"Home tabs of {org}")
+
+
+def refresh_for_operation(connection: Redis, op_id: str) -> None:
+    """An operation moved (its open operations line on Home): refresh its org's viewers."""
+    try:
+        op = operation.load(connection, op_id)
+    except Exception as exc:
+        log.warning("Home tabs not refreshed for %s: %s", op_id, type(exc).__name__)
+        return
+    if op is not None:
+        refresh_if_changed(connection, {"org": op["org"]}, changed=True)
 
 
 def _publish(connection: Redis, user: str, checking: tuple[str, ...] = ()) -> None:
