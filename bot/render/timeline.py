@@ -86,7 +86,8 @@ def figure(status: dict[str, Any]) -> Figure:
     rows = bars(status)
     now = last_check.checked_time(status)
     effective = last_check.next_effective(status)
-    fig = Figure(figsize=(WIDTH_IN, BASE_IN + ROW_IN * max(len(rows), 1)), dpi=DPI)
+    fig = Figure(figsize=(WIDTH_IN, BASE_IN + ROW_IN * max(len(rows), 1)), dpi=DPI,
+                 layout="constrained")  # laid out while drawn: one draw, not two
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     left, right = _span(rows, now, effective)
@@ -124,7 +125,6 @@ def figure(status: dict[str, Any]) -> Figure:
                        Patch(color=BAND_COLORS[CRITICAL_DAYS], label="< 30 days left")],
               loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=2, fontsize=12,
               frameon=False)
-    fig.tight_layout()
     return fig
 
 
