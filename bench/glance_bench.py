@@ -58,7 +58,7 @@ def main() -> int:
     conn = redis.Redis.from_url(url)
     conn.flushdb()
     with start("staged") as lab:
-        status = collect_status(settings_for_lab(lab.info, lab.password).orgs[0])
+        status = collect_status(settings_for_lab(lab.info, lab.password).orgs[0]).to_json()
     names = [f"org{i:03d}" for i in range(args.orgs)]
     settings = settings_from_dict({"org": [
         {"name": name, "channel": f"C{i:08d}", "approvers": ["U0BENCH"] if i < 15 else [],

@@ -30,7 +30,6 @@ from workers import redis_keys
 from workers.changes import lifecycle, operation
 from workers.changes.approval import GroupCache
 from workers.status import last_check
-from workers.status.report import overall
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +136,7 @@ def _card(org: OrgSettings, check: last_check.LastCheck, ops: list[dict], now: d
                                    card_link(link_base, op.get("card"))))
     return OrgCard(
         org=org.name, channel=org.channel,
-        state=overall(status) if status is not None else "never",
+        state=last_check.overall_state(status)[0] if status is not None else "never",
         current_days=current_days, next_days=next_days, next_effective=effective,
         backend_problems=problems, operations=lines, checked_at=check.succeeded_at,
         attempted_at=check.attempted_at, last_ok=check.ok, last_error=check.error,

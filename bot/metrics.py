@@ -38,7 +38,6 @@ from config.schema import Settings
 from workers import tallies
 from workers.changes import approval, operation
 from workers.status import last_check
-from workers.status.report import OVERALL_EXIT_CODES, overall
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -153,7 +152,7 @@ def org_families(checks: list[last_check.LastCheck]) -> Iterator[Metric]:
         for server in last_check.servers(status):
             reachable.add_metric([org, str(server.get("fqdn") or server.get("name"))],
                                  1 if server.get("reachable") else 0)
-        state.add_metric([org], OVERALL_EXIT_CODES[overall(status)])
+        state.add_metric([org], last_check.overall_state(status)[1])
         severities = [str(f.get("severity")) for f in last_check.findings_of(status)]
         for severity in ("info", "warning", "critical"):
             findings.add_metric([org, severity], severities.count(severity))

@@ -57,7 +57,7 @@ __all__ = ["DEFAULT_VERSION", "ENDPOINTS", "FAULT_KINDS", "MAX_LATENCY_MS", "ROL
            "FaultSpec", "LabSettings", "Scenario", "ScenarioError", "ServerSpec",
            "builtin_names", "describe", "from_dict", "load", "scaled", "validate_fault"]
 
-SCENARIO_DIR = Path(__file__).with_name("scenarios")
+SCENARIO_DIR = Path(__file__).with_name("built_in_scenarios")
 DEFAULT_SCENARIO = "healthy"
 
 
@@ -162,7 +162,7 @@ class Scenario:
 
 
 def builtin_names() -> list[str]:
-    """Names of lab/scenarios/*.toml, the default scenario first."""
+    """Names of lab/built_in_scenarios/*.toml, the default scenario first."""
     names = sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
     if DEFAULT_SCENARIO in names:
         names.remove(DEFAULT_SCENARIO)

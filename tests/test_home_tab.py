@@ -37,7 +37,7 @@ from tests.slack_mock import (
 )
 from workers.changes import operation
 from workers.jobs.queues import READ_QUEUE, queue
-from workers.jobs.worker import run as run_worker
+from workers.jobs.worker_process import run as run_worker
 from workers.status import last_check
 from workers.status.collect import status as collect_status
 
@@ -115,7 +115,7 @@ class Stack:
 
     def store_statuses(self) -> dict[str, Any]:
         """lab's status read from the lab; fabrikam's a copy with a broken back end."""
-        lab_status = collect_status(load_settings().org("lab"))
+        lab_status = collect_status(load_settings().org("lab")).to_json()
         last_check.record_success(self.conn, lab_status)
         fab = copy.deepcopy(lab_status)
         fab["org"] = "fabrikam"

@@ -19,8 +19,9 @@ from config.lab_settings import settings_for_lab
 from lab.serve import LabHandle
 from workers import log_filter
 from workers.changes import execute
-from workers.exchange.certificate import prop
+from workers.changes.operation import Step
 from workers.exchange.client import ExchangeClient
+from workers.exchange.parsing import prop
 from workers.exchange.session import Secret
 
 REPO = Path(__file__).resolve().parent.parent
@@ -103,10 +104,10 @@ def test_pypsrp_debug_logs_of_an_export_are_kept_without_the_pfx_or_its_password
     client = ExchangeClient(org)
     thumbprint = prop(client.exchange(handle.writer, "Get-AuthConfig", [])[0],
                       "CurrentCertificateThumbprint")
-    step = {"server": handle.writer, "endpoint": "exchange",
-            "cmdlet": "Export-ExchangeCertificate",
-            "parameters": [["Server", handle.writer], ["Thumbprint", thumbprint],
-                           ["BinaryEncoded", None], ["Password", "<secret:export>"]]}
+    step = Step.model_construct(
+        server=handle.writer, endpoint="exchange", cmdlet="Export-ExchangeCertificate",
+        parameters=[["Server", handle.writer], ["Thumbprint", thumbprint],
+                    ["BinaryEncoded", None], ["Password", "<secret:export>"]])
     output = execute.invoke(client, step, [("Server", handle.writer),
                                            ("Thumbprint", thumbprint),
                                            ("BinaryEncoded", None),
@@ -164,7 +165,7 @@ def test_importing_every_module_leaves_logging_signals_and_exit_hooks_as_they_we
                           text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert {"bot.app", "bot.cli", "workers.exchange.client", "workers.jobs.worker",
+    assert {"bot.app", "bot.cli", "workers.exchange.client", "workers.jobs.worker_process",
             "workers.jobs.cron", "workers.log_filter", "config.load"} <= set(result["modules"])
     for part in result["before"]:
         assert result["after"][part] == result["before"][part], part

@@ -36,7 +36,7 @@ from tests.slack_mock import (
     slash_command_body,
 )
 from workers.changes import approval, operation
-from workers.jobs.worker import run as run_worker
+from workers.jobs.worker_process import run as run_worker
 from workers.status import last_check
 
 CHANNEL = "C0LABOPS"
@@ -179,9 +179,9 @@ def test_bot_metrics_show_the_figures_of_exauth_status_json(
     assert value(samples, "exauth_last_check_success", org="lab") == 1
     assert value(samples, "exauth_last_successful_check_timestamp_seconds",
                  org="lab") == stored.succeeded_at.timestamp()  # type: ignore[union-attr]
-    codes = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
-    from workers.status.report import overall
-    assert value(samples, "exauth_org_state", org="lab") == codes[overall(cli)]
+    from workers.status.report import exit_code
+    from workers.status.report_model import parse_status
+    assert value(samples, "exauth_org_state", org="lab") == exit_code(parse_status(cli))
     # the status job's run time, tallied by the worker
     assert value(samples, "exauth_job_duration_seconds_count", kind="status",
                  outcome="ok") == 1

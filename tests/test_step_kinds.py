@@ -30,6 +30,7 @@ from workers.changes.step_kind import StepKind, legacy_kind
 from workers.clock import CallableClock
 from workers.status.observation import BackendObs
 from workers.status.report import build_status
+from workers.status.report_model import Action, ActionKind, OrgStatus
 
 PROCEDURES = {  # scenario -> the operation its status calls for
     "expiring-sha1": "stage_new",
@@ -157,16 +158,17 @@ def test_an_operation_stored_before_step_kinds_runs_to_the_same_outcome(
     written: dict[str, Any] = {}
     advance = lifecycle.advance
 
-    def old_format_then_advance(conn: redis.Redis, org: Any, op_id: str,
+    def old_format_then_advance(conn: redis.Redis, org: Any, op: operation.Operation,
                                 **kw: Any) -> dict[str, Any]:
-        """Between creating the operation and running anything of it."""
+        """Between creating the operation and running anything of it: the job carries on
+        with the document as stored in the old format, loaded again."""
         if not written:
-            written["kinds"] = [s["kind"] for s in operation.require(conn, op_id)["steps"]]
-            _as_written_before_kinds(conn, op_id)
-            written["raw"] = json.loads(conn.get(operation.op_key(op_id)) or b"null")
-            loaded = operation.load(conn, op_id)
-            written["loaded"] = [s["kind"] for s in (loaded or {}).get("steps") or []]
-        return advance(conn, org, op_id, **kw)
+            written["kinds"] = [s["kind"] for s in operation.require(conn, op.id)["steps"]]
+            _as_written_before_kinds(conn, op.id)
+            written["raw"] = json.loads(conn.get(operation.op_key(op.id)) or b"null")
+            op = operation.Operation.require(conn, op.id)
+            written["loaded"] = [s.kind.value for s in op.steps]
+        return advance(conn, org, op, **kw)
 
     monkeypatch.setattr(lifecycle, "advance", old_format_then_advance)
     op_id = start(env)
@@ -184,7 +186,7 @@ def test_an_operation_stored_before_step_kinds_runs_to_the_same_outcome(
 # --- the upgrade mapping against today's plan, every action kind -----------------------
 
 
-def _statuses() -> list[dict[str, Any]]:
+def _statuses() -> list[OrgStatus]:
     """Staged path, 30-day and 49-hour effective dates, the emergency path; a next and a
     previous certificate; a back end without a binding; hybrid and not."""
     return [build_status(obs) for obs in (
@@ -202,8 +204,8 @@ def test_legacy_kind_gives_each_step_of_today_s_plan_its_kind(kind: str) -> None
     """Titles and cmdlets as the plan writes them today map back to the kinds it sets."""
     seen = 0
     for status in _statuses():
-        servers = [s["fqdn"] for s in status["servers"]][1:]
-        action = {"kind": kind, "servers": servers, "reason": "r"}
+        servers = [s.fqdn for s in status.servers][1:]
+        action = Action(kind=ActionKind(kind), servers=servers, reason="r")
         for writer in ("ex1", "ex2"):
             for index, step in enumerate(plan_steps(status, action, writer=writer, now=NOW)):
                 stored = {**step.to_dict(), "index": index}

@@ -29,7 +29,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def lab_status(make_lab: Callable[..., LabHandle], scenario: str) -> dict[str, Any]:
     handle = make_lab(scenario)
-    return collect_status(settings_for_lab(handle.info, handle.password).orgs[0])
+    return collect_status(settings_for_lab(handle.info, handle.password).orgs[0]).to_json()
 
 
 def when(iso: str) -> datetime:

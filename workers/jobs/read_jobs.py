@@ -27,11 +27,12 @@ log = logging.getLogger(__name__)
 
 
 def status_job(org_name: str) -> dict[str, Any]:
-    """The status JSON of DESIGN.md for one org."""
+    """The status JSON of DESIGN.md for one org (RQ's JSON serializer stores the document;
+    the callbacks read it back with workers.status.report_model.parse_status)."""
     from workers.status.collect import status
 
     org = _org(org_name)
-    return _stored(org.name, _guard_read(org.name, status, org))
+    return _stored(org.name, _guard_read(org.name, status, org).to_json())
 
 
 def plan_job(org_name: str) -> dict[str, Any]:
@@ -45,11 +46,12 @@ def plan_job(org_name: str) -> dict[str, Any]:
     from workers.status.report import checked_at
 
     org = _org(org_name)
-    result = _stored(org.name, _guard_read(org.name, status, org))
+    result = _guard_read(org.name, status, org)
+    document = _stored(org.name, result.to_json())
     # Plan against the time the org was read, so dates in the steps match the status.
     actions = _guard(plan, result, writer=org.writer or "", now=checked_at(result))
-    return {"org": org.name, "checked_at": result["checked_at"], "actions": actions,
-            "status": result}
+    return {"org": org.name, "checked_at": result.checked_at, "actions": actions,
+            "status": document}
 
 
 def failure_reason(exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -94,7 +96,7 @@ def _guard(func: Any, *args: Any, **kwargs: Any) -> Any:
         raise
 
 
-def _guard_read(org_name: str, func: Any, *args: Any) -> dict[str, Any]:
+def _guard_read(org_name: str, func: Any, *args: Any) -> Any:
     """_guard for the Exchange read, noting a failed one as the org's last check outcome
     (workers.status.last_check; the last good status stays)."""
     try:

@@ -54,10 +54,10 @@ class LastCheck:
         return self.outcome == "ok"
 
 
-def record_success(conn: redis.Redis, status: dict[str, Any],
-                   now: datetime | None = None) -> bool:
-    """Store a status just read; True when it differs from the one stored before (apart
-    from its `checked_at`)."""
+def record_success(conn: redis.Redis, status: Any, now: datetime | None = None) -> bool:
+    """Store a status just read (the JSON document, or the OrgStatus model); True when it
+    differs from the one stored before (apart from its `checked_at`)."""
+    status = as_document(status)
     org = str(status["org"])
     when = _iso(now)
     digest = status_digest(status)
@@ -96,7 +96,7 @@ def status_digest(status: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def store_quietly(conn: redis.Redis | None, status: dict[str, Any] | None = None, *,
+def store_quietly(conn: redis.Redis | None, status: Any = None, *,
                   org: str = "", error: str | None = None) -> bool:
     """record_success / record_failure for a job: a Redis problem here is logged, never
     raised (the job's own result matters more than this copy of it). True: changed."""
@@ -107,12 +107,37 @@ def store_quietly(conn: redis.Redis | None, status: dict[str, Any] | None = None
             return record_success(conn, status)
         record_failure(conn, org, error or "unknown error")
     except Exception as exc:
-        log.warning("last check of %s not stored: %s", org or (status or {}).get("org"),
-                    type(exc).__name__)
+        log.warning("last check of %s not stored: %s", org, type(exc).__name__)
     return False
 
 
 # --- accessors of the status JSON (DESIGN.md "Status JSON") -----------------------------
+
+
+def as_document(status: Any) -> dict[str, Any]:
+    """The status JSON of a status model (workers.status.report_model.OrgStatus) or of a
+    document already."""
+    to_json = getattr(status, "to_json", None)
+    document = to_json() if callable(to_json) else status
+    if not isinstance(document, dict):
+        raise TypeError("a status is a dict or an OrgStatus")
+    return document
+
+
+def overall_state(status: dict[str, Any]) -> tuple[str, int]:
+    """(ok | warning | critical | unknown, its exit code) of a stored status JSON, judged
+    by workers.status.report.overall; a document that no longer reads as a status (an older
+    release's) is ("unknown", 3)."""
+    from workers.status.report import overall
+    from workers.status.report_model import parse_status
+
+    try:
+        state = overall(parse_status(status))
+    except Exception as exc:
+        log.warning("stored status of %s not readable: %s", status.get("org"),
+                    type(exc).__name__)
+        return "unknown", 3
+    return state.value, state.exit_code
 
 
 def parse_time(value: Any) -> datetime | None:
