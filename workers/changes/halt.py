@@ -21,9 +21,9 @@ from config.errors import ExauthError
 from config.schema import OrgSettings
 from workers import audit, redis_keys
 from workers.changes import approval
+from workers.changes.change_states import OperationState, StepState
 from workers.changes.operation import Operation, step_ref
 from workers.changes.revalidate import BLOCKED, Verdict
-from workers.changes.states import OperationState, StepState
 from workers.clock import SYSTEM_CLOCK, Clock
 
 
