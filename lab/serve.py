@@ -17,8 +17,11 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+
 from lab import scenario as scenario_module
 from lab.http import LabServer
+from lab.http.graph_listener import GraphServer
 from lab.org import Org
 
 DEFAULT_USERNAME = "LAB\\exadmin"
@@ -27,8 +30,10 @@ DEFAULT_USERNAME = "LAB\\exadmin"
 class LabHandle:
     """A running lab: where it listens, how to log in, and the org behind it."""
 
-    def __init__(self, server: LabServer, org: Org, info: dict[str, Any], writer: str) -> None:
+    def __init__(self, server: LabServer, org: Org, info: dict[str, Any], writer: str,
+                 graph: GraphServer | None = None) -> None:
         self._server = server
+        self._graph = graph
         self.org = org
         self.info = info
         self.writer = writer  # fqdn of the server that creates certificates
@@ -59,10 +64,17 @@ class LabHandle:
         """PEM of the self-signed certificate (TLS labs only); use it as the CA bundle."""
         return str(self._server.cert_file) if self._server.cert_file else None
 
+    @property
+    def graph(self) -> dict[str, Any] | None:
+        """The ready line's "graph" entry: where the Graph stand-in is and how to sign in."""
+        return self.info.get("graph")
+
     def stop(self) -> None:
         if not self._stopped:
             self._stopped = True
             self._server.stop()
+            if self._graph is not None:
+                self._graph.stop()
 
     def __enter__(self) -> LabHandle:
         return self
@@ -102,6 +114,37 @@ def _info(server: LabServer, org: Org, username: str, password: str) -> dict[str
     }
 
 
+def _graph_info(graph: GraphServer, org: Org) -> dict[str, Any]:
+    """Where the Graph stand-in listens and the client application's lab credentials."""
+    directory = org.directory
+    entra = org.scenario.entra
+    assert directory is not None and entra is not None
+    client = next(a for a in entra.applications if a.app_id == entra.client_id)
+    info: dict[str, Any] = {
+        "authority": graph.base_url,
+        "graph_url": graph.base_url,
+        "ca_file": str(graph.ca_file),
+        "tenant_id": directory.tenant_id,
+        "app_id": entra.hybrid_app_id,
+        "client_id": client.app_id,
+        "client_secret": client.secret or None,
+        "client_certificate_file": None,
+    }
+    for cert_id in client.keys:
+        material = org.scenario_material(cert_id)
+        if material.key is None:
+            continue
+        path = graph.directory_path / "lab-client.pem"
+        path.write_bytes(material.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()) + material.certificate.public_bytes(
+            serialization.Encoding.PEM))
+        path.chmod(0o600)
+        info["client_certificate_file"] = str(path)
+        break
+    return info
+
+
 def start(
     scenario: str | os.PathLike[str] = "healthy",
     *,
@@ -113,7 +156,8 @@ def start(
     username: str = DEFAULT_USERNAME,
     password: str | None = None,
 ) -> LabHandle:
-    """Load the scenario and serve it on a background thread.
+    """Load the scenario and serve it on a background thread; a scenario with an
+    `[entra]` tenant also gets its Graph stand-in, on its own HTTPS port (ready line "graph").
 
     Raises `lab.scenario.ScenarioError` for a bad scenario and `OSError` when the port
     cannot be bound.
@@ -130,8 +174,18 @@ def start(
         open_ms=open_ms,
         tls=tls,
     )
+    info = _info(server, org, username, password)
+    graph = None
+    if org.directory is not None:
+        try:
+            graph = GraphServer(org, host=host)
+        except OSError:
+            server.server_close()
+            raise
+        info["graph"] = _graph_info(graph, org)
+        graph.start()
     server.start()
-    return LabHandle(server, org, _info(server, org, username, password), _writer_fqdn(org))
+    return LabHandle(server, org, info, _writer_fqdn(org), graph)
 
 
 def _toml_string(value: str) -> str:
