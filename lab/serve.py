@@ -192,11 +192,13 @@ def _toml_string(value: str) -> str:
     return json.dumps(value)  # a JSON string literal is a valid TOML basic string
 
 
-def config_toml(info: dict[str, Any], password_file: str, *, writer: str | None = None) -> str:
+def config_toml(info: dict[str, Any], password_file: str, *, writer: str | None = None,
+                graph_secret_file: str | None = None, graph_ca_file: str | None = None) -> str:
     """An exauth config with one org named "lab" pointing at the lab in `info`.
 
     `writer` is a server name or fqdn; default: the first server (`LabHandle.writer` and
-    `write_config` pass the scenario's writer).
+    `write_config` pass the scenario's writer). A lab with a Graph stand-in also gets
+    `[org.hybrid_app]` when the files of its client secret and CA are given.
     """
     servers = info["servers"]
     chosen = servers[0]
@@ -219,6 +221,19 @@ def config_toml(info: dict[str, Any], password_file: str, *, writer: str | None 
         f"password_file = {_toml_string(password_file)}",
         "verify_tls = false",
     ]
+    graph = info.get("graph")
+    if graph and graph_secret_file and graph_ca_file:
+        lines += [
+            "",
+            "[org.hybrid_app]",
+            f"tenant_id = {_toml_string(graph['tenant_id'])}",
+            f"app_id = {_toml_string(graph['app_id'])}",
+            f"client_id = {_toml_string(graph['client_id'])}",
+            f"secret_file = {_toml_string(graph_secret_file)}",
+            f"authority = {_toml_string(graph['authority'])}",
+            f"graph_url = {_toml_string(graph['graph_url'])}",
+            f"ca_bundle = {_toml_string(graph_ca_file)}",
+        ]
     for entry in servers:
         lines += [
             "",
@@ -232,17 +247,34 @@ def config_toml(info: dict[str, Any], password_file: str, *, writer: str | None 
 def write_config(
     info: dict[str, Any], path: str | os.PathLike[str], *, writer: str | None = None
 ) -> Path:
-    """Write the config and its password (`<path>.password`, mode 0600); returns the path."""
+    """Write the config and its password (`<path>.password`, mode 0600); returns the path.
+
+    A lab with a Graph stand-in also gets its client secret (`<path>.graph-secret`, 0600)
+    and a copy of its CA (`<path>.graph-ca.pem`) beside the config.
+    """
     target = Path(path)
     password_path = target.with_name(target.name + ".password")
-    fd = os.open(password_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(str(info["password"]))
-    os.chmod(password_path, 0o600)
+    _write_private(password_path, str(info["password"]))
+    graph = info.get("graph")
+    secret_file = ca_file = None
+    if graph and graph.get("client_secret"):
+        secret_path = target.with_name(target.name + ".graph-secret")
+        _write_private(secret_path, str(graph["client_secret"]))
+        ca_path = target.with_name(target.name + ".graph-ca.pem")
+        ca_path.write_bytes(Path(graph["ca_file"]).read_bytes())
+        secret_file, ca_file = str(secret_path.resolve()), str(ca_path.resolve())
     target.write_text(
-        config_toml(info, str(password_path.resolve()), writer=writer), encoding="utf-8"
+        config_toml(info, str(password_path.resolve()), writer=writer,
+                    graph_secret_file=secret_file, graph_ca_file=ca_file), encoding="utf-8"
     )
     return target
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
 
 
 def main(

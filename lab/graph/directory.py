@@ -16,6 +16,7 @@ Everything holds the org's lock: a rehearsal's reset rebuilds the tenant with th
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import secrets
 import threading
@@ -104,8 +105,7 @@ class Directory:
                 if fault.times == 1:
                     del self.faults[index]
                 elif fault.times > 1:
-                    self.faults[index] = GraphFaultSpec(**{**fault.__dict__,
-                                                           "times": fault.times - 1})
+                    self.faults[index] = dataclasses.replace(fault, times=fault.times - 1)
                 return fault
             return None
 
