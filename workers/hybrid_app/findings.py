@@ -1,0 +1,102 @@
+"""What the dedicated hybrid application's keys mean for the org: the `hybrid_app` section
+of the status JSON and its findings (codes documented in README "Status findings").
+
+Pure functions of what was read (the AuthConfig thumbprints, the keys or why they could
+not be read, the org's time), like `workers.findings`:
+
+- HYBRID_APP_CURRENT_MISSING  critical: hybrid already fails for the current certificate.
+- HYBRID_APP_NEXT_MISSING     warning; critical once the next certificate's effective date
+                              is NEXT_NEAR away or past (it breaks hybrid when published).
+- HYBRID_APP_STALE_KEY        info: a key of a certificate that is not current, next or
+                              previous (the clean-up removes it).
+- HYBRID_APP_UNREADABLE       unknown: Graph could not be asked; Graph's reason in one line.
+- HYBRID_APP_NOT_CONFIGURED   info: a hybrid org without `[org.hybrid_app]`; exauth cannot
+                              see the application.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from workers.hybrid_app.keys import AppKey
+
+NEXT_NEAR = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class HybridAppRead:
+    """One read of the application: its keys, or the one line of why there are none."""
+
+    app_id: str
+    keys: tuple[AppKey, ...] | None
+    error: str | None = None
+
+
+def _short(thumbprint: str) -> str:
+    return f"{thumbprint[:8]}…" if len(thumbprint) > 8 else thumbprint
+
+
+def role_of(thumbprint: str, *, current: str | None, next_: str | None,
+            previous: str | None) -> str:
+    wanted = thumbprint.upper()
+    for role, value in (("current", current), ("next", next_), ("previous", previous)):
+        if value and value.upper() == wanted:
+            return role
+    return "stale"
+
+
+def hybrid_app_status(read: HybridAppRead | None, *, hybrid: bool, configured: bool,
+                      current: str | None, next_: str | None, previous: str | None,
+                      next_effective: datetime | None, now: datetime
+                      ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """(the status JSON's `hybrid_app` section, its findings). None for a non-hybrid org."""
+    if not hybrid:
+        return None, []
+    if not configured or read is None:
+        return ({"configured": False, "app_id": None, "read": False, "error": None,
+                 "keys": [], "current_on_app": None, "next_on_app": None},
+                [_finding("HYBRID_APP_NOT_CONFIGURED", "info",
+                          "hybrid org: exauth does not check the dedicated Exchange hybrid "
+                          "application in Entra ID; configure [org.hybrid_app]")])
+    if read.keys is None:
+        return ({"configured": True, "app_id": read.app_id, "read": False,
+                 "error": read.error, "keys": [], "current_on_app": None,
+                 "next_on_app": None},
+                [_finding("HYBRID_APP_UNREADABLE", "unknown",
+                          f"the dedicated hybrid application {read.app_id} could not be read: "
+                          f"{read.error or 'no reason given'}")])
+    on_app = {key.thumbprint for key in read.keys}
+    keys = [dict(key.as_status(), role=role_of(key.thumbprint, current=current, next_=next_,
+                                                previous=previous)) for key in read.keys]
+    current_on = None if not current else current.upper() in on_app
+    next_on = None if not next_ else next_.upper() in on_app
+    findings: list[dict[str, Any]] = []
+    if current_on is False:
+        findings.append(_finding(
+            "HYBRID_APP_CURRENT_MISSING", "critical",
+            f"the current Auth Certificate {_short(current or '')} is not on the dedicated "
+            "hybrid application: hybrid Free/Busy, MailTips and photos fail; `fix` uploads "
+            "it"))
+    if next_on is False:
+        near = next_effective is not None and next_effective - now <= NEXT_NEAR
+        when = "" if next_effective is None else (
+            " and it is due to be published" if near else " before it is published")
+        findings.append(_finding(
+            "HYBRID_APP_NEXT_MISSING", "critical" if near else "warning",
+            f"the next Auth Certificate {_short(next_ or '')} is not on the dedicated hybrid "
+            f"application yet{when}: upload it, or hybrid breaks at publication"))
+    for key in keys:
+        if key["role"] == "stale":
+            findings.append(_finding(
+                "HYBRID_APP_STALE_KEY", "info",
+                f"the dedicated hybrid application still holds key {_short(key['thumbprint'])}"
+                f" ({key['display_name'] or 'no name'}), which is no longer current, next or "
+                "previous"))
+    return ({"configured": True, "app_id": read.app_id, "read": True, "error": None,
+             "keys": keys, "current_on_app": current_on, "next_on_app": next_on}, findings)
+
+
+def _finding(code: str, severity: str, message: str) -> dict[str, Any]:
+    return {"code": code, "severity": severity, "server": None, "message": message}
