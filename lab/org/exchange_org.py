@@ -253,14 +253,19 @@ class Org:
 
     def new_certificate(self, server: str, *, subject: str, friendly_name: str,
                         domains: list[str], key_size: int, exportable: bool,
-                        services: list[str]) -> StoredCert:
+                        services: list[str], not_before: datetime | None = None,
+                        not_after: datetime | None = None,
+                        signature: str = "sha256") -> StoredCert:
+        """A new certificate in the server's store: Exchange's five years unless the
+        dates are given (New-SelfSignedCertificate on the host endpoint)."""
         with self.lock:
             self._settle()
             now = self.clock.now()
             try:
-                material = make_certificate(subject, not_before=now - timedelta(minutes=5),
-                                            not_after=now + CERT_VALIDITY, sans=domains,
-                                            key_size=key_size, signature="sha256")
+                material = make_certificate(
+                    subject, not_before=not_before or now - timedelta(minutes=5),
+                    not_after=not_after or now + CERT_VALIDITY, sans=domains,
+                    key_size=key_size, signature=signature)
             except ValueError as exc:
                 raise OrgError(str(exc)) from None
             stored = StoredCert(material=material, friendly_name=friendly_name,
