@@ -302,12 +302,13 @@ class RotationSettings(_Strict):
     """`[org.rotation]`: how new Auth Certificates are made.
 
     `lifetime_days` (optional) gives them that lifetime instead of New-ExchangeCertificate's
-    five years, for tenants whose policy refuses longer-lived application keys. Below 90
-    days a certificate would be due for renewal (60 days left) almost as soon as it is
-    published (30 days after staging), so the bot would be rotating without pause.
+    five years, for tenants whose policy refuses longer-lived application keys (README
+    "Auth Certificate lifetime"). At least 180: the decision stages a new certificate while
+    the next one has 120 days or less left (DOMAIN.md section 4, rule 4), so a shorter
+    lifetime would have it stage again the moment it staged.
     """
 
-    lifetime_days: int | None = Field(default=None, ge=90, le=1826)
+    lifetime_days: int | None = Field(default=None, ge=180, le=1826)
 
 
 class OrgSettings(_Located):

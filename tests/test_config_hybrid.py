@@ -104,7 +104,7 @@ def test_bad_hybrid_app_names_file_and_key(changes: dict[str, Any], expected: st
 
 
 @pytest.mark.parametrize(("value", "expected"), [
-    (365, None), (30, "must be at least 90"), (4000, "must be at most 1826"),
+    (365, None), (120, "must be at least 180"), (4000, "must be at most 1826"),
     ("1y", "must be an integer"),
 ])
 def test_rotation_lifetime_days(value: Any, expected: str | None) -> None:
