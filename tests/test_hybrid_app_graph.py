@@ -168,3 +168,20 @@ def test_signs_in_with_a_certificate_file_too(hybrid: LabHandle) -> None:
     assert read.keys is not None, read.error
     tokens = [c for c in hybrid.org.calls() if "oauth2" in c["command"]]
     assert tokens[-1]["parameters"]["credential"] == "assertion"
+
+
+def test_upload_then_remove_stale_keeps_what_must_stay(hybrid: LabHandle) -> None:
+    from workers.hybrid_app.changes import remove_stale, upload
+
+    current = hybrid.org.auth_config()["current"]
+    der = _new_cert(hybrid)
+    with _client(hybrid) as client:
+        assert upload(client, der).startswith("uploaded ")
+        assert upload(client, der).endswith("is already on the application (2 keys)")
+        new = keys_from({"keyCredentials": [with_key_added([], der)[0]]})[0].thumbprint
+        assert remove_stale(client, [current, new]).startswith("no stale keys")
+        detail = remove_stale(client, [new])
+        assert detail.startswith(f"removed {current[:8]}")
+        assert [k.thumbprint for k in keys_from(client.read_application())] == [new]
+    patches = [c for c in hybrid.org.calls() if c["command"].startswith("PATCH")]
+    assert [c["parameters"]["key_count"] for c in patches] == [2, 1]
