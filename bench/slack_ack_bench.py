@@ -49,7 +49,7 @@ from tests.slack_mock import (
     slash_command_body,
 )
 from workers import redis_keys
-from workers.queues import QUEUE_NAMES, READ_QUEUE, queue
+from workers.jobs.queues import QUEUE_NAMES, READ_QUEUE, queue
 
 CHANNEL = "C0BENCH"
 ACK_AIM_MS = 50.0
@@ -258,7 +258,8 @@ def bench_update(redis_url: str, rounds: int) -> None:
                                           "SLACK_SIGNING_SECRET")})
     worker = subprocess.Popen(
         [sys.executable, "-c", "from config.load import load_settings;"
-         "from workers.worker import run; raise SystemExit(run(load_settings(), burst=False))"],
+         "from workers.jobs.worker import run;"
+         "raise SystemExit(run(load_settings(), burst=False))"],
         env=env, cwd=str(Path(__file__).resolve().parent.parent),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = SlackHttpServer(create_app(load_settings(), redis_url=redis_url), "127.0.0.1", 0)

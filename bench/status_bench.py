@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 
 from config.lab_settings import settings_for_lab  # noqa: E402
 from config.schema import OrgSettings  # noqa: E402
-from workers.exchange import ExchangeClient, SessionCache  # noqa: E402
-from workers.findings import AUTH_SUBJECT  # noqa: E402
-from workers.status import collect  # noqa: E402
+from workers.exchange.client import ExchangeClient, SessionCache  # noqa: E402
+from workers.status.collect import collect  # noqa: E402
+from workers.status.findings import AUTH_SUBJECT  # noqa: E402
 
 LATENCY_MS = 20
 OPEN_MS = 1500

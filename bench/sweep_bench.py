@@ -32,7 +32,7 @@ import redis  # noqa: E402
 from lab.serve import config_toml, start  # noqa: E402
 from tests.slack_mock import BOT_TOKEN, SlackMock  # noqa: E402
 from workers import warning_state  # noqa: E402
-from workers.sweep import enqueue_sweep  # noqa: E402
+from workers.warnings.sweep import enqueue_sweep  # noqa: E402
 
 WORKERS = 2
 LATENCY_MS = 5
@@ -40,7 +40,7 @@ AIM_SECONDS = 300
 AIM_BYTES_PER_ORG = 4096
 HEALTHY = ROOT / "lab" / "scenarios" / "healthy.toml"
 WORKER_CODE = ("import sys; from config.load import load_settings; "
-               "from workers.worker import run; sys.exit(run(load_settings(), burst=True))")
+               "from workers.jobs.worker import run; sys.exit(run(load_settings(), burst=True))")
 
 
 def free_port() -> int:

@@ -1,16 +1,11 @@
-"""The Slack app: the `/exauth` listener, and `exauth bot` that connects it to Slack.
+"""The Slack app (its listeners from bot.listeners), and `exauth bot` that connects it to Slack.
 
-Slack gives a slash command 3 seconds. The listener only parses (bot.commands), acks,
-and hands the rest (post a placeholder, enqueue a job, answer an operation subcommand)
-to bot.after_ack, so Slack has its answer before any network call is made; no Exchange
-call ever runs in the bot. The app runs with `process_before_response=True`: bolt's
-default would run the listener in its own executor and poll for the ack every 10 ms,
-which sets a 10 ms floor on every answer and, with 50 commands in flight, 50 threads
-waking to poll; running the (tiny) listener inline and deferring the I/O ourselves
-answers in about a millisecond.
-
-A request Slack marks as a retry (`X-Slack-Retry-Num`) is acked and dropped; a second
-delivery of a trigger_id already seen is dropped after the ack (bot.after_ack).
+Slack gives a slash command 3 seconds; every listener acks first and hands the rest to
+bot.listeners.after_ack, the app's one executor and one error path. The app runs with
+`process_before_response=True`: bolt's default would run the listener in its own executor
+and poll for the ack every 10 ms, which sets a 10 ms floor on every answer and, with 50
+commands in flight, 50 threads waking to poll; running the (tiny) listener inline and
+deferring the I/O ourselves answers in about a millisecond.
 
 Socket Mode (the default when `$SLACK_APP_TOKEN` is set) needs no inbound port. HTTP mode
 serves POST /slack/events on bot.http.SlackHttpServer (waitress).
@@ -22,33 +17,24 @@ import logging
 import re
 import signal
 import threading
-from functools import partial
-from typing import Any
 
-from slack_bolt import Ack, App, BoltRequest, Respond
+from slack_bolt import App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.error import BoltError
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot import approvals as op_commands
-from bot import notify, views
-from bot.after_ack import AfterAck, ReadRequest, Started
-from bot.approvals import Approvals
-from bot.approvals import register as register_approvals
-from bot.commands import Reply, RunJob, RunOp, interpret
 from bot.http import EVENTS_PATH, SlackHttpServer
+from bot.listeners.after_ack import AfterAck
+from bot.listeners.operation_actions import register as register_approvals
+from bot.listeners.slash_command import register as register_slash_command
+from bot.listeners.warning_buttons import register as register_warnings
 from bot.slack import SlackNotConfigured, api_url, web_client
-from bot.warnings_notify import register as register_warnings
 from config.schema import Settings
-from workers import jobs, log_filter
-from workers.queues import ANSWER_TIMEOUT, ReadJob, connect
+from workers import log_filter
+from workers.jobs.queues import ANSWER_TIMEOUT, connect
 
 log = logging.getLogger(__name__)
-
-COMMAND = "/exauth"
-
-READ_JOBS = {"status": jobs.status_job, "plan": jobs.plan_job}
 
 
 class _SameTokenNotice(logging.Filter):
@@ -79,103 +65,25 @@ def create_app(settings: Settings, *, redis_url: str | None = None,
         signing_secret=signing_secret.get_secret_value() if signing_secret else "",
         process_before_response=True,
     )
-    # The app's one executor for work after an ack, and its one error path (bot.after_ack).
+    # The app's one executor for work after an ack, and its one error path
+    # (bot.listeners.after_ack).
     after_ack = AfterAck(connect(redis_url or settings.redis.url, timeout=ANSWER_TIMEOUT))
     app.error(after_ack.listener_error)
     org_channels = {org.name: org.channel for org in settings.orgs}
 
-    @app.command(COMMAND)
-    def exauth(ack: Ack, command: dict[str, Any], client: WebClient, request: BoltRequest,
-               respond: Respond) -> None:
-        decision = interpret(command.get("text") or "", command.get("channel_id") or "",
-                             org_channels)
-        if isinstance(decision, Reply):
-            ack(text=decision.text, response_type="ephemeral")
-            return
-        ack()
-        if is_redelivery(request):
-            log.info("Slack re-delivery of %s ignored", command.get("trigger_id"))
-            return
-        if isinstance(decision, RunOp):
-            after_ack.hand_over(Started(command, respond, partial(start_op, decision, approvals)))
-            return
-        after_ack.hand_over(Started(command, respond, partial(
-            post_placeholder, decision, client, after_ack)))
-
     # Approve/Deny on operation cards, and the warnings' "Fix" / "Snooze 7 days" buttons.
     approvals = register_approvals(app, settings, after_ack, redis_url=redis_url)
     register_warnings(app, settings, approvals, after_ack, redis_url=redis_url)
+    register_slash_command(app, after_ack, approvals, org_channels)
     return app
 
 
-def is_redelivery(request: BoltRequest) -> bool:
-    """Slack sets X-Slack-Retry-Num when it re-sends a request it thinks went unanswered.
-
-    In Socket Mode bolt copies an envelope's `retry_attempt` into that header, and a first
-    delivery says 0 there: only a number above 0 marks a re-delivery.
-    """
-    number = (request.headers.get("x-slack-retry-num") or [""])[0]  # bolt: lists of values
-    try:
-        return int(number) > 0
-    except ValueError:
-        return bool(number)
 
 
-def start_op(decision: RunOp, handlers: Approvals, command: dict[str, Any],
-             respond: Respond) -> None:
-    """Operation subcommands: check who asks, enqueue, answer ephemerally (after the ack).
-    Every one of them needs Redis; when it does not answer, the one error path
-    (bot.after_ack.answer_failure) tells the asker so."""
-    respond(text=_op_answer(decision, handlers, command), response_type="ephemeral")
 
 
-def _op_answer(decision: RunOp, handlers: Approvals, command: dict[str, Any]) -> str:
-    redis = handlers.conn
-    settings = handlers.settings
-    user = command.get("user_id") or ""
-    channel = command.get("channel_id") or ""
-    if decision.kind == "resume":
-        text = op_commands.resume(redis, handlers, settings, user, channel, decision.args[0])
-    else:
-        org = settings.org(decision.org)
-        if decision.kind == "fix":
-            text = op_commands.fix(redis, handlers, org, user, channel, list(decision.args))
-        elif decision.kind == "rotate":
-            text = op_commands.rotate(redis, handlers, org, user, channel)
-        elif decision.kind == "backend":
-            server = decision.args[0] if decision.args else None
-            text = op_commands.backend(redis, handlers, org, user, channel, server)
-        elif decision.kind == "ops":
-            text = op_commands.ops(redis, org)
-        else:
-            text = op_commands.audit_text(redis, org)
-    return text
 
 
-def post_placeholder(decision: RunJob, client: WebClient, after_ack: AfterAck,
-                     command: dict[str, Any], respond: Respond) -> None:
-    """Post the placeholder, then hand the job that will replace it to the enqueuer."""
-    channel = command.get("channel_id") or ""
-    placeholder = views.placeholder_message(decision.org, decision.kind)
-    try:
-        posted = client.chat_postMessage(channel=channel, text=placeholder["text"],
-                                         blocks=placeholder["blocks"])
-    except SlackApiError as exc:
-        error = exc.response.get("error")
-        hint = " Invite me first: `/invite @exauth`." if error in (
-            "not_in_channel", "channel_not_found") else ""
-        respond(text=f"I could not post in this channel ({error}).{hint}",
-                response_type="ephemeral")
-        return
-    meta = {
-        "org": decision.org,
-        "kind": decision.kind,
-        "reply": {"channel": posted.get("channel") or channel, "ts": posted.get("ts")},
-        "requested_by": command.get("user_id"),
-    }
-    job = ReadJob(READ_JOBS[decision.kind], decision.org, meta,
-                  on_success=notify.ON_SUCCESS[decision.kind], on_failure=notify.ON_FAILURE)
-    after_ack.enqueue_read(ReadRequest(job, client))
 
 
 def run(settings: Settings, *, http: bool = False, port: int = 3000) -> int:

@@ -14,10 +14,12 @@ import sys
 from collections.abc import Callable
 
 from config.schema import Settings
-from workers import approval, audit, execute, operation, operations
+from workers import audit
+from workers.changes import approval, execute, lifecycle, operation
 from workers.clock import SYSTEM_CLOCK, Clock
-from workers.exchange import ExchangeClient, ExchangeError
-from workers.queues import connect, unreachable
+from workers.exchange.client import ExchangeClient
+from workers.exchange.errors import ExchangeError
+from workers.jobs.queues import connect, unreachable
 
 
 def run(
@@ -50,17 +52,17 @@ def run(
     client = ExchangeClient(org)
     try:
         obs, status = execute.observe(org, client, clock=clock)
-        action = operations.choose_action(status)
-    except operations.NothingToDo as exc:
+        action = lifecycle.choose_action(status)
+    except lifecycle.NothingToDo as exc:
         out(f"exauth fix: nothing to change for {org.name}: {exc}")
         return 0
     except ExchangeError as exc:
         out(f"exauth fix: {exc.line()}")
         return 2
-    op = operations.start(conn, org, obs, status, action, user, clock=clock)
+    op = lifecycle.start(conn, org, obs, status, action, user, clock=clock)
     out(f"Operation {op['id']}: {op['kind']} on {org.name}. {action.get('reason', '')}")
     while True:
-        summary = operations.advance(conn, org, op["id"], client=client, clock=clock)
+        summary = lifecycle.advance(conn, org, op["id"], client=client, clock=clock)
         for event in summary["events"]:
             out(f"  step {_n(event.get('step'))}: {event['state']}: {event['detail']}")
         op = operation.load(conn, op["id"]) or op
@@ -71,13 +73,13 @@ def run(
             out(f"Waiting until {op['resume_at']}: {op.get('waiting_for', '')}. The worker's "
                 "sweep resumes it; or run `exauth fix` again later.")
             return 0
-        index = operations.next_index(op)
+        index = lifecycle.next_index(op)
         assert index is not None
         step = op["steps"][index]
         members = step.get("batch") or [index]
         out(f"\nStep {index + 1}: {step['title']}")
         for member in members:
-            out("  " + operations.command(op, op["steps"][member]))
+            out("  " + lifecycle.command(op, op["steps"][member]))
         answer = ask("Run this now? Type yes to run: ").strip().lower()
         decision = approval.decide(
             conn, op["id"], index, user=user, decision="approve" if answer == "yes" else "deny",
@@ -86,7 +88,7 @@ def run(
         audit.record(conn, org=org.name, actor=user, action=f"breakglass.{decision.code}",
                      target=operation.step_ref(op["id"], index), outcome=decision.code)
         if answer != "yes":
-            operations.deny(conn, org, op["id"], index, user=user,
+            lifecycle.deny(conn, org, op["id"], index, user=user,
                             reason="declined at the terminal", clock=clock)
             out(f"Declined; operation {op['id']} cancelled.")
             return 1

@@ -20,7 +20,7 @@ import click
 from config.errors import ConfigError
 from config.load import config_path, load_settings, use_config
 from config.schema import OrgSettings, Settings
-from workers.exchange import ExchangeError
+from workers.exchange.errors import ExchangeError
 
 EXIT_UNKNOWN = 3  # monitoring "could not check": also used for config errors
 
@@ -136,9 +136,9 @@ def guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 @click.pass_obj
 def status(ctx: Context, org_name: str | None, as_json: bool) -> None:
     """Collect and print the certificate status of each org."""
-    from bot.console import print_status
-    from workers.report import exit_code
-    from workers.status import status as collect_status
+    from bot.render.terminal import print_status
+    from workers.status.collect import status as collect_status
+    from workers.status.report import exit_code
 
     with settings_or_lab(ctx) as settings:
         results = [guarded(collect_status, org) for org in selected_orgs(settings, org_name)]
@@ -156,10 +156,10 @@ def status(ctx: Context, org_name: str | None, as_json: bool) -> None:
 @click.pass_obj
 def plan(ctx: Context, org_name: str | None, as_json: bool) -> None:
     """Show the decision and the exact cmdlets a fix would run, without running them."""
-    from bot.console import print_plan
-    from workers.plan import plan as make_plan
-    from workers.report import checked_at
-    from workers.status import status as collect_status
+    from bot.render.terminal import print_plan
+    from workers.changes.plan import plan as make_plan
+    from workers.status.collect import status as collect_status
+    from workers.status.report import checked_at
 
     documents = []
     with settings_or_lab(ctx) as settings:
@@ -188,8 +188,8 @@ def config_group() -> None:
 @click.pass_obj
 def config_check(ctx: Context) -> None:
     """Validate the config file and try every configured endpoint."""
-    from bot.console import print_check
-    from workers.check import check
+    from bot.render.terminal import print_check
+    from workers.exchange.connection_check import check
 
     if config_path(ctx.config) is None:
         fail("no config file found (--config, $EXAUTH_CONFIG or ./exauth.toml)")
@@ -264,7 +264,7 @@ def bot_command(ctx: Context, http_mode: bool, port: int) -> None:
 @click.pass_obj
 def worker_command(ctx: Context, burst: bool) -> None:
     """Run an RQ worker for the exauth queues."""
-    from workers.worker import run
+    from workers.jobs.worker import run
 
     sys.exit(guarded(run, configured(ctx), burst=burst))
 
@@ -287,7 +287,7 @@ def fix_command(ctx: Context, org_name: str | None) -> None:
 def audit_command(ctx: Context, org_name: str | None, limit: int, as_json: bool) -> None:
     """Show the audit log: every decision and step outcome, newest first."""
     from workers import audit
-    from workers.queues import connect
+    from workers.jobs.queues import connect
 
     settings = configured(ctx, org_name, needs_org=False)
     entries = guarded(audit.entries, connect(settings.redis.url), org_name, limit)
@@ -304,7 +304,7 @@ def audit_command(ctx: Context, org_name: str | None, limit: int, as_json: bool)
 @click.pass_obj
 def cron_command(ctx: Context) -> None:
     """Run the single scheduler that enqueues each org's warning sweep on its cron."""
-    from workers.cron import run
+    from workers.jobs.cron import run
 
     sys.exit(guarded(run, configured(ctx)))
 

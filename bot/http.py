@@ -17,7 +17,7 @@ timestamp window over the raw bytes (401), and only then that the body is a form
 sends it (400): bolt parses the body before it verifies, so a body it cannot parse was a 500
 even unsigned. bolt then verifies again with the same secret, and answers.
 Each request counts in ACKS_IN_FLIGHT from the moment the WSGI app is called until it
-returns its (already whole) body, so after-ack work (bot.after_ack) waits for it.
+returns its (already whole) body, so after-ack work (bot.listeners.after_ack) waits for it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from slack_bolt.adapter.wsgi.http_response import WsgiHttpResponse
 from waitress import wasyncore
 from waitress.server import create_server
 
-from bot.after_ack import ACKS_IN_FLIGHT, AcksInFlight
+from bot.listeners.after_ack import ACKS_IN_FLIGHT, AcksInFlight
 from bot.request_check import Refusal, form_refusal, signature_refusal
 
 if TYPE_CHECKING:

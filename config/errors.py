@@ -7,10 +7,10 @@ on. Each subclass's text is one line for people, never a traceback.
 
 `permanent` says whether running the same job again can help: a wrong password or a bad
 config fails the same way on every attempt (and retrying a wrong password locks the account
-out), so the read jobs' retries stop for those (workers.jobs). It belongs to the class, so
+out), so the read jobs' retries stop for those (workers.jobs.read_jobs). It belongs to the class, so
 whoever adds an exception decides it there.
 
-One product exception is deliberately outside this tree: `workers.deadline.JobDeadline`
+One product exception is deliberately outside this tree: `workers.jobs.deadline.JobDeadline`
 derives from BaseException so that no `except Exception` (ExauthError included) can swallow
 a job's time limit.
 """
@@ -23,7 +23,7 @@ from typing import ClassVar
 class ExauthError(Exception):
     """Any failure exauth itself reports; str() is one line for people."""
 
-    # True when the same job fails the same way on every attempt (workers.jobs).
+    # True when the same job fails the same way on every attempt (workers.jobs.read_jobs).
     permanent: ClassVar[bool] = False
 
 

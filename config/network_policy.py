@@ -2,7 +2,7 @@
 
 Basic sends the password itself, and over plain http anyone on the path can read it. The
 rule is applied twice on purpose: when the config is read (config/schema.py, naming the key
-to fix) and again just before connecting (workers/exchange.py), for URLs built at run time.
+to fix) and again just before connecting (workers/exchange/client.py), for URLs built at run time.
 """
 
 from __future__ import annotations

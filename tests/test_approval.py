@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from tests.race import race
-from workers import approval
+from workers.changes import approval
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 APPROVERS = {"UALICE", "UBOB", "SADMINS"}

@@ -4,7 +4,7 @@ Redis, the lab, and the Slack mock (the fixtures of tests/test_approvals_slack.p
 - A Slack user group that cannot be listed fails closed for that group only.
 - An Approve click or `/exauth resume` from a channel other than the org's is refused and
   audited; `/exauth resume` is for the org's operators (anyone in the channel when none are
-  listed) and approvers (bot.approvals.resume says why).
+  listed) and approvers (bot.listeners.operation_actions.resume says why).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import redis
 from slack_bolt import App, BoltRequest
 from slack_sdk import WebClient
 
-from bot import cards
-from bot.warnings_notify import SNOOZE_ACTION, handle_snooze
+from bot.listeners.warning_buttons import handle_snooze
+from bot.render import operation_card
+from bot.render.warning_notice import SNOOZE_ACTION
 from config.load import settings_from_dict
 from tests.slack_mock import BOT_TOKEN, SlackMock, signed_headers, slash_command_body
 from tests.test_approvals_slack import CHANNEL, GROUP_MEMBER, OUTSIDER, dispatch, open_card
@@ -28,8 +29,9 @@ from tests.test_approvals_slack import bot as bot  # the fixtures
 from tests.test_approvals_slack import slack as slack
 from tests.test_operations_lab import APPROVER, Env
 from tests.test_operations_lab import env_for as env_for
-from workers import approval, audit, operation
-from workers.queues import CHANGE_QUEUE, queue
+from workers import audit
+from workers.changes import approval, operation
+from workers.jobs.queues import CHANGE_QUEUE, queue
 
 ELSEWHERE = "C0ELSEWHERE"
 OPERATOR = "U0OPER"
@@ -42,7 +44,7 @@ def click(app: App, user: str, value: str, channel: str = CHANNEL) -> None:
         "api_app_id": "A0EXAUTH", "token": "x", "trigger_id": f"trig-{time.monotonic()}",
         "channel": {"id": channel}, "container": {"type": "message", "message_ts": "1.1"},
         "message": {"ts": "1.1", "text": "card"},
-        "actions": [{"type": "button", "action_id": cards.APPROVE_ACTION, "value": value,
+        "actions": [{"type": "button", "action_id": operation_card.APPROVE_ACTION, "value": value,
                      "block_id": "b", "action_ts": "1"}],
     }) == 200
 

@@ -1,5 +1,6 @@
 """Approval clicks as Slack sends them: signed block_actions / view_submission requests into
-the bot's bolt app (bot.app.create_app + bot.approvals.register), real Redis, the lab, the
+the bot's bolt app (bot.app.create_app + bot.listeners.operation_actions.register), real Redis,
+the lab, the
 RQ worker in burst mode, and the Slack Web API mock recording everything said.
 """
 
@@ -17,8 +18,9 @@ from rq import SimpleWorker
 from slack_bolt import App, BoltRequest
 from slack_sdk import WebClient
 
-from bot import cards, ops_notify
 from bot.app import create_app
+from bot.callbacks import operation_progress
+from bot.render import operation_card
 from config.load import load_settings
 from tests.slack_mock import (
     BOT_TOKEN,
@@ -29,8 +31,10 @@ from tests.slack_mock import (
 )
 from tests.test_operations_lab import REQUESTER, Env, auth_creations, drive, start
 from tests.test_operations_lab import env_for as env_for  # the fixture
-from workers import approval, audit, execute, operation, ops_jobs
-from workers.queues import CHANGE_QUEUE, SERIALIZER, queue
+from workers import audit
+from workers.changes import approval, execute, operation
+from workers.jobs import change_jobs
+from workers.jobs.queues import CHANGE_QUEUE, SERIALIZER, queue
 
 CHANNEL = "C0OPS"
 GROUP_MEMBER = "U0CAROL"
@@ -81,13 +85,13 @@ def click(app: App, user: str, action_id: str, value: str, ts: str = "1.1") -> i
 
 def open_card(env: Env) -> tuple[str, dict[str, Any], str]:
     op_id = start(env)
-    ops_notify.publish(env.conn, ops_jobs.operations.summary(operation.load(env.conn, op_id)),
-                       reply_channel=CHANNEL)
+    summary = change_jobs.lifecycle.summary(operation.load(env.conn, op_id))
+    operation_progress.publish(env.conn, summary, reply_channel=CHANNEL)
     op = operation.load(env.conn, op_id)
     assert op is not None and op["card"]
-    index = ops_jobs.operations.next_index(op)
+    index = change_jobs.lifecycle.next_index(op)
     assert index is not None
-    return op_id, op, cards.button_value(op, index)
+    return op_id, op, operation_card.button_value(op, index)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0,
@@ -117,8 +121,8 @@ def test_card_shows_exact_command_buttons_and_expiry(bot: Callable[..., tuple[En
     assert "New-ExchangeCertificate -Server ex1.contoso.lab -KeySize 2048" in text
     assert "-Services None" in text and f"<@{REQUESTER}>" in text and "expires" in text
     actions = next(b for b in blocks if b["type"] == "actions")["elements"]
-    assert actions[0]["action_id"] == cards.APPROVE_ACTION and "confirm" in actions[0]
-    assert actions[1]["action_id"] == cards.DENY_ACTION
+    assert actions[0]["action_id"] == operation_card.APPROVE_ACTION and "confirm" in actions[0]
+    assert actions[1]["action_id"] == operation_card.DENY_ACTION
     assert "OVERRIDE" not in text
 
 
@@ -128,8 +132,8 @@ def test_refusals_change_nothing_and_an_approver_runs_the_step_once(
     op_id, op, value = open_card(env)
     index = json.loads(value)["step"]
 
-    assert click(app, OUTSIDER, cards.APPROVE_ACTION, value) == 200
-    assert click(app, REQUESTER, cards.APPROVE_ACTION, value) == 200  # requester, in group
+    assert click(app, OUTSIDER, operation_card.APPROVE_ACTION, value) == 200
+    assert click(app, REQUESTER, operation_card.APPROVE_ACTION, value) == 200  # requester, in group
     ephemerals = wait_until(lambda: len(slack.calls_of("chat.postEphemeral")) >= 2 and
                             slack.calls_of("chat.postEphemeral"))
     texts = sorted(c.params["text"] for c in ephemerals)
@@ -140,7 +144,7 @@ def test_refusals_change_nothing_and_an_approver_runs_the_step_once(
 
     # A member of the approvers' user group approves; five more clicks change nothing.
     for _ in range(6):
-        click(app, GROUP_MEMBER, cards.APPROVE_ACTION, value)
+        click(app, GROUP_MEMBER, operation_card.APPROVE_ACTION, value)
     wait_until(lambda: (approval.get(env.conn, op_id, index) or {}).get("state") == "enqueued")
     time.sleep(0.3)
     assert queue(CHANGE_QUEUE, env.conn).count == 1
@@ -166,7 +170,7 @@ def test_expired_approval_is_refused(bot: Callable[..., tuple[Env, App]],
     index = json.loads(value)["step"]
     # The TTL passed: the request's expiry lies in the past.
     env.conn.hset(approval.approval_key(op_id, index), "expires_ms", "1000")
-    click(app, GROUP_MEMBER, cards.APPROVE_ACTION, value)
+    click(app, GROUP_MEMBER, operation_card.APPROVE_ACTION, value)
     wait_until(lambda: slack.calls_of("chat.postEphemeral"))
     assert "expired" in slack.calls_of("chat.postEphemeral")[0].params["text"]
     assert (approval.get(env.conn, op_id, index) or {})["state"] == "expired"
@@ -180,10 +184,10 @@ def deny_submission(value: str, ts: str, reason: str, *, user: str = GROUP_MEMBE
     return {
         "type": "view_submission", "user": {"id": user}, "team": {"id": "T0EXAUTH"},
         "api_app_id": "A0EXAUTH", "token": "x", "trigger_id": trigger,
-        "view": {"id": "V1", "type": "modal", "callback_id": cards.DENY_VIEW,
+        "view": {"id": "V1", "type": "modal", "callback_id": operation_card.DENY_VIEW,
                  "private_metadata": json.dumps({"value": value, "channel": channel,
                                                  "ts": ts}),
-                 "state": {"values": {cards.REASON_BLOCK: {cards.REASON_ACTION: {
+                 "state": {"values": {operation_card.REASON_BLOCK: {operation_card.REASON_ACTION: {
                      "type": "plain_text_input", "value": reason}}}}},
     }
 
@@ -204,7 +208,7 @@ def test_deny_modal_needs_a_reason_and_cancels_with_it_literally(
     denied = [e for e in audit.entries(env.conn, "lab", 100) if e["action"] == "approval.deny"]
     assert denied and denied[0]["detail"]["reason"] == hostile
     # Steps are numbered as the card numbers them, from 1, in the audit and the reason.
-    index = ops_jobs.operations.next_index(op)
+    index = change_jobs.lifecycle.next_index(op)
     assert index is not None
     assert denied[0]["target"] == f"{op_id}/{index + 1}"
     # the state is saved a moment before the close is audited: wait for the entry
@@ -236,10 +240,10 @@ def test_no_secret_in_slack_logs_or_audit(bot: Callable[..., tuple[Env, App]],
 
     execute.secret = spy  # type: ignore[assignment]
     try:
-        ops_notify.publish(env.conn, ops_jobs.operations.summary(
+        operation_progress.publish(env.conn, change_jobs.lifecycle.summary(
             operation.load(env.conn, op_id)), reply_channel=CHANNEL)
         op = drive(env, op_id)
-        ops_notify.publish(env.conn, ops_jobs.operations.summary(op, [
+        operation_progress.publish(env.conn, change_jobs.lifecycle.summary(op, [
             {"step": i, "state": s["state"], "detail": s["outcome"]}
             for i, s in enumerate(op["steps"])]))
     finally:

@@ -20,7 +20,8 @@ import redis
 from rq.job import Job
 from slack_bolt import BoltRequest, BoltResponse
 
-from bot.after_ack import (
+from bot.http import SlackHttpServer
+from bot.listeners.after_ack import (
     ACKS_IN_FLIGHT,
     AcksInFlight,
     AfterAck,
@@ -29,10 +30,12 @@ from bot.after_ack import (
     enqueue_batch,
     first_deliveries,
 )
-from bot.http import SlackHttpServer
 from tests.slack_mock import SIGNING_SECRET, signed_headers
 from workers import redis_keys
-from workers.queues import READ_QUEUE, SERIALIZER, ReadJob, enqueue_reads, queue
+from workers.jobs.queues import READ_QUEUE, SERIALIZER, ReadJob, enqueue_reads, queue
+
+READ_JOBS = "workers.jobs.read_jobs"
+CALLBACKS = "bot.callbacks.job_results"
 
 
 def http(text: str, *, path: str = "/slack/events", extra: str = "") -> bytes:
@@ -273,8 +276,8 @@ class RecordingClient:
 def read_request(org: str, ts: str, client: RecordingClient) -> ReadRequest:
     meta = {"org": org, "kind": "status", "reply": {"channel": "C1", "ts": ts},
             "requested_by": "U1"}
-    job = ReadJob("workers.jobs.status_job", org, meta, on_success="bot.notify.status_ready",
-                  on_failure="bot.notify.job_failed")
+    job = ReadJob(READ_JOBS + ".status_job", org, meta, on_success=CALLBACKS + ".status_ready",
+                  on_failure=CALLBACKS + ".job_failed")
     return ReadRequest(job, client)  # type: ignore[arg-type]
 
 
@@ -301,18 +304,18 @@ def test_enqueue_batch_without_redis_says_so_on_each_card() -> None:
 
 def test_enqueue_reads_gives_every_job_of_a_batch_the_read_policy(redis_url: str) -> None:
     conn = redis.Redis.from_url(redis_url)
-    batch = [ReadJob(f"workers.jobs.{kind}_job", org, {"kind": kind},
-                     on_success=f"bot.notify.{kind}_ready", on_failure="bot.notify.job_failed")
+    batch = [ReadJob(f"{READ_JOBS}.{kind}_job", org, {"kind": kind},
+                     on_success=f"{CALLBACKS}.{kind}_ready", on_failure=CALLBACKS + ".job_failed")
              for kind, org in (("plan", "contoso"), ("status", "fabrikam"))]
     enqueued = enqueue_reads(conn, batch)
     stored = [Job.fetch(job.id, connection=conn, serializer=SERIALIZER) for job in enqueued]
     assert queue(READ_QUEUE, conn).job_ids == [job.id for job in enqueued]
     assert [(job.func_name, job.args, job.description) for job in stored] == [  # JSON: lists
-        ("workers.jobs.plan_job", ["contoso"], "workers.jobs.plan_job(contoso)"),
-        ("workers.jobs.status_job", ["fabrikam"], "workers.jobs.status_job(fabrikam)")]
+        (READ_JOBS + ".plan_job", ["contoso"], READ_JOBS + ".plan_job(contoso)"),
+        (READ_JOBS + ".status_job", ["fabrikam"], READ_JOBS + ".status_job(fabrikam)")]
     for job in stored:
         assert (job.timeout, job.result_ttl, job.failure_ttl) == (300, 24 * 3600, 7 * 24 * 3600)
         assert (job.retries_left, job.retry_intervals) == (3, [5, 15, 30])
-        assert job.success_callback is not None and job.success_callback.__module__ == "bot.notify"
+        assert job.success_callback is not None and job.success_callback.__module__ == CALLBACKS
         assert job.failure_callback is not None and job.failure_callback.__name__ == "job_failed"
     assert stored[0].success_callback.__name__ == "plan_ready"

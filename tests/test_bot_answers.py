@@ -24,11 +24,11 @@ import pytest
 import redis
 import requests
 
-from bot import cards
-from bot.after_ack import FAILED
 from bot.app import create_app
 from bot.http import SlackHttpServer
-from bot.warnings_notify import FIX_ACTION, SNOOZE_ACTION
+from bot.listeners.after_ack import FAILED
+from bot.render import operation_card
+from bot.render.warning_notice import FIX_ACTION, SNOOZE_ACTION
 from config.load import settings_from_dict
 from config.schema import Settings
 from tests.conftest import _free_port, _reachable
@@ -41,7 +41,8 @@ from tests.slack_mock import (
     slash_command_body,
 )
 from tests.test_approvals_slack import deny_submission as slack_deny_submission
-from workers import queues, redis_keys
+from workers import redis_keys
+from workers.jobs import queues
 
 CHANNEL = "C0CONTOSO"
 USER = "U0ALICE"
@@ -162,7 +163,7 @@ REQUESTS: dict[str, Callable[[SlackMock, str], tuple[str, str]]] = {
        for text in ("fix", "rotate", "backend", "ops", "audit", "resume op1", "status",
                     "plan")},
     "approve-click": lambda slack, trigger: (
-        button(cards.APPROVE_ACTION, CARD_VALUE, trigger), "chat.postEphemeral"),
+        button(operation_card.APPROVE_ACTION, CARD_VALUE, trigger), "chat.postEphemeral"),
     "deny-submit": lambda slack, trigger: (
         deny_submission(CARD_VALUE, trigger), "chat.postEphemeral"),
     "snooze-click": lambda slack, trigger: (
@@ -293,7 +294,8 @@ def test_a_deny_form_that_cannot_open_is_answered(
         slack: SlackMock, redis_url: str, start_bot: Callable[[str], SlackHttpServer]) -> None:
     bot = start_bot(redis_url)
     slack.fail_next("views.open", "expired_trigger_id")
-    assert post(bot, button(cards.DENY_ACTION, CARD_VALUE, "trig-deny-1")).status_code == 200
+    deny = button(operation_card.DENY_ACTION, CARD_VALUE, "trig-deny-1")
+    assert post(bot, deny).status_code == 200
     answer = slack.wait_for("chat.postEphemeral", timeout=ANSWER_WITHIN)[0]
     assert answer.params["user"] == USER and answer.params["channel"] == CHANNEL
     assert "deny form" in answer.params["text"]
@@ -301,7 +303,8 @@ def test_a_deny_form_that_cannot_open_is_answered(
     assert "\n" not in answer.params["text"]
 
     # When it opens, the form is the answer: nothing more is said.
-    assert post(bot, button(cards.DENY_ACTION, CARD_VALUE, "trig-deny-2")).status_code == 200
+    deny = button(operation_card.DENY_ACTION, CARD_VALUE, "trig-deny-2")
+    assert post(bot, deny).status_code == 200
     opened: list[Any] = slack.wait_for("views.open", 2)
     assert opened[1].response["ok"] is True
     time.sleep(0.3)

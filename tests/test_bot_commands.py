@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.commands import USAGE, Reply, RunJob, RunOp, decode, interpret
+from bot.listeners.command_text import USAGE, Reply, RunJob, RunOp, decode, interpret
 
 ORGS = {"contoso": "C0CONTOSO", "fabrikam": "C0FABRIKAM"}
 SHARED = {"contoso": "C0SHARED", "fabrikam": "C0SHARED"}

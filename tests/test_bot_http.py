@@ -32,7 +32,7 @@ from tests.slack_mock import (
     slash_command_body,
 )
 from workers import redis_keys
-from workers.queues import READ_QUEUE, queue
+from workers.jobs.queues import READ_QUEUE, queue
 
 CONTOSO = "C0CONTOSO"
 FABRIKAM = "C0FABRIKAM"
@@ -113,13 +113,13 @@ def test_status_acks_posts_placeholder_and_enqueues(bot: SlackHttpServer, slack:
     jobs = wait_jobs(redis_url, 1)
     assert len(jobs) == 1
     job = jobs[0]
-    assert job.func_name == "workers.jobs.status_job"
+    assert job.func_name == "workers.jobs.read_jobs.status_job"
     assert job.args == ("contoso",) or list(job.args) == ["contoso"]
     assert job.meta["reply"] == {"channel": CONTOSO, "ts": placeholder.response["ts"]}
     assert job.meta["kind"] == "status" and job.meta["requested_by"] == "U0ALICE"
     stored_job = job_hash(redis_url, job.id)
-    assert stored_job["success_callback_name"] == "bot.notify.status_ready"
-    assert stored_job["failure_callback_name"] == "bot.notify.job_failed"
+    assert stored_job["success_callback_name"] == "bot.callbacks.job_results.status_ready"
+    assert stored_job["failure_callback_name"] == "bot.callbacks.job_results.job_failed"
     assert job.retries_left == 3 and job.retry_intervals == [5, 15, 30]
     assert job.timeout == 300
 
@@ -127,7 +127,7 @@ def test_status_acks_posts_placeholder_and_enqueues(bot: SlackHttpServer, slack:
     raw = redis.Redis.from_url(redis_url).hget(f"rq:job:{job.id}", "data")
     assert raw is not None
     stored = json.loads(zlib.decompress(raw).decode())  # RQ zlib-compresses the payload
-    assert stored[0] == "workers.jobs.status_job"
+    assert stored[0] == "workers.jobs.read_jobs.status_job"
     dump = json.dumps({**stored_job, "data": stored})
     assert BOT_TOKEN not in dump and SIGNING_SECRET not in dump
 
@@ -136,9 +136,10 @@ def test_plan_uses_plan_job(bot: SlackHttpServer, slack: SlackMock, redis_url: s
     assert post(bot, slack, "plan fabrikam", channel=FABRIKAM).status_code == 200
     assert slack.wait_for("chat.postMessage")[0].params["text"] == "Planning for fabrikam..."
     job = wait_jobs(redis_url, 1)[0]
-    assert job.func_name == "workers.jobs.plan_job"
+    assert job.func_name == "workers.jobs.read_jobs.plan_job"
     assert list(job.args) == ["fabrikam"]
-    assert job_hash(redis_url, job.id)["success_callback_name"] == "bot.notify.plan_ready"
+    callback = job_hash(redis_url, job.id)["success_callback_name"]
+    assert callback == "bot.callbacks.job_results.plan_ready"
 
 
 @pytest.mark.parametrize("case", ["bad-signature", "wrong-secret", "stale-timestamp",
@@ -258,7 +259,7 @@ def test_only_a_retry_number_above_zero_is_a_redelivery(headers: dict[str, str],
                                                         redelivered: bool) -> None:
     from slack_bolt import BoltRequest
 
-    from bot.app import is_redelivery
+    from bot.listeners.slash_command import is_redelivery
 
     assert is_redelivery(BoltRequest(body="", headers=headers)) is redelivered
 

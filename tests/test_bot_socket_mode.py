@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from bot import cards
+from bot.render import operation_card
 from config.load import load_settings
 from lab.serve import LabHandle, config_toml
 from tests.slack_mock import APP_TOKEN, BOT_TOKEN, SlackMock, SocketModeMock, slash_command
-from workers.queues import READ_QUEUE, queue
-from workers.worker import run as run_worker
+from workers.jobs.queues import READ_QUEUE, queue
+from workers.jobs.worker import run as run_worker
 
 CHANNEL = "C0SOCKET"
 APPROVER = "U0BOB"
@@ -203,7 +203,7 @@ def test_an_approve_click_over_socket_mode_runs_the_step(
         "api_app_id": "A0EXAUTH", "token": "x", "trigger_id": "trig-click",
         "channel": {"id": CHANNEL}, "container": {"type": "message", "message_ts": "1.1"},
         "message": {"ts": "1.1", "text": "card"},
-        "actions": [{"type": "button", "action_id": cards.APPROVE_ACTION, "value": value,
+        "actions": [{"type": "button", "action_id": operation_card.APPROVE_ACTION, "value": value,
                      "block_id": "b", "action_ts": "1"}],
     }, envelope_id="env-click")
     socket_mode.wait_ack("env-click")
@@ -224,6 +224,6 @@ def approve_value(slack: SlackMock) -> str | None:
         blocks = json.loads(blocks) if isinstance(blocks, str) else blocks
         for block in blocks:
             for element in block.get("elements") or [] if block.get("type") == "actions" else []:
-                if element.get("action_id") == cards.APPROVE_ACTION:
+                if element.get("action_id") == operation_card.APPROVE_ACTION:
                     return str(element["value"])
     return None

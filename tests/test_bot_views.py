@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot import views
+from bot.render import messages
 from tests.slack_mock import block_problem
 
 CURRENT = "A1" * 20
@@ -86,7 +86,7 @@ def all_texts(message: dict[str, Any]) -> list[str]:
 
 def assert_valid(message: dict[str, Any]) -> None:
     assert message["text"], "fallback text must be set"
-    assert len(message["blocks"]) <= views.MAX_BLOCKS
+    assert len(message["blocks"]) <= messages.MAX_BLOCKS
     assert block_problem({"blocks": message["blocks"]}) is None
     for block in message["blocks"]:
         if block["type"] == "header":
@@ -97,7 +97,7 @@ def assert_valid(message: dict[str, Any]) -> None:
 
 def test_small_org_report_has_every_part() -> None:
     status = make_status(3, bad_backend=1)
-    message = views.status_message(status, "critical")
+    message = messages.status_message(status, "critical")
     assert_valid(message)
     header = message["blocks"][0]
     assert header["type"] == "header"
@@ -130,13 +130,13 @@ def test_small_org_report_has_every_part() -> None:
                                              ("unknown", ":grey_question:"),
                                              ("bogus", ":grey_question:")])
 def test_header_shows_overall_state(state: str, icon: str) -> None:
-    message = views.status_message(make_status(2), state)
+    message = messages.status_message(make_status(2), state)
     assert message["blocks"][0]["text"]["text"].startswith(icon)
 
 
 def test_sixty_server_org_is_summarised_within_limits() -> None:
     status = make_status(60, bad_backend=3, unreachable=2, findings_per_server=1)
-    message = views.status_message(status, "critical")
+    message = messages.status_message(status, "critical")
     assert_valid(message)
     body = "\n".join(all_texts(message))
     # problems are each named, fine servers counted
@@ -155,7 +155,7 @@ def test_huge_org_still_fits() -> None:
     status["actions"] = [{"kind": "repair_backend", "servers": [s["fqdn"] for s in
                                                                   status["servers"]],
                           "reason": "r" * 5000}] * 60
-    message = views.status_message(status, "critical")
+    message = messages.status_message(status, "critical")
     assert_valid(message)
     assert "more servers with problems" in "\n".join(all_texts(message))
 
@@ -163,13 +163,13 @@ def test_huge_org_still_fits() -> None:
 def test_long_org_name_header_is_clipped() -> None:
     status = make_status(1)
     status["org"] = "o" * 400
-    message = views.status_message(status, "ok")
+    message = messages.status_message(status, "ok")
     assert_valid(message)
     assert message["blocks"][0]["text"]["text"].endswith("…")
 
 
 def test_empty_status_does_not_break() -> None:
-    message = views.status_message({"org": "lab", "servers": [], "backend": [], "auth": {}},
+    message = messages.status_message({"org": "lab", "servers": [], "backend": [], "auth": {}},
                                    "unknown")
     assert_valid(message)
     assert "*Current:* not set" in "\n".join(all_texts(message))
@@ -179,7 +179,7 @@ def test_empty_status_does_not_break() -> None:
 def test_failure_is_one_line_never_a_traceback() -> None:
     reason = ("ex1.contoso.com: authentication failed (HTTP 401)\nTraceback (most recent call "
               "last):\n  File \"x.py\", line 1")
-    message = views.failure_message("contoso", "status", reason)
+    message = messages.failure_message("contoso", "status", reason)
     assert_valid(message)
     assert message["text"] == ("Could not check contoso: ex1.contoso.com: authentication "
                                "failed (HTTP 401)")
@@ -187,14 +187,14 @@ def test_failure_is_one_line_never_a_traceback() -> None:
 
 
 def test_retrying_says_when() -> None:
-    message = views.retrying_message("contoso", "status", "network error: refused", 1, 5)
+    message = messages.retrying_message("contoso", "status", "network error: refused", 1, 5)
     assert_valid(message)
     assert message["text"] == ("Checking contoso... attempt 1 failed (network error: refused); "
                                "retrying in 5 s.")
 
 
 def test_placeholder() -> None:
-    message = views.placeholder_message("contoso", "status")
+    message = messages.placeholder_message("contoso", "status")
     assert_valid(message)
     assert message["text"] == "Checking contoso..."
 
@@ -209,7 +209,7 @@ def test_plan_message_lists_steps_with_commands() -> None:
             {"title": "Re-read AuthConfig", "server": "ex1.contoso.com", "endpoint": "exchange",
              "changes_state": False, "command": "Get-AuthConfig", "note": "idempotency <check>"},
         ]}]}
-    message = views.plan_message(document)
+    message = messages.plan_message(document)
     assert_valid(message)
     body = "\n".join(all_texts(message))
     assert "1. [:lock: approval] Create the new Auth Certificate" in body
@@ -225,12 +225,12 @@ def test_plan_with_many_steps_fits() -> None:
     document = {"org": "contoso", "checked_at": "?", "actions": [
         {"kind": "repair_backend", "servers": ["ex.contoso.com"], "reason": "r", "steps":
          [step] * 40}] * 20}
-    assert_valid(views.plan_message(document))
+    assert_valid(messages.plan_message(document))
 
 
 def test_section_packing_never_splits_lines() -> None:
     lines = [f"line {i} " + "y" * 290 for i in range(40)]
-    blocks = views._sections(lines)
+    blocks = messages._sections(lines)
     joined = "\n".join(b["text"]["text"] for b in blocks).splitlines()
     assert joined == lines
     assert all(len(b["text"]["text"]) <= 3000 for b in blocks)

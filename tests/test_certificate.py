@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from tests.clixml import FIXTURE_DIR, fixture_path, load_objects
-from workers.certificate import (
+from workers.exchange.certificate import (
     auth_config_from,
     backend_binding_from,
     facts_from_der,
@@ -27,7 +27,7 @@ from workers.certificate import (
     parse_datetime,
     server_from,
 )
-from workers.model import AuthConfigObs
+from workers.status.observation import AuthConfigObs
 
 
 def _shown(obj: object, label: str) -> str:

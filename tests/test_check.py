@@ -9,7 +9,7 @@ import pytest
 
 from config.lab_settings import settings_for_lab
 from config.load import settings_from_dict
-from workers.check import check
+from workers.exchange.connection_check import check
 
 
 def test_healthy_lab_every_endpoint_ok(lab: Any) -> None:

@@ -24,8 +24,9 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from slack_sdk import WebClient
 
-from bot import notify, views
-from bot.app import READ_JOBS
+from bot.callbacks import job_results
+from bot.listeners.slash_command import READ_JOBS
+from bot.render import messages
 from lab.serve import LabHandle
 from tests.conftest import _free_port
 from tests.slack_mock import (
@@ -38,7 +39,7 @@ from tests.slack_mock import (
 from tests.test_bot_socket_mode import Bot
 from tests.test_cli import EXAUTH, exauth, exauth_env, lab_config_with_redis, start_exauth
 from tests.test_cron import run_ids, wait_until
-from workers.queues import CHANGE_QUEUE, READ_QUEUE, SERIALIZER, enqueue_read, queue
+from workers.jobs.queues import CHANGE_QUEUE, READ_QUEUE, SERIALIZER, enqueue_read, queue
 
 CHANNEL = "C0CONFIG"
 # Secrets only; empty values are ignored, so the file's [redis] and [slack] api_url apply
@@ -93,13 +94,13 @@ def test_worker_runs_a_status_job_and_its_callback_with_the_config_it_was_given(
     place = Place(tmp_path)
     place.write(make_lab("healthy"), redis_url, slack)
     # What the bot does for `/exauth status lab`: a placeholder, then the job that replaces it.
-    placeholder = views.placeholder_message("lab", "status")
+    placeholder = messages.placeholder_message("lab", "status")
     posted = WebClient(token=BOT_TOKEN, base_url=slack.api_url).chat_postMessage(
         channel=CHANNEL, text=placeholder["text"], blocks=placeholder["blocks"])
     enqueue_read(redis.Redis.from_url(redis_url), READ_JOBS["status"], "lab",
                  meta={"org": "lab", "kind": "status", "requested_by": "U0ALICE",
                        "reply": {"channel": CHANNEL, "ts": posted["ts"]}},
-                 on_success=notify.ON_SUCCESS["status"], on_failure=notify.ON_FAILURE)
+                 on_success=job_results.ON_SUCCESS["status"], on_failure=job_results.ON_FAILURE)
 
     logged = worker_burst(place, place.relative)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot import console
+from bot.render import terminal
 from tests.test_outside_text import hostile_status
 
 
@@ -17,7 +17,7 @@ def test_terminal_prints_outside_text_as_is(capsys: pytest.CaptureFixture[str]) 
     status["servers"][0]["site"] = "[bold]Berlin"
     status["actions"][0]["reason"] = "see [link=https://evil.example]here[/link]"
     status["findings"][0]["message"] = "[red]m[/red]"
-    console.print_status(status)
+    terminal.print_status(status)
     out = capsys.readouterr().out
     assert "ex1[/oops]" in out and "[bold]Berlin" in out
     assert "see [link=https://evil.example]here[/link]" in out and "[red]m[/red]" in out

@@ -1,4 +1,4 @@
-"""`exauth cron` (workers.cron): one sweep per org per slot, one active scheduler.
+"""`exauth cron` (workers.jobs.cron): one sweep per org per slot, one active scheduler.
 
 Two schedulers run in threads with their own Redis connections on a shared fake clock
 (moving a day takes milliseconds); one test starts two real `exauth cron` processes.
@@ -21,8 +21,8 @@ import redis
 
 from config.load import load_settings
 from config.schema import Settings
-from workers.cron import LOCK_KEY, SweepScheduler, enqueue_slot, run
-from workers.queues import READ_QUEUE, queue
+from workers.jobs.cron import LOCK_KEY, SweepScheduler, enqueue_slot, run
+from workers.jobs.queues import READ_QUEUE, queue
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2025, 3, 1, 7, 59, 50, tzinfo=UTC)
@@ -168,7 +168,7 @@ def test_no_orgs_is_refused_in_one_line(tmp_path: Path, redis_url: str) -> None:
 
 def test_two_cron_processes_one_active_one_standing_by(tmp_path: Path, redis_url: str) -> None:
     config = write_config(tmp_path, redis_url, {"alpha": "* * * * *"})
-    code = ("import sys; from config.load import load_settings; from workers.cron import run;"
+    code = ("import sys; from config.load import load_settings; from workers.jobs.cron import run;"
             f" sys.exit(run(load_settings({str(config)!r})))")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url}
     procs = []
@@ -196,10 +196,10 @@ def test_two_cron_processes_one_active_one_standing_by(tmp_path: Path, redis_url
 
 
 def resume_jobs(conn: redis.Redis) -> list[str]:
-    from workers.queues import CHANGE_QUEUE
+    from workers.jobs.queues import CHANGE_QUEUE
 
     return [str(job.meta["run_id"]) for job in queue(CHANGE_QUEUE, conn).get_jobs()
-            if job.func_name == "workers.ops_jobs.resume_due_job"]
+            if job.func_name == "workers.jobs.change_jobs.resume_due_job"]
 
 
 def test_open_operations_are_resumed_every_quarter_hour_once(schedulers: Pair) -> None:

@@ -19,8 +19,8 @@ from tests.test_findings import (
     org,
     server,
 )
-from workers.decide import actions
-from workers.model import BackendObs, OrgObs
+from workers.status.decide import actions
+from workers.status.observation import BackendObs, OrgObs
 
 E1, E2, E3 = fqdn("ex1"), fqdn("ex2"), fqdn("ex3")
 ALL = [E1, E2, E3]

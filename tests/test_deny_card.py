@@ -1,7 +1,7 @@
 """After a Deny the operation card itself says who denied which step and why - in the block
 under its header and on the denied step of the plan - not only the card's thread.
 
-What it says comes from the operation as stored (workers.operations.deny records `denied`
+What it says comes from the operation as stored (workers.changes.lifecycle.deny records `denied`
 on the step), so any later re-render of the card says it too; it is chosen by that record
 and the operation's state, never by reading the step's outcome text.
 """
@@ -14,7 +14,8 @@ from typing import Any
 
 from slack_bolt import App
 
-from bot import cards, ops_notify
+from bot.callbacks import operation_progress
+from bot.render import operation_card
 from tests.slack_mock import Call, SlackMock
 from tests.test_approvals_slack import (
     CHANNEL,
@@ -29,7 +30,7 @@ from tests.test_approvals_slack import (
 )
 from tests.test_operations_lab import Env
 from tests.test_operations_lab import env_for as env_for  # the fixture
-from workers import operation, operations
+from workers.changes import lifecycle, operation
 
 __all__ = ["bot", "slack"]  # fixtures used below
 
@@ -54,7 +55,7 @@ def test_denied_card_says_who_and_why_on_the_step_and_under_the_header(
     ts = op["card"]["ts"]
 
     # The Deny button, as Slack sends the click; it opens the reason modal.
-    assert click(app, GROUP_MEMBER, cards.DENY_ACTION, value, ts=ts) == 200
+    assert click(app, GROUP_MEMBER, operation_card.DENY_ACTION, value, ts=ts) == 200
     opened = slack.wait_for("views.open")[0].params["view"]
     view = json.loads(opened) if isinstance(opened, str) else opened
     # The modal submitted with a reason, as Slack sends it.
@@ -83,7 +84,7 @@ def test_denied_card_says_who_and_why_on_the_step_and_under_the_header(
     assert stored is not None
     assert stored["steps"][index]["denied"] == {"by": GROUP_MEMBER, "reason": REASON}
     before = len(card_updates(slack, ts))
-    ops_notify.publish(env.conn, operations.summary(stored))
+    operation_progress.publish(env.conn, lifecycle.summary(stored))
     again = card_updates(slack, ts)
     assert len(again) == before + 1 and blocks_of(again[-1]) == blocks
 
@@ -100,12 +101,12 @@ def denied_op(**step: Any) -> dict[str, Any]:
 
 
 def test_card_reads_the_denial_record_not_the_outcome_text() -> None:
-    card = cards.operation_card(denied_op(outcome="denied by local:alice: declined",
+    card = operation_card.operation_card(denied_op(outcome="denied by local:alice: declined",
                                           denied={"by": "local:alice", "reason": "declined"}))
     said = json.dumps(card["blocks"])
     assert "Denied by local:alice:* declined" in said  # a terminal user is no mention
     assert "<@local:alice>" not in said
     # The same words in an outcome, without the record: the card does not call it denied.
-    plain = cards.operation_card(denied_op(outcome="denied by U0BOB: no"))
+    plain = operation_card.operation_card(denied_op(outcome="denied by U0BOB: no"))
     assert "Denied by" not in json.dumps(plain) and "denied" not in plain["text"]
     assert plain["blocks"][0]["text"]["text"].endswith(": cancelled")

@@ -17,9 +17,7 @@ import pytest
 
 import config.place
 from config.errors import ConfigError, ExauthError
-from workers import jobs
-from workers.deadline import JobDeadline
-from workers.exchange import (
+from workers.exchange.errors import (
     ExchangeAuthFailed,
     ExchangeEndpointBroken,
     ExchangeError,
@@ -28,6 +26,8 @@ from workers.exchange import (
     ExchangeUnreachable,
     NoLanguageRefused,
 )
+from workers.jobs import read_jobs
+from workers.jobs.deadline import JobDeadline
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,7 +72,7 @@ def test_job_deadline_stays_out_of_reach_of_except_exception() -> None:
 
 def test_stdlib_bases_are_kept_and_config_error_is_one_class() -> None:
     from bot.slack import SlackNotConfigured
-    from workers.cron import CronConfigError
+    from workers.jobs.cron import CronConfigError
 
     assert config.place.ConfigError is ConfigError  # what Place.error raises
     assert issubclass(ConfigError, ValueError) and issubclass(CronConfigError, ValueError)
@@ -87,7 +87,7 @@ def test_each_exchange_failure_class_keeps_its_kind_and_says_if_permanent(
     err = cls("ex1.contoso.com", "Get-AuthConfig on the Exchange endpoint", "went\nwrong")
     assert isinstance(err, ExchangeError) and isinstance(err, ExauthError)
     assert err.kind == cls.kind == kind
-    assert cls.permanent is permanent and jobs.is_permanent(err) is permanent
+    assert cls.permanent is permanent and read_jobs.is_permanent(err) is permanent
     assert str(err).startswith("ex1.contoso.com: Get-AuthConfig on the Exchange endpoint: "
                                "went wrong")
 

@@ -24,23 +24,20 @@ from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFau
 from config.lab_settings import settings_for_lab
 from config.load import settings_from_dict
 from config.schema import OrgSettings
-from workers.exchange import (
+from workers.exchange.client import ExchangeClient
+from workers.exchange.errors import (
     ExchangeAuthFailed,
-    ExchangeClient,
     ExchangeEndpointBroken,
     ExchangeError,
     ExchangeFailed,
     ExchangeObjectMissing,
     ExchangeUnreachable,
     NoLanguageRefused,
-    Secret,
-    SessionCache,
-    Target,
-    _from_error_record,
-    _parameter_value,
-    _wsman,
     classify,
+    from_error_record,
 )
+from workers.exchange.session import Secret, SessionCache, _parameter_value, _wsman
+from workers.exchange.target import Target
 
 # --------------------------------------------------------------------------------------------
 # Without a lab
@@ -142,7 +139,7 @@ def _record(message: str, error_id: str, reason: str) -> GenericComplexObject:
 def test_cmdlet_errors_are_classified(
     message: str, error_id: str, reason: str, cls: type[ExchangeError]
 ) -> None:
-    err = _from_error_record(_record(message, error_id, reason), TARGET, "Get-ExchangeCertificate")
+    err = from_error_record(_record(message, error_id, reason), TARGET, "Get-ExchangeCertificate")
     assert type(err) is cls
     assert err.error_id == error_id
     assert err.started
@@ -161,7 +158,7 @@ def test_parameter_values() -> None:
 def test_wsman_settings_follow_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXAUTH_TEST_PW", "pw")
     lab = _org("http://127.0.0.1:4444/ex1.contoso.lab/PowerShell")
-    from workers.exchange import exchange_target
+    from workers.exchange.target import exchange_target
 
     transport = _wsman(exchange_target(lab, "ex1.contoso.com")).transport
     assert (transport.server, transport.port, transport.path) == (
@@ -372,7 +369,7 @@ def test_add_script_is_nolanguage(lab: Any) -> None:
     session = client.session(org.writer, "exchange")
     from pypsrp.powershell import PowerShell
 
-    from workers.exchange import _from_error_record
+    from workers.exchange.errors import from_error_record
 
     # Misuse on purpose, through pypsrp directly: the client itself never sends scripts.
     with session.lock:
@@ -380,7 +377,7 @@ def test_add_script_is_nolanguage(lab: Any) -> None:
         ps.add_script("Get-AuthConfig | Select-Object -ExpandProperty CurrentCertificateThumbprint")
         ps.invoke()
     assert ps.streams.error
-    err = _from_error_record(ps.streams.error[0], session.target, "a script")
+    err = from_error_record(ps.streams.error[0], session.target, "a script")
     assert type(err) is NoLanguageRefused
     assert "bound parameters" in str(err)
 

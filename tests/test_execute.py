@@ -1,4 +1,5 @@
-"""workers.execute and the pure parts of workers.operations: fingerprints, placeholders,
+"""workers.changes.execute and the pure parts of workers.changes.lifecycle: fingerprints,
+placeholders,
 recognising our own effects, choosing the action; and hostile text reaching the lab only
 as literal bound parameter values."""
 
@@ -12,10 +13,12 @@ import redis
 
 from config.lab_settings import settings_for_lab
 from lab.serve import LabHandle
-from workers import execute, operations
+from workers.changes import execute, lifecycle
+from workers.changes.plan import NEW_THUMBPRINT
 from workers.clock import CallableClock, FixedClock
-from workers.exchange import ExchangeClient, ExchangeError, Secret
-from workers.plan import NEW_THUMBPRINT
+from workers.exchange.client import ExchangeClient
+from workers.exchange.errors import ExchangeError
+from workers.exchange.session import Secret
 
 HOSTILE = "ex9'; Remove-Item C:\\ -Recurse; $(Stop-Computer) `\"x\"\n\u202etxt.exe ✓"
 T1, T2, T3 = "A" * 40, "B" * 40, "C" * 40
@@ -126,17 +129,17 @@ def test_choose_action_first_change_and_named_kinds() -> None:
     acts = [{"kind": "repair_backend", "servers": ["ex2.contoso.lab"], "reason": "r"},
             {"kind": "stage_new", "servers": ["ex1.contoso.lab"], "reason": "s"}]
     world = status(actions=acts)
-    assert operations.choose_action(world)["kind"] == "repair_backend"
-    assert operations.choose_action(world, "repair_backend", ["EX2"])["servers"] == [
+    assert lifecycle.choose_action(world)["kind"] == "repair_backend"
+    assert lifecycle.choose_action(world, "repair_backend", ["EX2"])["servers"] == [
         "ex2.contoso.lab"]
-    with pytest.raises(operations.NothingToDo, match="no Exchange server named"):
-        operations.choose_action(world, "repair_backend", [HOSTILE])
+    with pytest.raises(lifecycle.NothingToDo, match="no Exchange server named"):
+        lifecycle.choose_action(world, "repair_backend", [HOSTILE])
     blocked = status(actions=[{"kind": "blocked", "servers": ["ex2"], "reason": "down"}])
-    with pytest.raises(operations.NothingToDo, match="blocked"):
-        operations.choose_action(blocked)
+    with pytest.raises(lifecycle.NothingToDo, match="blocked"):
+        lifecycle.choose_action(blocked)
     waiting = status(actions=[{"kind": "wait_for_publish", "servers": [], "reason": "soon"}])
-    with pytest.raises(operations.NothingToDo, match="soon"):
-        operations.choose_action(waiting)
+    with pytest.raises(lifecycle.NothingToDo, match="soon"):
+        lifecycle.choose_action(waiting)
 
 
 def test_hostile_text_reaches_the_lab_only_as_literal_values(

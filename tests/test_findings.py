@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from workers.findings import days_left, findings, is_in_scope
-from workers.model import AuthConfigObs, BackendObs, CertFacts, OrgObs, ServerObs
+from workers.status.findings import days_left, findings, is_in_scope
+from workers.status.observation import AuthConfigObs, BackendObs, CertFacts, OrgObs, ServerObs
 
 NOW = datetime(2025, 1, 15, 12, 0, tzinfo=UTC)
 AUTH = "CN=Microsoft Exchange Server Auth Certificate"

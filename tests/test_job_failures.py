@@ -25,13 +25,13 @@ from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from rq.utils import utcformat
 
-import workers.queues
-import workers.sweep
+import workers.jobs.queues
+import workers.warnings.sweep
 from tests.test_approvals_slack import wait_until
 from tests.test_jobs_status import CHANNEL, Stack, texts
 from tests.test_jobs_status import stack_for as stack_for  # the fixture
-from workers.deadline import NOT_STARTED_AFTER, expire_unstarted
-from workers.queues import READ_QUEUE, SERIALIZER, queue
+from workers.jobs.deadline import NOT_STARTED_AFTER, expire_unstarted
+from workers.jobs.queues import READ_QUEUE, SERIALIZER, queue
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,7 +49,7 @@ def test_status_past_its_time_limit_is_stopped_and_says_so(
     before, the 2 s job ran on for tens of seconds and reported "OK"."""
     stack = stack_for("healthy")
     slow_lab(stack, 1500)
-    monkeypatch.setattr(workers.queues, "READ_TIMEOUT", 2)
+    monkeypatch.setattr(workers.jobs.queues, "READ_TIMEOUT", 2)
     assert stack.command("status").status_code == 200
     placeholder = stack.slack.wait_for("chat.postMessage")[0]
     job = stack.enqueued()[0]
@@ -81,7 +81,7 @@ def test_operation_start_past_its_time_limit_says_so_in_the_channel(
         stack_for: Callable[..., Stack], monkeypatch: pytest.MonkeyPatch) -> None:
     stack = stack_for("expiring-sha1")
     slow_lab(stack, 1500)
-    monkeypatch.setattr(workers.queues, "CHANGE_TIMEOUT", 2)
+    monkeypatch.setattr(workers.jobs.queues, "CHANGE_TIMEOUT", 2)
     assert stack.command("fix").status_code == 200
     stack.slack.wait_for("response")  # "Reading lab and preparing ...; the card follows here."
     stack.work()
@@ -99,9 +99,9 @@ def test_warnings_sweep_past_its_time_limit_says_so_in_the_org_channel(
     limit ran on (or failed into the log only) and the channel heard nothing."""
     stack = stack_for("healthy")
     slow_lab(stack, 1500)
-    monkeypatch.setattr(workers.sweep, "READ_TIMEOUT", 2)
+    monkeypatch.setattr(workers.warnings.sweep, "READ_TIMEOUT", 2)
     conn = redis.Redis.from_url(stack.redis_url)
-    job = workers.sweep.enqueue_sweep(conn, "lab", run_id="slot-1")
+    job = workers.warnings.sweep.enqueue_sweep(conn, "lab", run_id="slot-1")
     stack.work()
 
     job.refresh()

@@ -12,8 +12,7 @@ from rq.timeouts import JobTimeoutException
 
 from config.errors import ConfigError
 from config.load import settings_from_dict
-from workers.deadline import NotStarted
-from workers.exchange import (
+from workers.exchange.errors import (
     ExchangeAuthFailed,
     ExchangeEndpointBroken,
     ExchangeFailed,
@@ -21,8 +20,9 @@ from workers.exchange import (
     ExchangeUnreachable,
     NoLanguageRefused,
 )
-from workers.jobs import failure_reason, is_permanent
-from workers.queues import (
+from workers.jobs import registry
+from workers.jobs.deadline import NotStarted
+from workers.jobs.queues import (
     CHANGE_QUEUE,
     READ_QUEUE,
     READ_RETRY_INTERVALS,
@@ -32,7 +32,11 @@ from workers.queues import (
     queue,
     read_retry,
 )
-from workers.worker import run
+from workers.jobs.read_jobs import failure_reason, is_permanent
+from workers.jobs.worker import run
+
+READ_JOBS = "workers.jobs.read_jobs"
+CALLBACKS = "bot.callbacks.job_results"
 
 
 def test_queues_use_json_never_pickle(redis_url: str) -> None:
@@ -44,11 +48,12 @@ def test_queues_use_json_never_pickle(redis_url: str) -> None:
 
 def test_read_jobs_retry_and_change_jobs_do_not(redis_url: str) -> None:
     connection = redis.Redis.from_url(redis_url)
-    read = enqueue_read(connection, "workers.jobs.status_job", "contoso", meta={"kind": "status"},
-                        on_success="bot.notify.status_ready", on_failure="bot.notify.job_failed")
-    change = enqueue_change(connection, "workers.jobs.status_job", ("contoso",),
-                            meta={"kind": "change"}, on_success="bot.notify.status_ready",
-                            on_failure="bot.notify.job_failed")
+    read = enqueue_read(connection, READ_JOBS + ".status_job", "contoso", meta={"kind": "status"},
+                        on_success=CALLBACKS + ".status_ready",
+                        on_failure=CALLBACKS + ".job_failed")
+    change = enqueue_change(connection, READ_JOBS + ".status_job", ("contoso",),
+                            meta={"kind": "change"}, on_success=CALLBACKS + ".status_ready",
+                            on_failure=CALLBACKS + ".job_failed")
     read = Job.fetch(read.id, connection=connection, serializer=SERIALIZER)
     change = Job.fetch(change.id, connection=connection, serializer=SERIALIZER)
     assert read.origin == READ_QUEUE and change.origin == CHANGE_QUEUE
@@ -57,7 +62,7 @@ def test_read_jobs_retry_and_change_jobs_do_not(redis_url: str) -> None:
     assert change.retries_left is None
     assert read.timeout == 300 and change.timeout == 1800
     # Callbacks are stored by name and resolved by the worker: workers/ never imports bot/.
-    assert read.success_callback is not None and read.success_callback.__module__ == "bot.notify"
+    assert read.success_callback is not None and read.success_callback.__module__ == CALLBACKS
     assert read.failure_callback is not None and read.failure_callback.__name__ == "job_failed"
     assert read_retry().max == 3
 
@@ -103,6 +108,8 @@ def test_worker_runs_jobs_in_its_own_process(redis_url: str, monkeypatch: pytest
                                              ) -> None:
     """SimpleWorker: no fork per job, so the Exchange session cache survives between jobs."""
     monkeypatch.setenv("REDIS_URL", redis_url)
+    # os.getpid is no exauth job: registered for this test only (workers.jobs.registry).
+    monkeypatch.setitem(registry.JOBS, "os.getpid", "os.getpid")
     settings = settings_from_dict({}, source="test.toml")
     connection = redis.Redis.from_url(redis_url)
     jobs = [queue(READ_QUEUE, connection).enqueue("os.getpid") for _ in range(2)]
@@ -121,7 +128,7 @@ def test_worker_runs_jobs_in_its_own_process(redis_url: str, monkeypatch: pytest
 ])
 def test_a_redis_url_in_a_message_never_shows_its_password(url: str, expected: str) -> None:
     from workers.audit import scrub_text
-    from workers.queues import unreachable
+    from workers.jobs.queues import unreachable
 
     assert scrub_text(url) == expected
     assert unreachable(url, OSError(f"cannot connect to {url}")) == (

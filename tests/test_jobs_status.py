@@ -3,7 +3,8 @@
 Everything is real except Slack (tests/slack_mock.py over HTTP): the bot's HTTP server
 verifies real signatures, jobs go through Redis with RQ's JSON serializer, a real RQ
 SimpleWorker runs them in burst mode in this process, the worker reads the lab over
-WS-Man/PSRP with pypsrp, and RQ's callbacks (bot.notify) edit the placeholder in place.
+WS-Man/PSRP with pypsrp, and RQ's callbacks (bot.callbacks.job_results) edit the placeholder in
+place.
 The worker finds the lab through a config file in $EXAUTH_CONFIG, as in production.
 """
 
@@ -34,8 +35,8 @@ from tests.slack_mock import (
     signed_headers,
     slash_command_body,
 )
-from workers.queues import READ_QUEUE, SERIALIZER, queue
-from workers.worker import run as run_worker
+from workers.jobs.queues import READ_QUEUE, SERIALIZER, queue
+from workers.jobs.worker import run as run_worker
 
 CHANNEL = "C0LABOPS"
 

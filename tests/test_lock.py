@@ -10,15 +10,15 @@ from redis.exceptions import LockNotOwnedError
 from redis.lock import Lock
 
 from tests.race import race
-from workers import lock
+from workers.changes import writer_lock
 
 
 def test_one_holder_at_a_time_per_org(conn: redis.Redis) -> None:
-    token = lock.acquire(conn, "contoso", "worker-1", 30)
+    token = writer_lock.acquire(conn, "contoso", "worker-1", 30)
     assert token
-    assert lock.acquire(conn, "contoso", "worker-2", 30) is None
-    assert lock.acquire(conn, "fabrikam", "worker-2", 30)  # other orgs are independent
-    held = lock.holder(conn, "contoso")
+    assert writer_lock.acquire(conn, "contoso", "worker-2", 30) is None
+    assert writer_lock.acquire(conn, "fabrikam", "worker-2", 30)  # other orgs are independent
+    held = writer_lock.holder(conn, "contoso")
     assert held is not None
     assert held["owner"] == "worker-1"
     assert 0 < held["expires_in_s"] <= 30
@@ -29,7 +29,7 @@ def test_concurrent_acquire_has_exactly_one_winner(conn: redis.Redis, redis_url:
     tokens: list[str | None] = []
 
     def contend(client: redis.Redis, n: int) -> None:
-        tokens.append(lock.acquire(client, "contoso", f"w{n}", 30))
+        tokens.append(writer_lock.acquire(client, "contoso", f"w{n}", 30))
 
     race(20, redis_url, contend)
     assert len(tokens) == 20
@@ -37,69 +37,69 @@ def test_concurrent_acquire_has_exactly_one_winner(conn: redis.Redis, redis_url:
 
 
 def test_only_the_holder_releases_or_extends(conn: redis.Redis) -> None:
-    token = lock.acquire(conn, "contoso", "worker-1", 30)
+    token = writer_lock.acquire(conn, "contoso", "worker-1", 30)
     assert token
-    before = conn.get(lock.lock_key("contoso"))
+    before = conn.get(writer_lock.lock_key("contoso"))
 
-    assert lock.release(conn, "contoso", "not-the-token") is False
-    assert lock.extend(conn, "contoso", "not-the-token", 600) is False
-    assert conn.get(lock.lock_key("contoso")) == before
-    assert conn.pttl(lock.lock_key("contoso")) <= 30_000
+    assert writer_lock.release(conn, "contoso", "not-the-token") is False
+    assert writer_lock.extend(conn, "contoso", "not-the-token", 600) is False
+    assert conn.get(writer_lock.lock_key("contoso")) == before
+    assert conn.pttl(writer_lock.lock_key("contoso")) <= 30_000
 
-    assert lock.extend(conn, "contoso", token, 600) is True
-    assert conn.pttl(lock.lock_key("contoso")) > 30_000
-    assert lock.release(conn, "contoso", token) is True
-    assert lock.holder(conn, "contoso") is None
-    assert lock.release(conn, "contoso", token) is False  # twice is harmless
+    assert writer_lock.extend(conn, "contoso", token, 600) is True
+    assert conn.pttl(writer_lock.lock_key("contoso")) > 30_000
+    assert writer_lock.release(conn, "contoso", token) is True
+    assert writer_lock.holder(conn, "contoso") is None
+    assert writer_lock.release(conn, "contoso", token) is False  # twice is harmless
 
 
 def test_expired_lock_is_free_and_old_token_cannot_touch_the_new_one(conn: redis.Redis) -> None:
-    old = lock.acquire(conn, "contoso", "crashed-worker", 0.05)
+    old = writer_lock.acquire(conn, "contoso", "crashed-worker", 0.05)
     assert old
     time.sleep(0.15)
-    assert lock.holder(conn, "contoso") is None
-    new = lock.acquire(conn, "contoso", "worker-2", 30)
+    assert writer_lock.holder(conn, "contoso") is None
+    new = writer_lock.acquire(conn, "contoso", "worker-2", 30)
     assert new
-    assert lock.release(conn, "contoso", old) is False
-    assert lock.extend(conn, "contoso", old, 30) is False
-    held = lock.holder(conn, "contoso")
+    assert writer_lock.release(conn, "contoso", old) is False
+    assert writer_lock.extend(conn, "contoso", old, 30) is False
+    held = writer_lock.holder(conn, "contoso")
     assert held is not None
     assert held["owner"] == "worker-2"
 
 
 def test_held_context_manager_releases_and_reports_busy(conn: redis.Redis) -> None:
-    with lock.held(conn, "contoso", "worker-1", 30):
+    with writer_lock.held(conn, "contoso", "worker-1", 30):
         with (
-            pytest.raises(lock.LockBusy, match="worker-1"),
-            lock.held(conn, "contoso", "worker-2", 30),
+            pytest.raises(writer_lock.LockBusy, match="worker-1"),
+            writer_lock.held(conn, "contoso", "worker-2", 30),
         ):
             pass  # pragma: no cover - never entered
-        held = lock.holder(conn, "contoso")
+        held = writer_lock.holder(conn, "contoso")
         assert held is not None
         assert held["owner"] == "worker-1"
-    assert lock.holder(conn, "contoso") is None
+    assert writer_lock.holder(conn, "contoso") is None
 
 
 def test_bad_arguments_are_refused(conn: redis.Redis) -> None:
     with pytest.raises(ValueError):
-        lock.acquire(conn, "contoso", "w", 0)
+        writer_lock.acquire(conn, "contoso", "w", 0)
     with pytest.raises(ValueError):
-        lock.acquire(conn, "", "w", 10)
+        writer_lock.acquire(conn, "", "w", 10)
     assert conn.keys("exauth:lock:*") == []
 
 
 def test_the_token_is_a_redis_py_lock_token(conn: redis.Redis) -> None:
     """The lock is redis-py's: the token `acquire` returns is the stored value a
     `redis.lock.Lock` compares, so a step may keep it alive with `Lock.extend`."""
-    token = lock.acquire(conn, "contoso", "worker-1", 30)
+    token = writer_lock.acquire(conn, "contoso", "worker-1", 30)
     assert token
-    assert conn.get(lock.lock_key("contoso")) == token.encode()
-    held = lock.writer_lock(conn, "contoso", 30, token)
+    assert conn.get(writer_lock.lock_key("contoso")) == token.encode()
+    held = writer_lock.writer_lock(conn, "contoso", 30, token)
     assert isinstance(held, Lock) and held.owned()
     assert held.extend(600, replace_ttl=True)
-    assert conn.pttl(lock.lock_key("contoso")) > 30_000
-    other = lock.writer_lock(conn, "contoso", 30, "not-the-token")
+    assert conn.pttl(writer_lock.lock_key("contoso")) > 30_000
+    other = writer_lock.writer_lock(conn, "contoso", 30, "not-the-token")
     with pytest.raises(LockNotOwnedError):
         other.release()
     held.release()
-    assert lock.holder(conn, "contoso") is None
+    assert writer_lock.holder(conn, "contoso") is None

@@ -17,9 +17,11 @@ from pydantic import SecretStr
 
 from config.lab_settings import settings_for_lab
 from lab.serve import LabHandle
-from workers import execute, log_filter
-from workers.certificate import prop
-from workers.exchange import ExchangeClient, Secret
+from workers import log_filter
+from workers.changes import execute
+from workers.exchange.certificate import prop
+from workers.exchange.client import ExchangeClient
+from workers.exchange.session import Secret
 
 REPO = Path(__file__).resolve().parent.parent
 ORG_PASSWORD = "Org-Passw0rd-4-exchange"
@@ -76,7 +78,7 @@ def test_records_with_secrets_in_message_args_and_traceback_are_masked(
     try:
         raise RuntimeError(f"logon failed for admin with {ORG_PASSWORD}")
     except RuntimeError:
-        logging.getLogger("workers.exchange").exception("open failed")
+        logging.getLogger("workers.exchange.client").exception("open failed")
     logging.getLogger("odd").debug("%s %s", "only one")  # bad args: not printed raw
     text = debug_log.getvalue()
     for secret in (BOT_TOKEN, "abcdef0123456789", "r3dis-pw", SIGNING_SECRET, ORG_PASSWORD):
@@ -162,7 +164,7 @@ def test_importing_every_module_leaves_logging_signals_and_exit_hooks_as_they_we
                           text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert {"bot.app", "bot.cli", "workers.exchange", "workers.worker", "workers.cron",
-            "workers.log_filter", "config.load"} <= set(result["modules"])
+    assert {"bot.app", "bot.cli", "workers.exchange.client", "workers.jobs.worker",
+            "workers.jobs.cron", "workers.log_filter", "config.load"} <= set(result["modules"])
     for part in result["before"]:
         assert result["after"][part] == result["before"][part], part

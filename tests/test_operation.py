@@ -11,7 +11,8 @@ import pytest
 import redis
 
 from tests.race import race
-from workers import operation, redis_keys
+from workers import redis_keys
+from workers.changes import operation
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 WRITER = "ex1.contoso.com"
@@ -19,7 +20,7 @@ WRITER = "ex1.contoso.com"
 
 @dataclass(frozen=True)
 class PlanStep:
-    """The shape of workers.plan.Step (a frozen dataclass with ordered parameter pairs)."""
+    """The shape of workers.changes.plan.Step (a frozen dataclass with ordered parameter pairs)."""
 
     title: str
     server: str
@@ -382,7 +383,7 @@ def test_waits_of_days_come_back_when_due(conn: redis.Redis) -> None:
 
 
 def test_each_org_s_waits_are_due_on_that_org_s_clock(conn: redis.Redis) -> None:
-    from workers.operations import due
+    from workers.changes.lifecycle import due
 
     contoso = new_op(conn, "contoso", resume_at=T0 + timedelta(hours=49))
     lab = new_op(conn, "lab", resume_at=T0 + timedelta(hours=49))
@@ -439,7 +440,8 @@ def test_outcome_lines_are_scrubbed_not_refused(conn: redis.Redis) -> None:
 
 def test_a_step_runs_once_through_the_whole_flow(conn: redis.Redis) -> None:
     """How bot and worker use the primitives together for one state-changing step."""
-    from workers import approval, audit, lock
+    from workers import audit
+    from workers.changes import approval, writer_lock
 
     op = new_op(conn)
     step = 1
@@ -474,7 +476,7 @@ def test_a_step_runs_once_through_the_whole_flow(conn: redis.Redis) -> None:
     for _delivery in range(3):  # the job is delivered three times (redelivery, retries)
         if not approval.claim_for_run(conn, op["id"], step):
             continue
-        with lock.held(conn, "contoso", f"job-{op['id']}", 60):
+        with writer_lock.held(conn, "contoso", f"job-{op['id']}", 60):
             runs += 1
             operation.set_step(conn, op["id"], step, "running", now=T0)
             thumb = operation.record(conn, op["id"], "new_thumbprint", "AB" * 20)
@@ -495,4 +497,4 @@ def test_a_step_runs_once_through_the_whole_flow(conn: redis.Redis) -> None:
     assert final["steps"][step]["state"] == "done"
     assert final["recorded"] == {"new_thumbprint": "AB" * 20}
     assert [e["action"] for e in audit.entries(conn, org="contoso")] == ["run", "approve"]
-    assert lock.holder(conn, "contoso") is None
+    assert writer_lock.holder(conn, "contoso") is None

@@ -18,16 +18,16 @@ import pytest
 from rq import SimpleWorker
 from slack_bolt import App
 
-import workers.queues
-from bot import cards
+import workers.jobs.queues
+from bot.render import operation_card
 from tests.slack_mock import Call, SlackMock
 from tests.test_approvals_slack import CHANNEL, bot, click, slack, slash, wait_until
 from tests.test_operations_lab import APPROVER, REQUESTER, Env
 from tests.test_operations_lab import env_for as env_for  # the fixture
 from tests.test_operations_slack_e2e import card_approve_value
-from workers import operation
-from workers.deadline import Worker
-from workers.queues import CHANGE_QUEUE, SERIALIZER, queue
+from workers.changes import operation
+from workers.jobs.deadline import Worker
+from workers.jobs.queues import CHANGE_QUEUE, SERIALIZER, queue
 
 __all__ = ["bot", "slack"]  # fixtures used below
 
@@ -46,7 +46,7 @@ def card_posts(slack: SlackMock) -> list[Call]:
 def has_approve_button(call: Call) -> bool:
     blocks = call.params.get("blocks") or []
     blocks = json.loads(blocks) if isinstance(blocks, str) else blocks
-    return any(element.get("action_id") == cards.APPROVE_ACTION
+    return any(element.get("action_id") == operation_card.APPROVE_ACTION
                for block in blocks if block.get("type") == "actions"
                for element in block.get("elements", []))
 
@@ -102,9 +102,9 @@ def test_step_past_its_time_limit_says_so_in_the_thread_and_resume_carries_on(
     for server in env.handle.info["servers"]:
         env.handle.org.add_fault({"server": server["name"], "endpoint": "any",
                                   "kind": "latency", "latency_ms": 1500})
-    limit = workers.queues.CHANGE_TIMEOUT
-    monkeypatch.setattr(workers.queues, "CHANGE_TIMEOUT", 2)
-    assert click(app, APPROVER, cards.APPROVE_ACTION, value) == 200
+    limit = workers.jobs.queues.CHANGE_TIMEOUT
+    monkeypatch.setattr(workers.jobs.queues, "CHANGE_TIMEOUT", 2)
+    assert click(app, APPROVER, operation_card.APPROVE_ACTION, value) == 200
     work(env, Worker)  # the exauth worker class: its time limit stops the step
 
     said = wait_until(lambda: [c for c in slack.calls_of("chat.postMessage")
@@ -115,7 +115,7 @@ def test_step_past_its_time_limit_says_so_in_the_thread_and_resume_carries_on(
         f"Operation `{op['id']}` is kept; `/exauth resume {op['id']}` carries it on."]
 
     env.handle.org.clear_faults()
-    monkeypatch.setattr(workers.queues, "CHANGE_TIMEOUT", limit)
+    monkeypatch.setattr(workers.jobs.queues, "CHANGE_TIMEOUT", limit)
     updates_before = len(slack.calls_of("chat.update"))
     assert slash(app, slack, f"resume {op['id']}") == 200
     work(env)

@@ -2,7 +2,7 @@
 
 Each test starts an operation from the status the lab shows, approves every
 state-changing step as an approver would (approval.decide), runs it as the worker does
-(workers.ops_jobs), advances the lab clock through the waits, and then checks the lab's
+(workers.jobs.change_jobs), advances the lab clock through the waits, and then checks the lab's
 own state and call log: what Exchange would look like afterwards.
 """
 
@@ -22,9 +22,11 @@ from config.load import load_settings
 from config.schema import OrgSettings
 from lab.serve import LabHandle, write_config
 from tests.race import race
-from workers import approval, audit, execute, operation, operations, ops_jobs, redis_keys
+from workers import audit, redis_keys
+from workers.changes import approval, execute, lifecycle, operation
 from workers.clock import SYSTEM_CLOCK, CallableClock, Clock, FixedClock
-from workers.queues import CHANGE_QUEUE, SERIALIZER, queue
+from workers.jobs import change_jobs
+from workers.jobs.queues import CHANGE_QUEUE, SERIALIZER, queue
 
 APPROVER = "U0BOB"
 REQUESTER = "U0ALICE"
@@ -67,14 +69,14 @@ def env_for(
 
 
 def start(env: Env, kind: str | None = None, **kw: Any) -> str:
-    result = ops_jobs.start_operation_job(env.org.name, kind, REQUESTER, clock=env.clock, **kw)
+    result = change_jobs.start_operation_job(env.org.name, kind, REQUESTER, clock=env.clock, **kw)
     return str(result["op_id"])
 
 
 def pending_step(env: Env, op_id: str) -> dict[str, Any]:
     op = operation.load(env.conn, op_id)
     assert op is not None
-    index = operations.next_index(op)
+    index = lifecycle.next_index(op)
     assert index is not None, op
     step = op["steps"][index]
     assert step["state"] == "awaiting_approval", (step, op.get("waiting_for"))
@@ -91,7 +93,7 @@ def approve(env: Env, op_id: str, user: str = APPROVER) -> dict[str, Any]:
 
 def approve_and_run(env: Env, op_id: str) -> dict[str, Any]:
     step = approve(env, op_id)
-    return ops_jobs.run_step_job(op_id, step["index"], step["request_id"], clock=env.clock)
+    return change_jobs.run_step_job(op_id, step["index"], step["request_id"], clock=env.clock)
 
 
 def drive(env: Env, op_id: str, limit: int = 120) -> dict[str, Any]:
@@ -105,7 +107,7 @@ def drive(env: Env, op_id: str, limit: int = 120) -> dict[str, Any]:
             due = datetime.fromisoformat(op["resume_at"])
             ahead = due - env.handle.org.now()
             env.handle.org.advance(max(ahead, timedelta(0)) + timedelta(minutes=1))
-            ops_jobs.resume_due_job(clock=env.clock)
+            change_jobs.resume_due_job(clock=env.clock)
             continue
         approve_and_run(env, op_id)
     raise AssertionError(f"operation {op_id} did not finish: {operation.load(env.conn, op_id)}")
@@ -154,7 +156,7 @@ def test_staged_rotation_on_expiring_sha1(env_for: Callable[..., Env]) -> None:
         datetime.fromisoformat(c["time"].replace("Z", "+00:00")) >= published + timedelta(hours=24)
         for c in removals)
     # The new certificate is SHA-256 and the status now has nothing to do.
-    _, status = execute.observe(env.org, ops_jobs.ExchangeClient(env.org))
+    _, status = execute.observe(env.org, change_jobs.ExchangeClient(env.org))
     assert status["auth"]["current"]["signature_hash"] == "sha256"
     assert [a["kind"] for a in status["actions"]] == ["none"]
     actions = [e["action"] for e in audit.entries(env.conn, env.org.name, limit=500)]
@@ -199,7 +201,7 @@ def test_the_books_follow_the_clock_passed_in_and_decisions_the_orgs(
 
 
 def status_now(env: Env) -> dict[str, Any]:
-    _, status = execute.observe(env.org, ops_jobs.ExchangeClient(env.org))
+    _, status = execute.observe(env.org, change_jobs.ExchangeClient(env.org))
     return status
 
 
@@ -270,7 +272,7 @@ def test_authconfig_change_between_approval_and_run_stops_the_step(
         friendly_name="by hand", domains=[], key_size=2048, exportable=True, services=[])
     env.handle.org.set_next(other.thumbprint, env.handle.org.now() + timedelta(days=30))
 
-    result = ops_jobs.run_step_job(op_id, step["index"], step["request_id"], clock=env.clock)
+    result = change_jobs.run_step_job(op_id, step["index"], step["request_id"], clock=env.clock)
 
     op = operation.load(env.conn, op_id)
     assert op is not None
@@ -296,7 +298,7 @@ def test_worker_killed_after_create_resumes_without_second_certificate(
 
     monkeypatch.setattr(execute, "_before_record", die)
     with pytest.raises(Killed):
-        ops_jobs.run_step_job(op_id, step["index"], step["request_id"], clock=env.clock)
+        change_jobs.run_step_job(op_id, step["index"], step["request_id"], clock=env.clock)
     monkeypatch.setattr(execute, "_before_record", lambda op_id, index: None)
     op = operation.load(env.conn, op_id)
     assert op is not None and op["steps"][step["index"]]["state"] == "running"
@@ -304,9 +306,9 @@ def test_worker_killed_after_create_resumes_without_second_certificate(
     assert len(auth_creations(env.handle)) == 1
 
     # A redelivery of the same job does nothing; the resume adopts the created certificate.
-    again = ops_jobs.run_step_job(op_id, step["index"], step["request_id"], clock=env.clock)
+    again = change_jobs.run_step_job(op_id, step["index"], step["request_id"], clock=env.clock)
     assert again["events"][0]["state"] == "skipped"
-    resumed = ops_jobs.resume_job(op_id, "U0ALICE", clock=env.clock)
+    resumed = change_jobs.resume_job(op_id, "U0ALICE", clock=env.clock)
     op = operation.load(env.conn, op_id)
     assert op is not None
     assert op["steps"][step["index"]]["state"] == "done"
@@ -332,7 +334,7 @@ def test_concurrent_approvals_run_the_step_once(env_for: Callable[..., Env],
                                    decision="approve", approvers=env.org.approvers,
                                    request_id=step["request_id"])
         if decision.ok:
-            wins.append(ops_jobs.enqueue_step(conn, decision.record or {}, meta={},
+            wins.append(change_jobs.enqueue_step(conn, decision.record or {}, meta={},
                                               on_success="tests.test_operations_lab.noop",
                                               on_failure="tests.test_operations_lab.noop"))
         else:
@@ -340,7 +342,7 @@ def test_concurrent_approvals_run_the_step_once(env_for: Callable[..., Env],
             record = approval.get(conn, op_id, step["index"]) or {}
             if record.get("state") in ("approved", "enqueued", "running", "done"):
                 queue(CHANGE_QUEUE, conn).enqueue_call(
-                    "workers.ops_jobs.run_step_job",
+                    "workers.jobs.change_jobs.run_step_job",
                     args=(op_id, step["index"], step["request_id"]),
                     job_id=approval.job_id(record))
 
@@ -365,21 +367,21 @@ def test_sweep_offers_post_publish_steps_once_the_staged_cert_is_published(
     staged certificate, the post-publish steps come up for approval on the card."""
     from rq import SimpleWorker
 
-    from workers.queues import CHANGE_QUEUE, SERIALIZER, queue
-    from workers.sweep import sweep
+    from workers.jobs.queues import CHANGE_QUEUE, SERIALIZER, queue
+    from workers.warnings.sweep import sweep
 
     env = env_for("expiring-sha1")
     op_id = start(env)
     for _ in range(40):  # approve and run until the operation waits for publication
         op = operation.load(env.conn, op_id)
         assert op is not None and op["state"] not in operation.CLOSED_STATES
-        index = operations.next_index(op)
+        index = lifecycle.next_index(op)
         if op["state"] == "waiting" and op["steps"][index]["title"] == "Watch for publication":
             break
         if op["state"] == "waiting":
             env.handle.org.advance(datetime.fromisoformat(op["resume_at"])
                                    - env.handle.org.now() + timedelta(minutes=1))
-            ops_jobs.resume_due_job(clock=env.clock)
+            change_jobs.resume_due_job(clock=env.clock)
             continue
         approve_and_run(env, op_id)
     else:

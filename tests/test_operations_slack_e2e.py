@@ -15,14 +15,15 @@ import pytest
 from rq import SimpleWorker
 from slack_bolt import App
 
-from bot import cards
+from bot.render import operation_card
 from tests.slack_mock import SlackMock
 from tests.test_approvals_slack import CHANNEL, bot, click, slack, slash, wait_until
 from tests.test_operations_lab import APPROVER, Env, all_pools_work, auth_creations
 from tests.test_operations_lab import env_for as env_for  # the fixture
-from workers import audit, operation
-from workers.cron import enqueue_resume_due
-from workers.queues import CHANGE_QUEUE, SERIALIZER, queue
+from workers import audit
+from workers.changes import operation
+from workers.jobs.cron import enqueue_resume_due
+from workers.jobs.queues import CHANGE_QUEUE, SERIALIZER, queue
 
 __all__ = ["bot", "slack"]  # fixtures used below
 
@@ -37,7 +38,7 @@ def card_approve_value(slack: SlackMock) -> str | None:
     blocks = json.loads(blocks) if isinstance(blocks, str) else blocks
     for block in blocks:
         for element in block.get("elements", []) if block.get("type") == "actions" else []:
-            if element.get("action_id") == cards.APPROVE_ACTION:
+            if element.get("action_id") == operation_card.APPROVE_ACTION:
                 return str(element["value"])
     return None
 
@@ -68,7 +69,7 @@ def drive_via_slack(env: Env, app: App, slack: SlackMock,
         value = wait_until(lambda: (card_approve_value(slack) or "") not in ("", *clicked)
                            and card_approve_value(slack))
         clicked.add(value)
-        assert click(app, APPROVER, cards.APPROVE_ACTION, value) == 200
+        assert click(app, APPROVER, operation_card.APPROVE_ACTION, value) == 200
         wait_until(lambda: changes.count >= 1)
         work()
     raise AssertionError(f"operation did not finish: {op['state']}")

@@ -21,7 +21,9 @@ from rq import SimpleWorker
 from rq.job import Job
 from slack_bolt import App
 
-from bot import approvals, cards, commands, ops_notify, views, warnings_notify
+from bot.callbacks import operation_progress
+from bot.listeners import command_text, operation_actions
+from bot.render import messages, operation_card, warning_notice
 from config.load import load_settings
 from tests.fixtures_lab import control
 from tests.slack_mock import SlackMock
@@ -40,10 +42,11 @@ from tests.test_approvals_slack import (
 from tests.test_jobs_status import Stack, stack_for
 from tests.test_operations_lab import Env
 from tests.test_operations_lab import env_for as env_for  # the fixture
-from workers import audit, operation
-from workers.exchange import ExchangeFailed
-from workers.queues import CHANGE_QUEUE, SERIALIZER, queue
-from workers.warnings import Notice
+from workers import audit
+from workers.changes import operation
+from workers.exchange.errors import ExchangeFailed
+from workers.jobs.queues import CHANGE_QUEUE, SERIALIZER, queue
+from workers.warnings.rules import Notice
 
 __all__ = ["bot", "slack", "stack_for"]  # fixtures used below
 
@@ -100,10 +103,10 @@ def assert_inert(mrkdwn: list[str] | str, *fields: str) -> None:
 
 
 def test_escape_replaces_exactly_slacks_three_characters_once() -> None:
-    assert views.escape("<!channel> & <@U1> <a|b>") == \
+    assert messages.escape("<!channel> & <@U1> <a|b>") == \
         "&lt;!channel&gt; &amp; &lt;@U1&gt; &lt;a|b&gt;"
-    assert views.escape("&lt;") == "&amp;lt;"  # literal text stays literal
-    assert views.escape("*bold* `code` _x_ 'q' \"d\"") == "*bold* `code` _x_ 'q' \"d\""
+    assert messages.escape("&lt;") == "&amp;lt;"  # literal text stays literal
+    assert messages.escape("*bold* `code` _x_ 'q' \"d\"") == "*bold* `code` _x_ 'q' \"d\""
 
 
 # --- view builders, a hostile string in every outside field -------------------------------
@@ -136,7 +139,7 @@ def hostile_status() -> dict[str, Any]:
 
 
 def test_status_report_shows_every_outside_field_escaped() -> None:
-    message = views.status_message(hostile_status(), "critical")
+    message = messages.status_message(hostile_status(), "critical")
     mrkdwn, plain = texts(message)
     assert_inert(mrkdwn, "thumbprint", "sighash", "server", "down", "winrm", "backend",
                  "finding", "action", "org", "checked")
@@ -152,15 +155,15 @@ def test_plan_failure_retry_and_placeholder_escape_outside_text() -> None:
                     "endpoint": hostile("endpoint"), "changes_state": True,
                     "command": "New-ExchangeCertificate -FriendlyName '" + hostile("command")
                                + "'", "note": hostile("note")}]}]}
-    message = views.plan_message(document)
+    message = messages.plan_message(document)
     assert_inert(texts(message)[0], "org", "checked", "reason", "title", "server", "endpoint",
                  "command", "note")
     assert_inert(message["text"], "org")
-    for message in (views.failure_message(hostile("org"), "status", hostile("error")),
-                    views.retrying_message(hostile("org"), "status", hostile("error"), 1, 5)):
+    for message in (messages.failure_message(hostile("org"), "status", hostile("error")),
+                    messages.retrying_message(hostile("org"), "status", hostile("error"), 1, 5)):
         assert_inert(texts(message)[0], "org", "error")
         assert_inert(message["text"], "org", "error")
-    message = views.placeholder_message(hostile("org"), "status")
+    message = messages.placeholder_message(hostile("org"), "status")
     assert_inert(texts(message)[0], "org")
     assert_inert(message["text"], "org")
 
@@ -179,7 +182,7 @@ def hostile_op(state: str = "open") -> dict[str, Any]:
 
 def test_operation_card_and_thread_lines_escape_outside_text() -> None:
     op = hostile_op()
-    card = cards.operation_card(op)
+    card = operation_card.operation_card(op)
     mrkdwn, plain = texts(card)
     assert_inert(mrkdwn, "title", "server", "param", "note", "requester", "reason")
     assert_inert(card["text"], "org")
@@ -188,49 +191,52 @@ def test_operation_card_and_thread_lines_escape_outside_text() -> None:
                    for e in b["elements"] if "confirm" in e)["confirm"]["text"]["text"]
     assert_inert(confirm, "title", "server")
 
-    waiting = cards.operation_card({**op, "state": "waiting"})
+    waiting = operation_card.operation_card({**op, "state": "waiting"})
     assert_inert(texts(waiting)[0], "waiting")
 
-    line = cards.progress_line(op, {"step": 0, "state": "failed", "detail": hostile("exchange")})
+    failed = {"step": 0, "state": "failed", "detail": hostile("exchange")}
+    line = operation_card.progress_line(op, failed)
     assert_inert(line, "title", "exchange")
-    line = cards.progress_line(op, {"step": None, "state": "done", "detail": hostile("done")})
+    done = {"step": None, "state": "done", "detail": hostile("done")}
+    line = operation_card.progress_line(op, done)
     assert_inert(line, "done")
     # our own mention still works
-    assert "<@U0ALICE>" in "\n".join(texts(cards.operation_card({**op, "requester": "U0ALICE"}))[0])
+    card = operation_card.operation_card({**op, "requester": "U0ALICE"})
+    assert "<@U0ALICE>" in "\n".join(texts(card)[0])
 
 
 def test_commands_echo_what_was_typed_escaped() -> None:
     orgs = {hostile("org"): "C0OPS", "lab": "C0LAB"}
     for text in (hostile("word"), f"status {hostile('word')}", f"fix {hostile('word')}",
                  f"backend lab ex1 {hostile('word')}"):
-        reply = commands.interpret(text, "C0OPS", orgs)
-        assert isinstance(reply, commands.Reply), text
+        reply = command_text.interpret(text, "C0OPS", orgs)
+        assert isinstance(reply, command_text.Reply), text
         mrkdwn = reply.text
         for token in RAW_TOKENS:
             assert token not in mrkdwn, (text, mrkdwn)
         assert "&amp;lt;" not in mrkdwn
-    assert_inert(commands.interpret("orgs", "C0OPS", orgs).text, "org")  # type: ignore[union-attr]
+    assert_inert(command_text.interpret("orgs", "C0OPS", orgs).text, "org")  # type: ignore[union-attr]
     # our own channel links still work
-    assert "<#C0LAB>" in commands.interpret("orgs", "C0OPS", orgs).text  # type: ignore[union-attr]
+    assert "<#C0LAB>" in command_text.interpret("orgs", "C0OPS", orgs).text  # type: ignore[union-attr]
 
 
 def test_warning_messages_escape_notice_text_and_org() -> None:
     notice = Notice(key="k", band=7, kind="new", severity="warning",
                     text=f":warning: *lab*: {hostile('notice')}")
-    for message in (warnings_notify.warning_message(hostile("org"), notice),
-                    warnings_notify.warning_message(hostile("org"), notice, fresh=True)):
+    for message in (warning_notice.warning_message(hostile("org"), notice),
+                    warning_notice.warning_message(hostile("org"), notice, fresh=True)):
         mrkdwn, _ = texts(message)
         assert_inert(mrkdwn, "notice", "org")
         assert "*lab*" in mrkdwn[1]  # our emphasis stays
-    assert_inert(texts(warnings_notify.resolved_message(notice))[0], "notice")
+    assert_inert(texts(warning_notice.resolved_message(notice))[0], "notice")
 
 
 def test_operation_subcommand_answers_escape_outside_text(
         bot: Callable[..., tuple[Env, App]], slack: SlackMock) -> None:
     env, _ = bot()
     op_id, op, _ = open_card(env)
-    handlers = approvals.Approvals(load_settings(), env.conn, None)  # type: ignore[arg-type]
-    answer = approvals.resume(env.conn, handlers, handlers.settings, "U0ALICE", CHANNEL,
+    handlers = operation_actions.Approvals(load_settings(), env.conn, None)  # type: ignore[arg-type]
+    answer = operation_actions.resume(env.conn, handlers, handlers.settings, "U0ALICE", CHANNEL,
                               hostile("opid"))
     assert_inert(answer)  # clipped to 40 characters, so not the whole field
     assert answer.startswith("No operation `&lt;!channel&gt; &lt;@U0EVIL&gt;")
@@ -241,19 +247,19 @@ def test_operation_subcommand_answers_escape_outside_text(
 
     operation.update(env.conn, op_id, mutate)
     org = handlers.settings.org(op["org"])
-    assert_inert(approvals.ops(env.conn, org), "title")
+    assert_inert(operation_actions.ops(env.conn, org), "title")
     audit.record(env.conn, org=org.name, actor="U0EVE", action="approval.deny",
                  target=f"{op_id}/1", outcome="denied", detail={"reason": hostile("audit")})
-    assert_inert(approvals.audit_text(env.conn, org), "audit")
+    assert_inert(operation_actions.audit_text(env.conn, org), "audit")
 
 
 def test_operation_job_failure_line_escapes_the_exchange_error(
         bot: Callable[..., tuple[Env, App]], slack: SlackMock) -> None:
     env, _ = bot()
-    job = Job.create("workers.ops_jobs.start_operation_job", connection=env.conn,
+    job = Job.create("workers.jobs.change_jobs.start_operation_job", connection=env.conn,
                      meta={"reply": {"channel": CHANNEL}, "what": "fix"})
     error = ExchangeFailed("ex1.contoso.lab", "New-ExchangeCertificate", hostile("exchange"))
-    ops_notify.operation_job_failed(job, env.conn, ExchangeFailed, error, None)
+    operation_progress.operation_job_failed(job, env.conn, ExchangeFailed, error, None)
     said = slack.wait_for("chat.postMessage")[-1].params["text"]
     assert_inert(said, "exchange")
 
@@ -300,7 +306,7 @@ def test_hostile_exchange_error_of_a_step_reaches_the_thread_escaped(
         "server": step["server"].split(".")[0], "endpoint": "any", "kind": "error",
         "cmdlet": step["cmdlet"], "message": hostile("exchange")})
     start = len(slack.calls)
-    assert click(app, GROUP_MEMBER, cards.APPROVE_ACTION, value) == 200
+    assert click(app, GROUP_MEMBER, operation_card.APPROVE_ACTION, value) == 200
     changes = queue(CHANGE_QUEUE, env.conn)
     wait_until(lambda: changes.count == 1)
     SimpleWorker([changes], connection=env.conn, serializer=SERIALIZER).work(burst=True)

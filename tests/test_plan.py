@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from tests.test_findings import CUR, NOW, NXT, PREV, cert, fqdn, org, server
-from workers.model import BackendObs, OrgObs
-from workers.plan import (
+from workers.changes.plan import (
     EXPORTED_FILE_DATA,
     NEW_THUMBPRINT,
     Step,
@@ -20,8 +19,9 @@ from workers.plan import (
     secret_ref,
     steps,
 )
-from workers.report import build_status
-from workers.step_kind import StepKind
+from workers.changes.step_kind import StepKind
+from workers.status.observation import BackendObs, OrgObs
+from workers.status.report import build_status
 
 E1, E2, E3 = fqdn("ex1"), fqdn("ex2"), fqdn("ex3")
 

@@ -15,16 +15,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from workers import (
-    approval,
-    audit,
-    cron,
-    execute,
-    lock,
-    operation,
-    redis_keys,
-    warning_state,
-)
+from workers import audit, redis_keys
+from workers.changes import approval, execute, operation, writer_lock
+from workers.jobs import cron
+from workers.warnings import warning_state
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,7 +62,7 @@ def test_every_key_function_is_pinned() -> None:
 
 def test_the_modules_build_their_keys_from_redis_keys() -> None:
     slot = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
-    assert lock.lock_key("contoso") == "exauth:lock:contoso"
+    assert writer_lock.lock_key("contoso") == "exauth:lock:contoso"
     assert cron.LOCK_KEY == "exauth:lock:_cron"
     assert cron.slot_key("contoso", slot) == "exauth:cron:slot:contoso:20250301T0800Z"
     assert execute.secret_key("a1b2c3", "pfx") == "exauth:secret:a1b2c3:pfx"
@@ -124,8 +118,8 @@ def test_data_stored_under_the_old_strings_is_found(conn: redis.Redis) -> None:
         {"token": "f" * 32, "owner": "old-worker", "acquired_at": "2025-03-01T12:00:00+00:00"}),
         px=30_000)
     with (
-        pytest.raises(lock.LockBusy, match="old-worker holds its writer lock"),
-        lock.held(conn, "contoso", "new-worker", 30),
+        pytest.raises(writer_lock.LockBusy, match="old-worker holds its writer lock"),
+        writer_lock.held(conn, "contoso", "new-worker", 30),
     ):
         pass  # pragma: no cover - never entered
 

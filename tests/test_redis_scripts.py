@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 import redis
 
-from workers import approval, audit, lock, operation, warning_state
+from workers import audit
+from workers.changes import approval, operation, writer_lock
 from workers.redis_scripts import LuaScript
-from workers.warnings import Notice
+from workers.warnings import warning_state
+from workers.warnings.rules import Notice
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -50,8 +52,9 @@ def test_every_script_goes_by_sha(rec: Recording) -> None:
                          now=T0, channel="C1", ts="1.1")
     assert warning_state.snooze(rec, "contoso", "auth:current:AB", "UBOB", now=T0)
     audit.record(rec, org="contoso", actor="UBOB", action="fix", target="t", outcome="ok", now=T0)
-    token = lock.acquire(rec, "contoso", "w1", 30)
-    assert token and lock.extend(rec, "contoso", token, 60) and lock.release(rec, "contoso", token)
+    token = writer_lock.acquire(rec, "contoso", "w1", 30)
+    assert token and writer_lock.extend(rec, "contoso", token, 60)
+    assert writer_lock.release(rec, "contoso", token)
 
     assert "EVAL" not in rec.sent
     assert rec.sent.count("EVALSHA") >= 10

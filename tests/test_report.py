@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 
 from tests.test_findings import CUR, NOW, NXT, PREV, backend, cert, fqdn, healthy, org, server
-from workers.model import BackendObs
-from workers.report import build_status, exit_code, overall
+from workers.status.observation import BackendObs
+from workers.status.report import build_status, exit_code, overall
 
 E1, E2, E3 = fqdn("ex1"), fqdn("ex2"), fqdn("ex3")
 CERT_KEYS = {"thumbprint", "subject", "not_before", "not_after", "days_left", "signature_hash",

@@ -16,8 +16,9 @@ import pytest
 from config.lab_settings import settings_for_lab
 from config.load import settings_from_dict
 from config.schema import OrgSettings
-from workers.exchange import ExchangeClient, SessionCache
-from workers.status import collect, status
+from workers.exchange.client import ExchangeClient
+from workers.exchange.session import SessionCache
+from workers.status.collect import collect, status
 
 
 def lab_org(handle: Any) -> OrgSettings:

@@ -20,11 +20,13 @@ from lab import cmdlets
 from lab.scenario import builtin_names
 from lab.serve import LabHandle
 from tests.test_status_lab import lab_org
-from workers.certificate import server_from
-from workers.exchange import ExchangeClient, Params, SessionCache, Statement
-from workers.findings import is_in_scope
-from workers.report import build_status
-from workers.status import collect
+from workers.exchange.certificate import server_from
+from workers.exchange.client import ExchangeClient
+from workers.exchange.session import SessionCache
+from workers.exchange.target import Params, Statement
+from workers.status.collect import collect
+from workers.status.findings import is_in_scope
+from workers.status.report import build_status
 
 
 class WholeObjects(ExchangeClient):

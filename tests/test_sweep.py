@@ -19,17 +19,20 @@ import pytest
 import redis
 from slack_sdk import WebClient
 
-from bot.warnings_notify import SNOOZE_ACTION, deliver, handle_snooze
+from bot.callbacks.warning_posts import deliver
+from bot.listeners.warning_buttons import handle_snooze
+from bot.render.warning_notice import SNOOZE_ACTION
 from config.load import load_settings
 from config.schema import OrgSettings, Settings
 from lab.serve import LabHandle, config_toml
 from tests.slack_mock import BOT_TOKEN, Call, SlackMock
-from workers import audit, warning_state
-from workers.approval import GroupCache
+from workers import audit
+from workers.changes.approval import GroupCache
 from workers.clock import FixedClock
-from workers.queues import CHANGE_QUEUE, READ_QUEUE, SERIALIZER, queue
-from workers.sweep import enqueue_sweep, sweep
-from workers.worker import run as run_worker
+from workers.jobs.queues import CHANGE_QUEUE, READ_QUEUE, SERIALIZER, queue
+from workers.jobs.worker import run as run_worker
+from workers.warnings import warning_state
+from workers.warnings.sweep import enqueue_sweep, sweep
 
 CHANNEL = "C0WARN"
 APPROVER = "U0APPROVER"
@@ -223,9 +226,9 @@ def test_buttons_registered_on_the_bolt_app(lab_org: Callable[..., Org], conn: r
     recommended operation, as /exauth fix does)."""
     from slack_bolt import App, BoltRequest
 
-    from bot.after_ack import AfterAck
-    from bot.approvals import Approvals
-    from bot.warnings_notify import register
+    from bot.listeners.after_ack import AfterAck
+    from bot.listeners.operation_actions import Approvals
+    from bot.listeners.warning_buttons import register
     from tests.slack_mock import SIGNING_SECRET, signed_headers
 
     org = lab_org(20)
@@ -254,7 +257,7 @@ def test_buttons_registered_on_the_bolt_app(lab_org: Callable[..., Org], conn: r
     while not queue(CHANGE_QUEUE, conn).get_jobs() and time.monotonic() < deadline:
         time.sleep(0.02)
     [job] = queue(CHANGE_QUEUE, conn).get_jobs()
-    assert job.func_name == "workers.ops_jobs.start_operation_job"
+    assert job.func_name == "workers.jobs.change_jobs.start_operation_job"
     assert list(job.args[:3]) == ["lab", None, APPROVER]  # recommended action, for the clicker
     told = slack.wait_for("chat.postEphemeral")[-1].params["text"]
     assert "preparing the change the status recommends" in told

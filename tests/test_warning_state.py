@@ -1,4 +1,4 @@
-"""Warning state in a real Redis (workers.warning_state): commit, claims, counters, snooze,
+"""Warning state in a real Redis (workers.warnings.warning_state): commit, claims, counters, snooze,
 expiry of everything under exauth:warn:."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 
-from workers import warning_state as ws
-from workers.warnings import Notice
+from workers.warnings import warning_state as ws
+from workers.warnings.rules import Notice
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 ORG = "contoso"

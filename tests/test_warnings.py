@@ -1,4 +1,4 @@
-"""The pure warning rules (workers.warnings): subjects, bands, and what to post when.
+"""The pure warning rules (workers.warnings.rules): subjects, bands, and what to post when.
 
 State between sweeps is applied here by a tiny stand-in for warning_state.commit, so each
 test reads as a sequence of daily sweeps; tests/test_warning_state.py and
@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from workers.warnings import (
+from workers.warnings.rules import (
     Notice,
     WarnState,
     band_for,

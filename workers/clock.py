@@ -1,7 +1,7 @@
 """This process's clock, as one object passed to the code that needs the time.
 
 exauth judges an org on the org's own clock (README): a fresh read's `checked_at` is the
-writer's Get-Date (workers.status), a waiting operation is due when the org says so
+writer's Get-Date (workers.status.collect), a waiting operation is due when the org says so
 (`execute.org_now`), and warnings count on it (`warning_state.on_org_clock`). A `Clock`
 is the other time - ours: the books (when a step ran, an operation closed) and the answer
 when the org cannot say. It is passed as a parameter, defaulting to `SYSTEM_CLOCK`, instead

@@ -7,30 +7,32 @@ found after an upgrade, so a change here is a migration, and tests/test_redis_ke
 every string.
 
 Not here: RQ's own keys (`rq:queue:...`, `rq:job:...`), which RQ names from the queue names
-in workers.queues and the job ids callers choose (workers.approval.job_id). The arguments are
-used as given; the modules that own a key check their names (workers.lock, workers.operation,
-workers.approval, ...) before building it, as they did before.
+in workers.jobs.queues and the job ids callers choose (workers.changes.approval.job_id). The
+arguments are
+used as given; the modules that own a key check their names (workers.changes.writer_lock,
+workers.changes.operation,
+workers.changes.approval, ...) before building it, as they did before.
 """
 
 from __future__ import annotations
 
 ROOT = "exauth:"
 
-# The prefix of every operation document; workers.operation's create script needs it to
+# The prefix of every operation document; workers.changes.operation's create script needs it to
 # look up other ids of the org inside Lua (an id is appended there).
 OPERATION_PREFIX = ROOT + "op:"
 
 
 def writer_lock(name: str) -> str:
-    """`exauth:lock:<org>`: the org's writer lock (workers.lock); a string, JSON
+    """`exauth:lock:<org>`: the org's writer lock (workers.changes.writer_lock); a string, JSON
     {token, owner, acquired_at}, expiring after the holder's TTL (a change step:
-    workers.queues.CHANGE_TIMEOUT). The cron leader uses the name `_cron` (no org's)."""
+    workers.jobs.queues.CHANGE_TIMEOUT). The cron leader uses the name `_cron` (no org's)."""
     return f"{ROOT}lock:{name}"
 
 
 def secret(op_id: str, name: str) -> str:
     """`exauth:secret:<op id>:<name>`: a secret an operation generated (the PFX password of
-    an export/import); a string, expiring after workers.execute.SECRET_TTL_S (7 days), and
+    an export/import); a string, expiring after workers.changes.execute.SECRET_TTL_S (7 days), and
     deleted when the operation forgets its secrets."""
     return f"{ROOT}secret:{op_id}:{name}"
 
@@ -43,19 +45,19 @@ def secrets_of(op_id: str) -> str:
 def cron_slot(org: str, slot_id: str) -> str:
     """`exauth:cron:slot:<org>:<slot id>`: claimed (SET NX) by the cron scheduler before it
     enqueues the job due at that time (`YYYYMMDDTHHMMZ`), so a slot runs once; a string "1",
-    expiring after workers.cron.SLOT_TTL (3 days)."""
+    expiring after workers.jobs.cron.SLOT_TTL (3 days)."""
     return f"{ROOT}cron:slot:{org}:{slot_id}"
 
 
 def operation(op_id: str) -> str:
-    """`exauth:op:<id>`: one operation document (workers.operation); a string, JSON with a
+    """`exauth:op:<id>`: one operation document (workers.changes.operation); a string, JSON with a
     `version` for compare-and-set; no expiry (closed ones stay as the record)."""
     return OPERATION_PREFIX + op_id
 
 
 def org_operations(org: str) -> str:
     """`exauth:ops:<org>`: ids of the org's open operations (at most one); a set, no
-    expiry; kept by workers.operation's Lua scripts."""
+    expiry; kept by workers.changes.operation's Lua scripts."""
     return f"{ROOT}ops:{org}"
 
 
@@ -84,7 +86,7 @@ def _warn(org: str) -> str:
 def warning_state(org: str, subject: str) -> str:
     """`exauth:warn:<org>:s:<subject key>`: what was said about one warning subject (band,
     severity, Slack message, snooze, failure count); a hash, expiring after
-    workers.warning_state.STATE_TTL (35 days), refreshed by each sweep that sees it."""
+    workers.warnings.warning_state.STATE_TTL (35 days), refreshed by each sweep that sees it."""
     return f"{_warn(org)}s:{subject}"
 
 
@@ -97,7 +99,7 @@ def warning_index(org: str) -> str:
 def warning_claim(org: str, subject: str) -> str:
     """`exauth:warn:<org>:claim:<subject key>`: taken by the sweep posting that notice, so
     two sweeps never post it twice; a string (the notice kind), expiring after
-    workers.warning_state.CLAIM_TTL (15 minutes), deleted once posted."""
+    workers.warnings.warning_state.CLAIM_TTL (15 minutes), deleted once posted."""
     return f"{_warn(org)}claim:{subject}"
 
 
@@ -119,6 +121,8 @@ def org_audit_stream(org: str) -> str:
 
 
 def slack_delivery(trigger_id: str) -> str:
-    """`exauth:dedupe:<trigger id>`: a slash command delivery already handled (bot.after_ack
-    drops a repeat); a string "1", expiring after bot.after_ack.DEDUPE_TTL_SECONDS (1 h)."""
+    """`exauth:dedupe:<trigger id>`: a slash command delivery already handled
+    (bot.listeners.after_ack
+    drops a repeat); a string "1", expiring after bot.listeners.after_ack.DEDUPE_TTL_SECONDS (1
+    h)."""
     return f"{ROOT}dedupe:{trigger_id}"

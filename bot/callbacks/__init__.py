@@ -1,0 +1,1 @@
+"""RQ callbacks that run in the worker and write to Slack."""

@@ -1,0 +1,93 @@
+"""RQ callbacks that put a job's outcome into Slack.
+
+They run inside the worker process (RQ calls them by dotted path, e.g.
+"bot.callbacks.job_results.status_ready", so `workers/` never imports `bot/`). Each one replaces the
+placeholder message the bot posted (channel and ts travel in job meta) with the report or
+with one clear line saying why it failed.
+
+A callback never raises for a Slack problem: RQ would treat a raising success callback as
+a failed job and retry it, re-reading Exchange only because Slack hiccuped. Slack's
+rate limits are honoured inside the client (bot.slack); anything else is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from redis import Redis
+from rq.job import Job
+from slack_sdk.errors import SlackApiError
+
+from bot.render import messages
+from bot.slack import callback_client
+from workers.jobs.read_jobs import failure_reason, is_permanent
+
+log = logging.getLogger(__name__)
+
+# Placeholders that cannot be edited any more (deleted, too old): post a new message.
+REPOST_ERRORS = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
+
+# The read jobs' callbacks by dotted path (RQ resolves them in the worker: workers.jobs.queues).
+ON_SUCCESS = {"status": "bot.callbacks.job_results.status_ready",
+              "plan": "bot.callbacks.job_results.plan_ready"}
+ON_FAILURE = "bot.callbacks.job_results.job_failed"
+
+
+def status_ready(job: Job, connection: Redis, result: Any) -> None:
+    from workers.status.report import overall
+
+    _deliver(job, lambda: messages.status_message(result, overall(result)))
+
+
+def plan_ready(job: Job, connection: Redis, result: Any) -> None:
+    _deliver(job, lambda: messages.plan_message(result))
+
+
+def job_failed(job: Job, connection: Redis, exc_type: type[BaseException] | None,
+               exc_value: BaseException | None, tb: TracebackType | None) -> None:
+    """Runs after every failed attempt; says "retrying" while RQ still has retries left.
+
+    RQ calls this before it decides about a retry; `job.retries_left` is what it will use
+    (workers.jobs.read_jobs zeroes it for permanent errors), so the message matches what happens.
+    """
+    meta = job.meta or {}
+    org = str(meta.get("org") or "?")
+    kind = str(meta.get("kind") or "status")
+    reason = failure_reason(exc_type, exc_value, job.timeout)
+    retrying = bool(job.retries_left) and not (exc_value is not None and is_permanent(exc_value))
+    if retrying:
+        attempt = (job.number_of_retries or 0) + 1
+        delay = job.get_retry_interval()
+        _deliver(job, lambda: messages.retrying_message(org, kind, reason, attempt, delay))
+    else:
+        _deliver(job, lambda: messages.failure_message(org, kind, reason))
+
+
+def _deliver(job: Job, build: Callable[[], messages.Message]) -> None:
+    reply = (job.meta or {}).get("reply") or {}
+    channel, ts = reply.get("channel"), reply.get("ts")
+    if not channel:
+        log.warning("job %s has no Slack reply target; nothing to update", job.id)
+        return
+    try:
+        message = build()
+        client = callback_client()
+        if ts:
+            try:
+                client.chat_update(channel=channel, ts=ts, text=message["text"],
+                                   blocks=message["blocks"])
+                return
+            except SlackApiError as exc:
+                if exc.response.get("error") not in REPOST_ERRORS:
+                    raise
+        client.chat_postMessage(channel=channel, text=message["text"], blocks=message["blocks"])
+    except SlackApiError as exc:
+        log.warning("job %s: Slack refused the update: %s", job.id, exc.response.get("error"))
+    except Exception as exc:
+        log.warning("job %s: could not update Slack: %s: %s", job.id, type(exc).__name__,
+                    str(exc).splitlines()[0] if str(exc) else "")
+
+

@@ -1,0 +1,1 @@
+"""bolt listeners: thin - parse, check, enqueue, answer."""

@@ -1,0 +1,1 @@
+"""What people see: Block Kit messages, the operation card, terminal tables."""

@@ -1,0 +1,414 @@
+"""Slack messages (Block Kit) built from the plain documents the workers return.
+
+Pure functions: a status dict in, `{"text", "blocks"}` out, so every limit Slack enforces
+is unit tested without Slack. Slack rejects a whole message (`invalid_blocks`) when one
+limit is broken, and an org with dozens of servers easily breaks them, so everything here
+is built to a budget: at most 50 blocks, at most 3000 characters per text object, a
+header of at most 150 characters. Long lists are summarised ("57 more servers fine")
+rather than cut mid-line. `text` is always set: it is what notifications and screen
+readers show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+MAX_BLOCKS = 50
+MAX_TEXT = 3000
+MAX_HEADER = 150
+MAX_FALLBACK = 3000
+
+# Lists are capped so the biggest org still fits the block budget with room to spare.
+MAX_BACKEND_LINES = 25
+MAX_FINDING_LINES = 30
+MAX_UNREACHABLE_LINES = 15
+
+STATE_LABEL = {
+    "ok": (":white_check_mark:", "OK"),
+    "warning": (":warning:", "WARNING"),
+    "critical": (":red_circle:", "CRITICAL"),
+    "unknown": (":grey_question:", "UNKNOWN"),
+}
+SEVERITY_ICON = {"critical": ":red_circle:", "warning": ":warning:", "info": ":information_source:"}
+SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+PROBLEM_TEXT = {
+    "no_binding": "no https binding on *:444:",
+    "no_certificate": "binding has no certificate",
+    "not_in_store": "bound certificate is not in the store",
+    "expired": "expired",
+    "expiring": "expiring",
+    "unknown": "could not be checked",
+}
+
+Block = dict[str, Any]
+Message = dict[str, Any]
+
+
+# --- the status report ------------------------------------------------------------------
+
+
+def status_message(status: Mapping[str, Any], state: str) -> Message:
+    """The full report for one org; `state` is `workers.status.report.overall(status)`."""
+    org = str(status.get("org") or "?")
+    names = _short_names(status)
+    icon, label = STATE_LABEL.get(state, STATE_LABEL["unknown"])
+    blocks: list[Block] = [
+        _header(f"{icon} {org}: {label}"),
+        _context(_summary_line(status)),
+    ]
+    blocks += _sections(_auth_lines(status, names))
+    blocks.append({"type": "divider"})
+    blocks += _sections(_backend_lines(status, names))
+    findings = _finding_lines(status, names)
+    if findings:
+        blocks.append({"type": "divider"})
+        blocks += _sections(["*Findings*", *findings])
+    blocks.append({"type": "divider"})
+    blocks += _sections(["*Recommended*", *_action_lines(status, names)])
+    blocks.append(_context(
+        f"Checked at {escape(str(status.get('checked_at') or '?'))} · "
+        f"`/exauth plan {escape(org)}` shows the exact steps a fix would run"
+    ))
+    return {"text": _fallback(status, org, label), "blocks": _fit(blocks)}
+
+
+def _summary_line(status: Mapping[str, Any]) -> str:
+    servers = status.get("servers") or []
+    sites = status.get("sites") or []
+    down = [s for s in servers if not s.get("reachable", True)]
+    parts = [f"{len(servers)} server{'s' if len(servers) != 1 else ''}",
+             f"{len(sites)} AD site{'s' if len(sites) != 1 else ''}"]
+    if down:
+        parts.append(f"*{len(down)} unreachable*")
+    if status.get("hybrid"):
+        parts.append("hybrid")
+    return " · ".join(parts)
+
+
+def _auth_lines(status: Mapping[str, Any], names: Mapping[str, str]) -> list[str]:
+    auth = status.get("auth") or {}
+    lines = ["*Auth Certificate* (Get-AuthConfig)"]
+    for role in ("current", "next", "previous"):
+        cert = auth.get(role)
+        title = role.capitalize()
+        if cert is None:
+            lines.append(f"*{title}:* not set")
+            continue
+        lines.append(f"*{title}:* {_cert_line(cert)}")
+        if role == "next" and cert.get("effective"):
+            lines.append(f"    effective {_date(cert['effective'], with_time=True)}")
+        if role == "previous":
+            continue  # the old cert is expected to vanish from servers; where it is matters not
+        if cert.get("missing_on"):
+            lines.append(f"    :x: missing on {_server_list(cert['missing_on'], names)}")
+        if cert.get("unknown_on"):
+            lines.append(f"    :grey_question: not checked on "
+                         f"{_server_list(cert['unknown_on'], names)}")
+    return lines
+
+
+def _cert_line(cert: Mapping[str, Any]) -> str:
+    parts = [f"`{escape(str(cert.get('thumbprint') or '?'))}`"]
+    if cert.get("not_after"):
+        parts.append(_expiry(cert["not_after"], cert.get("days_left")))
+    else:
+        parts.append("not found on any server")
+    details = [escape(str(cert["signature_hash"]))] if cert.get("signature_hash") else []
+    if cert.get("key_size"):
+        details.append(f"{cert['key_size']} bit")
+    if details:
+        parts.append(" ".join(details))
+    return " · ".join(parts)
+
+
+def _backend_lines(status: Mapping[str, Any], names: Mapping[str, str]) -> list[str]:
+    """Problems first, one line each; fine servers are counted, not listed, in big orgs."""
+    rows = list(status.get("backend") or [])
+    reachable = {s.get("fqdn"): s.get("reachable", True) for s in status.get("servers") or []}
+    errors = {s.get("fqdn"): s.get("error") for s in status.get("servers") or []}
+    bad = [r for r in rows if r.get("problem")]
+    good = [r for r in rows if not r.get("problem")]
+    lines = ["*Back end certificates* (Exchange Back End, https *:444:)"]
+    if not rows:
+        lines.append("no in-scope servers")
+        return lines
+    shown_good = good if len(bad) + len(good) <= MAX_BACKEND_LINES else []
+    for row in bad[:MAX_BACKEND_LINES]:
+        server = row.get("server")
+        problem = str(row.get("problem"))
+        text = PROBLEM_TEXT.get(problem, problem)
+        if problem == "unknown" and not reachable.get(server, True):
+            text = f"unreachable: {escape(_one_line(errors.get(server) or 'no answer'))}"
+        detail = ""
+        if row.get("not_after"):
+            detail = f" · `{escape(str(row.get('thumbprint') or '?'))}` " \
+                     f"{_expiry(row['not_after'], row.get('days_left'))}"
+        lines.append(f":x: `{_name(server, names)}` {text}{detail}")
+    if len(bad) > MAX_BACKEND_LINES:
+        lines.append(f"… and {len(bad) - MAX_BACKEND_LINES} more servers with problems")
+    for row in shown_good:
+        lines.append(f":white_check_mark: `{_name(row.get('server'), names)}` "
+                     f"`{escape(str(row.get('thumbprint') or '?'))}` "
+                     f"{_expiry(row.get('not_after'), row.get('days_left'))}")
+    if good and not shown_good:
+        soonest = min(good, key=lambda r: r.get("days_left") if r.get("days_left") is not None
+                      else 10**6)
+        lines.append(f":white_check_mark: {len(good)} more servers fine (soonest expiry: "
+                     f"`{_name(soonest.get('server'), names)}` in "
+                     f"{_days(soonest.get('days_left'))})")
+    return lines
+
+
+def _finding_lines(status: Mapping[str, Any], names: Mapping[str, str]) -> list[str]:
+    findings = sorted(status.get("findings") or [],
+                      key=lambda f: SEVERITY_ORDER.get(f.get("severity"), 3))
+    lines = []
+    for finding in findings[:MAX_FINDING_LINES]:
+        icon = SEVERITY_ICON.get(finding.get("severity"), ":grey_question:")
+        where = f" [`{_name(finding['server'], names)}`]" if finding.get("server") else ""
+        lines.append(f"{icon} *{finding.get('code')}*{where}: "
+                     f"{escape(_one_line(finding.get('message') or ''))}")
+    rest = findings[MAX_FINDING_LINES:]
+    if rest:
+        counts = _count(f.get("severity") or "?" for f in rest)
+        lines.append(f"… and {len(rest)} more findings ({counts})")
+    return lines
+
+
+def _action_lines(status: Mapping[str, Any], names: Mapping[str, str]) -> list[str]:
+    actions = status.get("actions") or []
+    if not actions:
+        return ["nothing to do"]
+    lines = []
+    for number, action in enumerate(actions, start=1):
+        servers = action.get("servers") or []
+        where = f" on {_server_list(servers, names)}" if servers else ""
+        lines.append(f"{number}. *{action.get('kind')}*{where}: "
+                     f"{escape(_one_line(action.get('reason') or ''))}")
+    return lines
+
+
+def _fallback(status: Mapping[str, Any], org: str, label: str) -> str:
+    findings = status.get("findings") or []
+    kinds = [a.get("kind") for a in status.get("actions") or [] if a.get("kind") != "none"]
+    text = f"exauth {escape(org)}: {label}"
+    if findings:
+        text += f" - {len(findings)} finding{'s' if len(findings) != 1 else ''} " \
+                f"({_count(f.get('severity') or '?' for f in findings)})"
+    if kinds:
+        text += f"; recommended: {', '.join(str(k) for k in kinds)}"
+    return _clip(text, MAX_FALLBACK)
+
+
+# --- other messages -----------------------------------------------------------------------
+
+
+def placeholder_message(org: str, kind: str) -> Message:
+    """What the channel sees at once; the worker's callback replaces it in place."""
+    doing = "Checking" if kind == "status" else "Planning for"
+    text = f"{doing} {escape(org)}..."
+    return {"text": text, "blocks": [
+        _section(f":hourglass_flowing_sand: {text}"),
+        _context("Reading Exchange over PowerShell Remoting; this message updates when done."),
+    ]}
+
+
+def retrying_message(org: str, kind: str, reason: str, attempt: int, delay: int | None) -> Message:
+    """One attempt failed and RQ will try again: say so instead of going silent."""
+    doing = "Checking" if kind == "status" else "Planning for"
+    when = f" in {delay} s" if delay else ""
+    text = (f"{doing} {escape(org)}... attempt {attempt} failed "
+            f"({escape(_one_line(reason))}); retrying{when}.")
+    return {"text": _clip(text, MAX_FALLBACK), "blocks": [
+        _section(f":hourglass_flowing_sand: {text}"),
+    ]}
+
+
+def failure_message(org: str, kind: str, reason: str) -> Message:
+    """The final word on a job that failed: one clear line, never a traceback."""
+    what = "check" if kind == "status" else "plan for"
+    text = f"Could not {what} {escape(org)}: {escape(_one_line(reason))}"
+    return {"text": _clip(text, MAX_FALLBACK), "blocks": [
+        _section(f":x: {text}"),
+        _context(f"Try again with `/exauth {kind} {escape(org)}`; `exauth config check` on the "
+                 "worker host tests every endpoint."),
+    ]}
+
+
+def operation_failure_text(what: str, reason: str, op_id: str | None = None) -> str:
+    """A failed operation job (start, step, resume...): one line, never a traceback; when
+    its operation is still open, how to pick it up again."""
+    text = f":x: exauth {what}: {escape(_one_line(reason))}"
+    if op_id:
+        text = text.rstrip(".") + (f". Operation `{op_id}` is kept; `/exauth resume {op_id}` "
+                                   "carries it on.")
+    return _clip(text, MAX_FALLBACK)
+
+
+def card_not_posted_text(op_id: str, org: str, error: str) -> str:
+    """For the requester alone: the operation exists but Slack took no card for it."""
+    return _clip(f":warning: Slack did not take the card of operation `{op_id}` for "
+                 f"{escape(org)} ({escape(_one_line(error))}). The operation is kept; "
+                 f"`/exauth resume {op_id}` posts its card here.", MAX_FALLBACK)
+
+
+def sweep_failure_text(org: str, reason: str) -> str:
+    """A warnings sweep that failed as a whole, for the org's channel (nobody asked)."""
+    return _clip(f":warning: exauth could not run the warnings check of {escape(org)}: "
+                 f"{escape(_one_line(reason))}. It runs again at its next scheduled time; "
+                 f"`/exauth status {escape(org)}` checks now.", MAX_FALLBACK)
+
+
+def plan_message(document: Mapping[str, Any]) -> Message:
+    """The decision and the exact steps, read-only (approval cards come with changes)."""
+    org = str(document.get("org") or "?")
+    actions = list(document.get("actions") or [])
+    blocks: list[Block] = [
+        _header(f":clipboard: {org}: plan"),
+        _context(f"From the status checked at {escape(str(document.get('checked_at') or '?'))}; "
+                 "nothing has been run."),
+    ]
+    for action in actions:
+        servers = action.get("servers") or []
+        where = f" on {_server_list(servers, {})}" if servers else ""
+        lines = [f"*{action.get('kind')}*{where}: {escape(_one_line(action.get('reason') or ''))}"]
+        for number, step in enumerate(action.get("steps") or [], start=1):
+            gate = ":lock: approval" if step.get("changes_state") else "read-only"
+            lines.append(f"{number}. [{gate}] {escape(str(step.get('title') or ''))} "
+                         f"_on {escape(str(step.get('server') or '?'))} "
+                         f"({escape(str(step.get('endpoint') or '?'))})_")
+            if step.get("command"):
+                lines.append(f"`{_clip(escape(_one_line(str(step['command']))), 1500)}`")
+            if step.get("note"):
+                lines.append(f"    _{escape(_one_line(str(step['note'])))}_")
+        blocks += _sections(lines)
+    if not actions:
+        blocks.append(_section("nothing to do"))
+    kinds = ", ".join(str(a.get("kind")) for a in actions) or "nothing to do"
+    return {"text": _clip(f"exauth plan {escape(org)}: {kinds}", MAX_FALLBACK),
+            "blocks": _fit(blocks)}
+
+
+# --- Block Kit building blocks, each within Slack's limits --------------------------------
+
+
+def _header(text: str) -> Block:
+    return {"type": "header",
+            "text": {"type": "plain_text", "text": _clip(text, MAX_HEADER), "emoji": True}}
+
+
+def _section(text: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": _clip(text, MAX_TEXT)}}
+
+
+def _context(text: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(text, MAX_TEXT)}]}
+
+
+def _sections(lines: Sequence[str]) -> list[Block]:
+    """Pack lines into as few sections as fit 3000 characters each, never splitting a line."""
+    blocks: list[Block] = []
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        line = _clip(line, MAX_TEXT)
+        extra = len(line) + (1 if chunk else 0)
+        if chunk and size + extra > MAX_TEXT:
+            blocks.append(_section("\n".join(chunk)))
+            chunk, size = [], 0
+            extra = len(line)
+        chunk.append(line)
+        size += extra
+    if chunk:
+        blocks.append(_section("\n".join(chunk)))
+    return blocks
+
+
+def _fit(blocks: list[Block]) -> list[Block]:
+    """Last line of defence for the 50-block limit: keep the head, say what was cut."""
+    if len(blocks) <= MAX_BLOCKS:
+        return blocks
+    kept = blocks[: MAX_BLOCKS - 1]
+    return [*kept, _context(f"… {len(blocks) - len(kept)} more blocks left out (Slack shows at "
+                            f"most {MAX_BLOCKS}); `exauth status --json` has everything.")]
+
+
+# --- small text helpers ---------------------------------------------------------------------
+
+
+def _short_names(status: Mapping[str, Any]) -> dict[str, str]:
+    return {str(s.get("fqdn")): str(s.get("name")) for s in status.get("servers") or []
+            if s.get("fqdn") and s.get("name")}
+
+
+def _name(server: Any, names: Mapping[str, str]) -> str:
+    server = str(server or "?")
+    return escape(names.get(server) or server.split(".")[0])
+
+
+def _server_list(servers: Iterable[Any], names: Mapping[str, str], limit: int = 12) -> str:
+    shown = [f"`{_name(s, names)}`" for s in servers]
+    if len(shown) > limit:
+        return ", ".join(shown[:limit]) + f" and {len(shown) - limit} more"
+    return ", ".join(shown)
+
+
+def _date(value: Any, *, with_time: bool = False) -> str:
+    text = str(value or "?")
+    if with_time:
+        return text[:16].replace("T", " ") + (" UTC" if len(text) > 10 else "")
+    return text[:10]
+
+
+def _expiry(not_after: Any, days: Any) -> str:
+    if days is not None and int(days) < 0:
+        return f"*expired* {_date(not_after)} ({_days(days)})"
+    return f"expires {_date(not_after)} ({_days(days)})"
+
+
+def _days(days: Any) -> str:
+    if days is None:
+        return "? days"
+    days = int(days)
+    if days < 0:
+        # days_left is floored: -4 means it expired 3.x days ago (as the finding says)
+        ago = -days - 1
+        return "*today*" if ago == 0 else f"*{ago} day{'s' if ago != 1 else ''} ago*"
+    label = f"{days} day{'s' if days != 1 else ''} left"
+    return f"*{label}*" if days < 30 else label
+
+
+def _count(severities: Iterable[str]) -> str:
+    counts: dict[str, int] = {}
+    for severity in severities:
+        counts[severity] = counts.get(severity, 0) + 1
+    ordered = sorted(counts.items(), key=lambda kv: SEVERITY_ORDER.get(kv[0], 3))
+    return ", ".join(f"{n} {severity}" for severity, n in ordered)
+
+
+def _one_line(text: str) -> str:
+    """First non-empty line only: a job's error must never paste a traceback into Slack."""
+    for line in str(text).splitlines():
+        if line.strip():
+            return _clip(line.strip(), 500)
+    return "no details"
+
+
+def escape(text: str) -> str:
+    """Text from outside (Exchange, a reason, a name, what a user typed), made inert for
+    Slack: mrkdwn fields and a message's `text` read `&`, `<` and `>` as control
+    characters, so `<!channel>` would ping everyone and `<https://x|label>` would show a
+    link under the bot's name. Only these three are replaced, as Slack documents
+    (https://api.slack.com/reference/surfaces/formatting#escaping); Slack shows the
+    entities as the characters again, also inside code spans. Call it once, on the
+    outside value where it enters a message (never on a whole message: ours carries
+    mentions, links and dates on purpose). plain_text fields (headers, button labels,
+    modal titles) are shown literally by Slack, mentions and links included, and take
+    the raw text.
+    """
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

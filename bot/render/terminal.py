@@ -1,0 +1,164 @@
+"""Rendering for people at a terminal: status tables, plans and config checks.
+
+Input is always the plain JSON-able documents the workers return (the status JSON of
+DESIGN.md, plan documents, check rows), so what a person sees is exactly what `--json`
+would give a machine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+STATE_STYLE = {"ok": "bold green", "warning": "bold yellow", "critical": "bold red",
+               "unknown": "bold magenta"}
+
+
+def _console() -> Console:
+    # Thumbprints are 40 characters and admins copy them: when output goes to a file or a
+    # pipe (cron, monitoring), do not squeeze tables into 80 columns.
+    # markup=False: names and Exchange's messages are printed as they are; with rich's
+    # markup on, "[/x]" in one would crash the output and "[link=...]" would show a link.
+    console = Console(highlight=False, soft_wrap=False, markup=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, soft_wrap=False, width=160, markup=False)
+    return console
+
+
+def _days(days: int | None) -> Text:
+    if days is None:
+        return Text("?", style="magenta")
+    style = "red" if days < 30 else "yellow" if days < 60 else "green"
+    # Whole days are floored, so -4 means "expired 3.x days ago": say only "expired" and
+    # let the expiry date beside it tell when.
+    label = "expired" if days < 0 else f"{days}d"
+    return Text(label, style=style)
+
+
+def _servers(names: list[str]) -> str:
+    return ", ".join(name.split(".")[0] for name in names) or "-"
+
+
+def cert_table(status: dict[str, Any]) -> Table:
+    table = Table(title="Auth Certificate (Get-AuthConfig)", title_justify="left")
+    table.add_column("")
+    table.add_column("thumbprint", no_wrap=True, min_width=40)
+    for column in ("expires", "left", "sig", "key", "present on", "missing on", "unknown"):
+        table.add_column(column)
+    auth = status.get("auth") or {}
+    for role in ("current", "next", "previous"):
+        cert = auth.get(role)
+        if cert is None:
+            table.add_row(role, Text("(not set)", style="dim"), *[""] * 7)
+            continue
+        label = role
+        if role == "next" and cert.get("effective"):
+            label = f"next (effective {cert['effective']})"
+        table.add_row(
+            label,
+            cert.get("thumbprint") or "?",
+            (cert.get("not_after") or "?")[:10],
+            _days(cert.get("days_left")),
+            cert.get("signature_hash") or "?",
+            str(cert.get("key_size") or "?"),
+            _servers(cert.get("present_on", [])),
+            Text(_servers(cert.get("missing_on", [])),
+                 style="red" if cert.get("missing_on") else ""),
+            Text(_servers(cert.get("unknown_on", [])),
+                 style="magenta" if cert.get("unknown_on") else ""),
+        )
+    return table
+
+
+def server_table(status: dict[str, Any]) -> Table:
+    table = Table(title="Servers and back end certificates (Exchange Back End, *:444:)",
+                  title_justify="left")
+    for column in ("server", "site", "version", "reachable"):
+        table.add_column(column)
+    table.add_column("back end cert", no_wrap=True, min_width=40)
+    for column in ("left", "problem"):
+        table.add_column(column)
+    backend = {row["server"]: row for row in status.get("backend", [])}
+    for server in status.get("servers", []):
+        row = backend.get(server["fqdn"]) or backend.get(server["name"]) or {}
+        reachable = Text("yes", style="green") if server.get("reachable") else Text(
+            f"no: {server.get('error') or 'unreachable'}", style="red")
+        problem = row.get("problem")
+        table.add_row(
+            server["name"],
+            server.get("site") or "?",
+            server.get("version") or "?",
+            reachable,
+            row.get("thumbprint") or "-",
+            _days(row.get("days_left")) if row.get("not_after") else Text("-"),
+            Text(problem or "ok", style="red" if problem else "green"),
+        )
+    return table
+
+
+def print_status(status: dict[str, Any]) -> None:
+    from workers.status.report import overall
+
+    console = _console()
+    state = overall(status)
+    header = Text.assemble(
+        ("exauth status  ", "bold"), (status.get("org", "?"), "bold"), "  ",
+        (state.upper(), STATE_STYLE.get(state, "")),
+        f"   checked {status.get('checked_at', '?')}",
+        "   hybrid" if status.get("hybrid") else "",
+    )
+    console.print(header)
+    console.print(cert_table(status))
+    console.print(server_table(status))
+    findings = status.get("findings", [])
+    if findings:
+        console.print(Text("Findings", style="bold"))
+        for finding in findings:
+            where = f" [{finding['server']}]" if finding.get("server") else ""
+            console.print(Text.assemble(
+                (f"  {finding['severity']:<8} ", SEVERITY_STYLE.get(finding["severity"], "")),
+                f"{finding['code']}{where}: {finding['message']}"))
+    console.print(Text("Recommended", style="bold"))
+    for action in status.get("actions", []):
+        servers = f" ({_servers(action['servers'])})" if action.get("servers") else ""
+        console.print(f"  {action['kind']}{servers}: {action['reason']}")
+
+
+def print_plan(document: dict[str, Any]) -> None:
+    console = _console()
+    console.print(Text.assemble(("exauth plan  ", "bold"), (document["org"], "bold"),
+                                f"   from status checked {document['checked_at']}"))
+    for action in document["actions"]:
+        servers = f" ({_servers(action['servers'])})" if action.get("servers") else ""
+        console.print(Text(f"\n{action['kind']}{servers}: {action['reason']}", style="bold"))
+        for number, step in enumerate(action.get("steps", []), start=1):
+            gate = "APPROVAL" if step["changes_state"] else "read-only"
+            console.print(Text.assemble(
+                f"  {number}. ", (f"[{gate}] ", "yellow" if step["changes_state"] else "dim"),
+                step["title"], (f"  on {step['server']} ({step['endpoint']})", "dim")))
+            if step.get("command"):
+                console.print(Text(f"       {step['command']}", style="cyan"))
+            if step.get("note"):
+                console.print(Text(f"       {step['note']}", style="dim"))
+
+
+def print_check(rows: list[dict[str, Any]]) -> bool:
+    """Print `config check` rows; True when every endpoint answered and authenticated."""
+    console = _console()
+    table = Table(title="exauth config check", title_justify="left")
+    for column in ("org", "server", "endpoint", "url", "result"):
+        table.add_column(column)
+    ok = True
+    for row in rows:
+        good = bool(row.get("ok"))
+        ok = ok and good
+        table.add_row(row.get("org", ""), row.get("server", ""), row.get("endpoint", ""),
+                      row.get("url", ""),
+                      Text("ok" if good else row.get("message") or "failed",
+                           style="green" if good else "red"))
+    console.print(table)
+    return ok

@@ -1,0 +1,1 @@
+"""Changing an org: operations, their steps and kinds, approval, writer lock, execution."""

@@ -1,0 +1,1 @@
+"""Talking to Exchange: pypsrp sessions, the client, object parsing, errors."""

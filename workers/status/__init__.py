@@ -1,0 +1,1 @@
+"""What an org looks like: observation, collection, findings, decisions, report."""

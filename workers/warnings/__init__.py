@@ -1,0 +1,1 @@
+"""Warnings before anything expires: rules, what was said, the daily sweep."""
