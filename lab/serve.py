@@ -146,7 +146,7 @@ def _graph_info(graph: GraphServer, org: Org) -> dict[str, Any]:
 
 
 def start(
-    scenario: str | os.PathLike[str] = "healthy",
+    scenario: str | os.PathLike[str] | scenario_module.Scenario = "healthy",
     *,
     host: str = "127.0.0.1",
     port: int = 0,
@@ -159,10 +159,13 @@ def start(
     """Load the scenario and serve it on a background thread; a scenario with an
     `[entra]` tenant also gets its Graph stand-in, on its own HTTPS port (ready line "graph").
 
-    Raises `lab.scenario.ScenarioError` for a bad scenario and `OSError` when the port
-    cannot be bound.
+    `scenario` is a built-in name, a file, or an already loaded `Scenario` (tests build
+    variants with `lab.scenario.from_dict`). Raises `lab.scenario.ScenarioError` for a bad
+    scenario and `OSError` when the port cannot be bound.
     """
-    org = Org(scenario_module.load(scenario))
+    loaded = scenario if isinstance(scenario, scenario_module.Scenario) \
+        else scenario_module.load(scenario)
+    org = Org(loaded)
     password = password if password is not None else secrets.token_urlsafe(12)
     server = LabServer(
         org,

@@ -30,8 +30,9 @@ STATE_LABEL = {
     "critical": (":red_circle:", "CRITICAL"),
     "unknown": (":grey_question:", "UNKNOWN"),
 }
-SEVERITY_ICON = {"critical": ":red_circle:", "warning": ":warning:", "info": ":information_source:"}
-SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+SEVERITY_ICON = {"critical": ":red_circle:", "warning": ":warning:",
+                 "unknown": ":grey_question:", "info": ":information_source:"}
+SEVERITY_ORDER = {"critical": 0, "warning": 1, "unknown": 2, "info": 3}
 PROBLEM_TEXT = {
     "no_binding": "no https binding on *:444:",
     "no_certificate": "binding has no certificate",
@@ -58,6 +59,9 @@ def status_message(status: Mapping[str, Any], state: str) -> Message:
         _context(_summary_line(status)),
     ]
     blocks += _sections(_auth_lines(status, names))
+    hybrid_app = _hybrid_app_lines(status)
+    if hybrid_app:
+        blocks += _sections(hybrid_app)
     blocks.append({"type": "divider"})
     blocks += _sections(_backend_lines(status, names))
     findings = _finding_lines(status, names)
@@ -157,6 +161,34 @@ def _backend_lines(status: Mapping[str, Any], names: Mapping[str, str]) -> list[
         lines.append(f":white_check_mark: {len(good)} more servers fine (soonest expiry: "
                      f"`{_name(soonest.get('server'), names)}` in "
                      f"{_days(soonest.get('days_left'))})")
+    return lines
+
+
+def _hybrid_app_lines(status: Mapping[str, Any]) -> list[str]:
+    """The dedicated hybrid application's keys, in a few lines (none if not hybrid)."""
+    section = status.get("hybrid_app")
+    if not section:
+        return []
+    title = "*Hybrid application* (Entra ID)"
+    if not section.get("configured"):
+        return [title, "not checked: configure `[org.hybrid_app]`"]
+    app = f"`{escape(str(section.get('app_id') or '?'))}`"
+    if not section.get("read"):
+        return [title, f":grey_question: {app} could not be read: "
+                       f"{escape(_one_line(str(section.get('error') or '')))}"]
+    lines = [f"{title} {app}"]
+    for which in ("current", "next"):
+        held = section.get(f"{which}_on_app")
+        if held is None:
+            continue
+        mark = ":white_check_mark:" if held else ":red_circle:"
+        lines.append(f"{mark} {which.capitalize()} Auth Certificate "
+                     f"{'is' if held else 'is *not*'} among its keys")
+    stale = [k for k in section.get("keys") or [] if k.get("role") == "stale"]
+    if stale:
+        lines.append(f":information_source: {len(stale)} stale key"
+                     f"{'s' if len(stale) != 1 else ''}: " + ", ".join(
+                         f"`{escape(str(k.get('thumbprint') or '?')[:8])}…`" for k in stale))
     return lines
 
 

@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "unknown": "magenta",
+                  "info": "cyan"}
 STATE_STYLE = {"ok": "bold green", "warning": "bold yellow", "critical": "bold red",
                "unknown": "bold magenta"}
 
@@ -74,6 +75,35 @@ def cert_table(status: dict[str, Any]) -> Table:
     return table
 
 
+def hybrid_app_table(status: dict[str, Any]) -> Table | Text | None:
+    """The dedicated hybrid application's keys (None for an org that is not hybrid)."""
+    section = status.get("hybrid_app")
+    if not section:
+        return None
+    if not section.get("configured"):
+        return Text("Hybrid application: not configured ([org.hybrid_app])", style="dim")
+    if not section.get("read"):
+        return Text(f"Hybrid application {section.get('app_id')}: could not be read: "
+                    f"{section.get('error')}", style="magenta")
+    table = Table(title=f"Hybrid application {section.get('app_id')} (Entra ID keyCredentials)",
+                  title_justify="left")
+    table.add_column("role")
+    table.add_column("thumbprint", no_wrap=True, min_width=40)
+    for column in ("from", "until", "name"):
+        table.add_column(column)
+    for key in section.get("keys") or []:
+        role = str(key.get("role") or "?")
+        table.add_row(Text(role, style="dim" if role == "stale" else ""),
+                      key.get("thumbprint") or "?", (key.get("not_before") or "?")[:10],
+                      (key.get("not_after") or "?")[:10], key.get("display_name") or "")
+    for which in ("current", "next"):
+        if section.get(f"{which}_on_app") is False:
+            cert = (status.get("auth") or {}).get(which) or {}
+            table.add_row(Text(f"{which}: MISSING", style="bold red"),
+                          cert.get("thumbprint") or "?", "", "", "")
+    return table
+
+
 def server_table(status: dict[str, Any]) -> Table:
     table = Table(title="Servers and back end certificates (Exchange Back End, *:444:)",
                   title_justify="left")
@@ -113,6 +143,9 @@ def print_status(status: dict[str, Any]) -> None:
     )
     console.print(header)
     console.print(cert_table(status))
+    hybrid_app = hybrid_app_table(status)
+    if hybrid_app is not None:
+        console.print(hybrid_app)
     console.print(server_table(status))
     findings = status.get("findings", [])
     if findings:

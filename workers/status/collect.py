@@ -12,6 +12,10 @@ snap-in when that is broken) and its "Exchange Back End" binding with the store 
 it names (host endpoint, one invocation of two statements). That is one listing of
 certificates per server: it answers presence and duplicates, nothing is asked by thumbprint.
 
+A hybrid org with `[org.hybrid_app]` also has its dedicated Entra application's keys read
+from Microsoft Graph (workers.hybrid_app), on a thread of its own while the servers are
+asked; a Graph failure is recorded as the one line of why, never raised.
+
 Time is the org's own: the writer's host endpoint is asked `Get-Date -Format o` alongside the
 per-server reads, and `checked_at` (which every "days left", "overdue" and "effective in"
 is measured from) is that time; when the writer cannot say, this machine's clock. Exchange
@@ -25,6 +29,7 @@ org cost seconds of client CPU before a single server was asked anything.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -46,6 +51,7 @@ from workers.exchange.certificate import (
 from workers.exchange.client import ExchangeClient
 from workers.exchange.errors import ExchangeError, ExchangeFailed
 from workers.exchange.target import Statement
+from workers.hybrid_app.graph_client import read_keys
 from workers.status.findings import is_in_scope
 from workers.status.observation import AuthConfigObs, BackendObs, CertFacts, OrgObs, ServerObs
 from workers.status.report import build_status
@@ -108,6 +114,12 @@ def collect(
         client.exchange_any(known, "Get-HybridConfiguration", select=HYBRID_PROPERTIES)
     )
 
+    # A hybrid org's dedicated application is read from Graph while the servers are asked;
+    # an org that is not hybrid, or has no [org.hybrid_app], never calls Graph.
+    graph = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exauth-graph")
+    app_read = graph.submit(read_keys, org.hybrid_app) if hybrid and org.hybrid_app else None
+    graph.shutdown(wait=False)
+
     # Only in-scope servers are asked; the report applies the same rule to what it shows.
     in_scope = [s for s in servers if is_in_scope(s.roles, s.version)]
     # The writer's clock is asked with them (no extra wait), unless the caller fixed the time.
@@ -130,6 +142,7 @@ def collect(
         servers=tuple(observed[s.fqdn.lower()] for s in servers),
         hybrid=hybrid,
         writer=org.writer,
+        hybrid_app=app_read.result() if app_read is not None else None,
     )
 
 

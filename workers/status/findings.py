@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from workers.hybrid_app.findings import hybrid_app_status
 from workers.status.observation import CertFacts, OrgObs, ServerObs
 
 AUTH_SUBJECT = "CN=Microsoft Exchange Server Auth Certificate"
@@ -28,7 +29,8 @@ PUBLISH_GRACE = timedelta(hours=12)  # the AuthAdmin servicelet runs every 12 ho
 WEAK_HASHES = frozenset({"sha1", "md5", "md2", "md4"})
 MIN_KEY_SIZE = 2048
 
-SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
+# "unknown": what could not be judged (the hybrid application unreadable).
+SEVERITY_RANK = {"critical": 0, "warning": 1, "unknown": 2, "info": 3}
 
 _VERSION_15 = re.compile(r"^\s*Version\s+15\.\d+", re.IGNORECASE)
 _IN_SCOPE_ROLES = frozenset({"mailbox", "clientaccess"})
@@ -167,7 +169,17 @@ def findings(obs: OrgObs) -> list[dict[str, Any]]:
             "Hybrid is configured: after the Auth Certificate changes, re-run the Hybrid "
             "Configuration Wizard (hybrid Free/Busy and archive policies break until then).",
         ))
+    found += hybrid_app_part(obs)[1]
     return sorted(found, key=lambda item: SEVERITY_RANK[item["severity"]])
+
+
+def hybrid_app_part(obs: OrgObs) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The status JSON's `hybrid_app` section and its findings (workers.hybrid_app)."""
+    auth = obs.auth
+    return hybrid_app_status(
+        obs.hybrid_app, hybrid=obs.hybrid, configured=obs.hybrid_app is not None,
+        current=auth.current, next_=auth.next, previous=auth.previous,
+        next_effective=auth.next_effective, now=obs.checked_at)
 
 
 def _names(obs: OrgObs) -> dict[str, str]:

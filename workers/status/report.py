@@ -16,6 +16,7 @@ from workers.status.findings import (
     cert_view,
     days_left,
     findings,
+    hybrid_app_part,
     in_scope_servers,
     is_in_scope,
     iso,
@@ -61,6 +62,7 @@ def build_status(obs: OrgObs) -> dict[str, Any]:
             "previous": _cert(obs, obs.auth.previous),
         },
         "backend": [_backend(obs, server) for server in scope],
+        "hybrid_app": hybrid_app_part(obs)[0],
         "findings": findings(obs),
         "actions": actions(obs),
     }
