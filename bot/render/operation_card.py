@@ -87,6 +87,12 @@ def operation_card(op: dict[str, Any]) -> dict[str, Any]:
         f"*Operation* `{op['id']}` requested by {mention(op['requester'])}\n"
         f"{_clip(escape(op.get('reason') or ''), 1500)}"))
     blocks.append(_section("*Plan*\n" + _plan(op)))
+    failed = next((s for s in op["steps"] if s["state"] == "failed"), None)
+    if failed is not None and op["state"] == "failed":
+        # Why it ended, on the card itself (e.g. Graph's own reason for a 403).
+        blocks.append(_section(
+            f":x: *Step {int(failed['index']) + 1} failed:* {escape(failed['title'])}\n"
+            f"{_clip(escape(str(failed.get('outcome') or '')), 1500)}"))
     index = next_index(op)
     step = op["steps"][index] if index is not None else None
     if op["state"] == "waiting":

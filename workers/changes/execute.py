@@ -36,10 +36,16 @@ from workers.changes import approval, operation, writer_lock
 from workers.changes.plan import EXPORTED_FILE_DATA, NEW_THUMBPRINT, effective_date
 from workers.changes.step_kind import CREATES_CERTIFICATE, StepKind, kind_of
 from workers.clock import SYSTEM_CLOCK, Clock
-from workers.exchange.certificate import facts_from_exchange_certificate, prop
+from workers.exchange.certificate import (
+    der_from_exchange_certificate,
+    facts_from_exchange_certificate,
+    prop,
+)
 from workers.exchange.client import ExchangeClient
 from workers.exchange.errors import ExchangeError
 from workers.exchange.session import Secret
+from workers.hybrid_app.changes import remove_stale, upload
+from workers.hybrid_app.graph_client import GraphClient
 from workers.jobs.queues import CHANGE_TIMEOUT
 from workers.status.collect import collect, org_clock
 from workers.status.findings import is_auth_subject, iso, short
@@ -340,6 +346,12 @@ def already_done(op: dict[str, Any], step: dict[str, Any], status: dict[str, Any
         holders = _holders(status, thumbprint)
         if holders is not None and str(param(step, "Server")) not in holders:
             return f"{short(thumbprint)} is no longer on {param(step, 'Server')}"
+    if kind is StepKind.UPLOAD_HYBRID_KEY:
+        section = status.get("hybrid_app") or {}
+        wanted = new if param(step, "Add") == NEW_THUMBPRINT else param(step, "Add")
+        held = {k.get("thumbprint") for k in section.get("keys") or []}
+        if section.get("read") and wanted and str(wanted).upper() in held:
+            return f"{short(str(wanted))} is already on the hybrid application"
     if kind in (StepKind.BIND_BACKEND_CERT, StepKind.REMOVE_BACKEND_BINDING):
         backend = _backend(status, step["server"])
         if new and (backend.get("thumbprint") or "").upper() == new.upper():
@@ -530,6 +542,8 @@ def _run_claimed(
     changed = differences(step.get("fingerprint") or {}, fingerprint(status, op))
     if first and changed:
         raise StepRefused(f"{WORLD_CHANGED}: " + "; ".join(changed))
+    if kind_of(step) in GRAPH_STEPS:
+        return _graph_step(org, op, step, status, client)
     output = invoke(client, step, resolve(conn, op, step, status, client))
     if kind_of(step) in CREATES_CERTIFICATE:
         created = _created_thumbprint(output)
@@ -539,6 +553,52 @@ def _run_claimed(
         return Outcome("done", f"created {created}" + (
             "" if kept == created else f"; {short(kept)} was recorded first and is used"))
     return Outcome("done", "ok")
+
+
+# --- the dedicated hybrid application (Microsoft Graph) ----------------------------------
+
+GRAPH_STEPS = frozenset({StepKind.UPLOAD_HYBRID_KEY, StepKind.REMOVE_STALE_HYBRID_KEYS})
+
+
+def _graph_step(org: OrgSettings, op: dict[str, Any], step: dict[str, Any],
+                status: dict[str, Any], client: ExchangeClient) -> Outcome:
+    """Upload a certificate's key, or remove stale keys: each reads the keys fresh just
+    before its PATCH and checks a fresh read after it (workers.hybrid_app.changes)."""
+    settings = org.hybrid_app
+    if settings is None:
+        raise StepRefused("[org.hybrid_app] is no longer configured; nothing was sent to Graph")
+    with GraphClient(settings) as graph:
+        if kind_of(step) is StepKind.UPLOAD_HYBRID_KEY:
+            thumbprint = _upload_thumbprint(op, step)
+            return Outcome("done", upload(graph, _certificate_der(client, step["server"],
+                                                                   thumbprint)))
+        auth = status.get("auth") or {}
+        keep = [t for t in (_thumb(auth.get(w)) for w in ("current", "next", "previous")) if t]
+        if not keep:
+            raise StepRefused("AuthConfig names no certificate; no key is removed")
+        return Outcome("done", remove_stale(graph, keep))
+
+
+def _upload_thumbprint(op: dict[str, Any], step: dict[str, Any]) -> str:
+    value = param(step, "Add")
+    if value == NEW_THUMBPRINT:
+        value = recorded_thumbprint(op, step)
+        if not value:
+            raise StepRefused("no new certificate has been recorded for this step yet")
+    return str(value)
+
+
+def _certificate_der(client: ExchangeClient, server: str, thumbprint: str) -> bytes:
+    """The certificate itself (its public part) from the server's Exchange store."""
+    found = client.exchange(server, "Get-ExchangeCertificate",
+                            [("Server", server), ("Thumbprint", thumbprint)],
+                            select=("RawData", "Thumbprint"))
+    for item in found:
+        try:
+            return der_from_exchange_certificate(item)
+        except ValueError:
+            continue
+    raise StepRefused(f"{short(thumbprint)} is not in the store of {server}")
 
 
 def _before_record(op_id: str, index: int) -> None:

@@ -277,12 +277,25 @@ def batch(op: dict[str, Any], index: int) -> list[int]:
 def _gate(op: dict[str, Any], step: dict[str, Any], status: dict[str, Any]
           ) -> execute.Outcome | None:
     """A state-changing step that must not be asked for yet (or is pointless)."""
-    if kind_of(step) is not StepKind.REMOVE_OLD_AUTH_CERT:
+    kind = kind_of(step)
+    if kind is StepKind.REMOVE_STALE_HYBRID_KEYS:
+        section = status.get("hybrid_app") or {}
+        if section.get("read") and not any(k.get("role") == "stale"
+                                           for k in section.get("keys") or []):
+            return _after_publication(op, status) or execute.Outcome(
+                "skipped", "the hybrid application holds no stale key")
+        return _after_publication(op, status)
+    if kind is not StepKind.REMOVE_OLD_AUTH_CERT:
         return None
     thumbprint = execute.param(step, "Thumbprint")
     current = ((status.get("auth") or {}).get("current") or {}).get("thumbprint")
     if thumbprint == current:
         return execute.Outcome("skipped", "never remove the current Auth Certificate")
+    return _after_publication(op, status)
+
+
+def _after_publication(op: dict[str, Any], status: dict[str, Any]) -> execute.Outcome | None:
+    """Old certificates and their keys go only once the new one has been current 24 h."""
     published = (op.get("recorded") or {}).get(execute.PUBLISHED_AT_KEY)
     if published:
         ready = datetime.fromisoformat(published) + OLD_CERT_GRACE  # on the org's clock

@@ -165,9 +165,17 @@ class _Org:
     hybrid: bool
     auth: dict[str, Any]
     backend: dict[str, str | None]
+    hybrid_app: dict[str, Any] | None = None  # the status's section
 
     def cert(self, which: str) -> dict[str, Any] | None:
         return self.auth.get(which)
+
+    @property
+    def app_id(self) -> str | None:
+        """The dedicated hybrid application exauth keeps in step (a configured hybrid org)."""
+        section = self.hybrid_app or {}
+        return str(section["app_id"]) if self.hybrid and section.get("configured") \
+            and section.get("app_id") else None
 
 
 def _org(status: dict[str, Any], writer: str) -> _Org:
@@ -185,7 +193,8 @@ def _org(status: dict[str, Any], writer: str) -> _Org:
         reachable = [s["fqdn"] for s in servers if s.get("reachable") and s["fqdn"] in in_scope]
         resolved = (reachable or list(in_scope) or ["<writer>"])[0]
     backend = {entry["server"]: entry.get("problem") for entry in status.get("backend") or []}
-    return _Org(resolved, in_scope, bool(status.get("hybrid")), status.get("auth") or {}, backend)
+    return _Org(resolved, in_scope, bool(status.get("hybrid")), status.get("auth") or {}, backend,
+                status.get("hybrid_app"))
 
 
 def effective_date(current_not_after: datetime | None, now: datetime) -> datetime | None:
@@ -293,6 +302,41 @@ def _post_publish(org: _Org) -> list[Step]:
     return [_clear_previous(org), *_recycle(org.in_scope), *_hcw(org)]
 
 
+def graph_request(app_id: str) -> str:
+    """The "cmdlet" of a Graph step: the request it sends, for people and the audit log."""
+    return f"PATCH /v1.0/applications(appId='{app_id}')"
+
+
+def _upload_key(org: _Org, thumbprint: str, which: str) -> list[Step]:
+    """DOMAIN-side of issue 13: the key must be on the dedicated hybrid application before
+    the certificate is published (none for an org exauth does not keep in step)."""
+    if org.app_id is None:
+        return []
+    return [Step(
+        f"Upload the {which} Auth Certificate to the hybrid application", org.writer, "graph",
+        graph_request(org.app_id),
+        (("Keep", "every key it holds, unchanged"), ("Add", thumbprint)), True,
+        "Graph's PATCH replaces the whole keyCredentials collection: the keys are read just "
+        "before, sent back with this certificate's public key (AsymmetricX509Cert, Verify, "
+        f"its own dates, thumbprint as identifier; read from {org.writer}), and read again "
+        "after: anything else gone fails the step.",
+        kind=StepKind.UPLOAD_HYBRID_KEY,
+    )]
+
+
+def _remove_stale_keys(org: _Org, note: str) -> list[Step]:
+    if org.app_id is None:
+        return []
+    return [Step(
+        "Remove stale keys from the hybrid application", org.writer, "graph",
+        graph_request(org.app_id),
+        (("Keep", "the keys of the current, next and previous Auth Certificates"),
+         ("Remove", "every other key")), True,
+        note + " The keys of the current, next and previous Auth Certificates always stay.",
+        kind=StepKind.REMOVE_STALE_HYBRID_KEYS,
+    )]
+
+
 def _get_cert(server: str, thumbprint: str, title: str, kind: StepKind, note: str = "") -> Step:
     return Step(
         title, server, "exchange", "Get-ExchangeCertificate",
@@ -327,6 +371,7 @@ def steps(status: dict[str, Any], action: dict[str, Any], *, writer: str,
         "import_next": lambda: _import(org, "next", servers),
         "repair_backend": lambda: _repair_backend(org, servers),
         "cleanup": lambda: _cleanup(org, servers),
+        "upload_hybrid_key": lambda: _upload_hybrid_key(org, reason),
         "wait_replication": lambda: _wait_replication(org, servers, reason),
         "wait_for_publish": lambda: _wait_for_publish(org, reason),
         "blocked": lambda: _blocked(org, servers, reason),
@@ -366,6 +411,7 @@ def _stage_new(org: _Org, now: datetime) -> list[Step]:
                             "thumbprint before the next step so a retry reuses it."),
         _stage(org, effective, f"Effective {iso(effective)} (recomputed from the time the "
                                "step runs; it must lie in the future)."),
+        *_upload_key(org, NEW_THUMBPRINT, "next"),
         *[
             _get_cert(server, NEW_THUMBPRINT, f"Verify the new certificate reached {server}",
                       StepKind.VERIFY_NEW_CERT_REACHED,
@@ -384,6 +430,8 @@ def _stage_new(org: _Org, now: datetime) -> list[Step]:
                                       "have been current for 24 h.")
             for server in current.get("present_on") or []
         ]
+    out += _remove_stale_keys(org, f"Not before {cleanup_after}: the new certificate must have "
+                                   "been current for 24 h.")
     return out
 
 
@@ -397,6 +445,7 @@ def _replace_now(org: _Org, now: datetime) -> list[Step]:
         _new_auth_cert(org, "Only on the writer, under the org's writer lock. Record the new "
                             "thumbprint before the next step. " + fallback),
         _stage(org, effective, "Effective one minute after the step runs. " + fallback),
+        *_upload_key(org, NEW_THUMBPRINT, "new"),
         _publish(org, fallback),
         _clear_previous(org, fallback),
         Step("Restart MSExchangeServiceHost on the writer", org.writer, "host",
@@ -419,6 +468,7 @@ def _publish_next(org: _Org) -> list[Step]:
     return [
         _reread(org, f"Stop unless the next certificate is still {thumbprint} and present on "
                      "every server."),
+        *_upload_key(org, nxt.get("thumbprint") or NEW_THUMBPRINT, "next"),
         _publish(org),
         *_post_publish(org),
     ]
@@ -511,6 +561,18 @@ def _cleanup(org: _Org, servers: list[str]) -> list[Step]:
                                            "for 24 h.")
             for server in servers
         ]
+    out += _remove_stale_keys(org, "Only after the new certificate has been current for 24 h.")
+    return out
+
+
+def _upload_hybrid_key(org: _Org, reason: str) -> list[Step]:
+    """`fix` for a hybrid application that lacks the current (or staged next) certificate."""
+    section = org.hybrid_app or {}
+    out = [_reread(org, reason or "Stop if AuthConfig changed.")]
+    for which in ("current", "next"):
+        thumbprint = (org.cert(which) or {}).get("thumbprint")
+        if thumbprint and section.get(f"{which}_on_app") is False:
+            out += _upload_key(org, thumbprint, which)
     return out
 
 

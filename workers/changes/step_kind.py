@@ -47,6 +47,9 @@ class StepKind(StrEnum):
     REMOVE_BACKEND_BINDING = "remove_backend_binding"
     BIND_BACKEND_CERT = "bind_backend_cert"
     RESTART_IIS = "restart_iis"
+    # The dedicated hybrid application in Entra ID (Microsoft Graph, endpoint "graph").
+    UPLOAD_HYBRID_KEY = "upload_hybrid_key"  # every key it holds + this one, verified after
+    REMOVE_STALE_HYBRID_KEYS = "remove_stale_hybrid_keys"  # waits 24 h after publication
     # No kind-specific handling: the cmdlet runs as written. Only `legacy_kind` gives it,
     # to a step of an old document it does not recognise (the old code's fall-through).
     COMMAND = "command"

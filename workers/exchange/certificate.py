@@ -102,6 +102,16 @@ def facts_from_exchange_certificate(obj: Any) -> CertFacts:
     return facts_from_der(_as_bytes(raw))
 
 
+def der_from_exchange_certificate(obj: Any) -> bytes:
+    """The DER bytes of one certificate object (its RawData), checked to be a certificate."""
+    raw = prop(obj, "RawData")
+    if raw is None:
+        raise ValueError("certificate object carries no RawData")
+    der = _as_bytes(raw)
+    facts_from_der(der)  # raises ValueError for bytes that are no certificate
+    return der
+
+
 def _as_bytes(raw: Any) -> bytes:
     if isinstance(raw, bytes | bytearray | memoryview):
         return bytes(raw)
