@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from bot.render.operation_card import operation_card
@@ -125,3 +126,33 @@ def test_a_non_hybrid_org_never_calls_graph(env_for: Callable[..., Env]) -> None
     assert op["state"] == "done"
     assert graph_calls(env.handle) == []
     assert lifecycle.next_index(op) is None
+
+
+def _one_year_policy(data: dict[str, Any]) -> None:
+    data["entra"]["max_key_lifetime_days"] = 365
+
+
+def test_lifetime_days_makes_a_certificate_the_tenants_policy_accepts(
+        env_for: Callable[..., Env]) -> None:
+    env = env_for(hybrid_variant(_one_year_policy), rotation="{ lifetime_days = 365 }")
+    assert env.org.rotation.lifetime_days == 365
+    op = drive(env, start(env, "stage_new"))
+    assert op["state"] == "done", [(s["title"], s["state"], s["outcome"]) for s in op["steps"]]
+    create = next(s for s in op["steps"] if s["kind"] == StepKind.CREATE_AUTH_CERT_WITH_LIFETIME)
+    assert (create["endpoint"], create["cmdlet"]) == ("host", "New-SelfSignedCertificate")
+    new = op["recorded"]["new_thumbprint"]
+    assert env.handle.org.auth_config()["current"] == new
+    material = env.handle.org.find_certificate("ex1", new).material
+    assert material.not_after - material.not_before == timedelta(days=365)
+    assert app_keys(env.handle) == [new]
+    assert not [c for c in env.handle.org.calls() if c["command"] == "New-ExchangeCertificate"]
+
+
+def test_without_lifetime_days_the_policy_refuses_the_five_year_key(
+        env_for: Callable[..., Env]) -> None:
+    env = env_for(hybrid_variant(_one_year_policy))
+    op = drive(env, start(env, "stage_new"))
+    failed = next(s for s in op["steps"] if s["state"] == "failed")
+    assert failed["kind"] == StepKind.UPLOAD_HYBRID_KEY
+    assert "lifetime exceeds the max value allowed" in failed["outcome"]
+    assert env.handle.org.auth_config()["next"]  # staged, but never published without its key

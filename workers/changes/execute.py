@@ -33,7 +33,12 @@ from config.errors import ExauthError
 from config.schema import OrgSettings
 from workers import audit, redis_keys
 from workers.changes import approval, operation, writer_lock
-from workers.changes.plan import EXPORTED_FILE_DATA, NEW_THUMBPRINT, effective_date
+from workers.changes.plan import (
+    EXPORTED_FILE_DATA,
+    NEW_THUMBPRINT,
+    NOT_BEFORE_SLACK,
+    effective_date,
+)
 from workers.changes.step_kind import CREATES_CERTIFICATE, StepKind, kind_of
 from workers.clock import SYSTEM_CLOCK, Clock
 from workers.exchange.certificate import (
@@ -228,12 +233,23 @@ def resolve(
                 raise StepRefused("no new certificate has been recorded for this step yet")
         elif name == "NewCertificateEffectiveDate":
             value = iso(_effective(op, status))
+        elif name in ("NotBefore", "NotAfter"):
+            value = iso(_validity(step, status)[name == "NotAfter"])
         elif isinstance(value, str) and value.startswith("<secret:") and value.endswith(">"):
             value = Secret(secret(conn, op["id"], value[len("<secret:"):-1]))
         elif value == EXPORTED_FILE_DATA:
             value = _export(conn, op, status, client)
         out.append((name or None, value))
     return out
+
+
+def _validity(step: dict[str, Any], status: dict[str, Any]) -> tuple[datetime, datetime]:
+    """A certificate's NotBefore/NotAfter when its step runs: the planned lifetime, from
+    the org's time now (a little in the past, so it is valid on every server at once)."""
+    planned = (datetime.fromisoformat(str(param(step, "NotAfter")).replace("Z", "+00:00"))
+               - datetime.fromisoformat(str(param(step, "NotBefore")).replace("Z", "+00:00")))
+    start = checked_at(status) - NOT_BEFORE_SLACK
+    return start, start + planned
 
 
 def _effective(op: dict[str, Any], status: dict[str, Any]) -> datetime:
@@ -304,7 +320,7 @@ def _created_thumbprint(output: list[Any]) -> str:
             return facts_from_exchange_certificate(item).thumbprint
         except (ValueError, TypeError, AttributeError):
             continue
-    raise StepRefused("New-ExchangeCertificate returned no certificate")
+    raise StepRefused("the step returned no certificate")
 
 
 # --- what is already done -----------------------------------------------------------------

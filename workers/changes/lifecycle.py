@@ -108,7 +108,8 @@ def start(
 ) -> dict[str, Any]:
     """Persist a new operation for `action` (OperationBusy when the org has one open)."""
     moment = clock.now()
-    built = plan_steps(status, action, writer=org.writer, now=checked_at(status))
+    built = plan_steps(status, action, writer=org.writer, now=checked_at(status),
+                       lifetime_days=org.rotation.lifetime_days)
     targets = list(action.get("servers") or [])
     watched = targets if action["kind"] == "repair_backend" else [_writer_fqdn(status, org)]
     op = operation.create(

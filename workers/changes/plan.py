@@ -166,6 +166,8 @@ class _Org:
     auth: dict[str, Any]
     backend: dict[str, str | None]
     hybrid_app: dict[str, Any] | None = None  # the status's section
+    lifetime_days: int | None = None  # [org.rotation]: new Auth Certificates' lifetime
+    now: datetime | None = None
 
     def cert(self, which: str) -> dict[str, Any] | None:
         return self.auth.get(which)
@@ -178,7 +180,8 @@ class _Org:
             and section.get("app_id") else None
 
 
-def _org(status: dict[str, Any], writer: str) -> _Org:
+def _org(status: dict[str, Any], writer: str, lifetime_days: int | None = None,
+         now: datetime | None = None) -> _Org:
     servers = status.get("servers") or []
     in_scope = tuple(
         s["fqdn"] for s in servers if is_in_scope(s.get("roles") or [], s.get("version") or "")
@@ -194,7 +197,7 @@ def _org(status: dict[str, Any], writer: str) -> _Org:
         resolved = (reachable or list(in_scope) or ["<writer>"])[0]
     backend = {entry["server"]: entry.get("problem") for entry in status.get("backend") or []}
     return _Org(resolved, in_scope, bool(status.get("hybrid")), status.get("auth") or {}, backend,
-                status.get("hybrid_app"))
+                status.get("hybrid_app"), lifetime_days, now)
 
 
 def effective_date(current_not_after: datetime | None, now: datetime) -> datetime | None:
@@ -221,7 +224,37 @@ def _reread(org: _Org, note: str) -> Step:
                 kind=StepKind.REREAD_AUTH_CONFIG)
 
 
+# New-SelfSignedCertificate's key as Exchange keeps its own: RSA in the legacy CSP,
+# exportable (the certificate servicelet copies it to the other servers).
+SELF_SIGNED_PROVIDER = "Microsoft RSA SChannel Cryptographic Provider"
+NOT_BEFORE_SLACK = timedelta(minutes=10)
+
+
 def _new_auth_cert(org: _Org, note: str) -> Step:
+    if org.lifetime_days is not None:
+        start = (org.now or datetime.now().astimezone()) - NOT_BEFORE_SLACK
+        return Step(
+            f"Create the new Auth Certificate on the writer ({org.lifetime_days}-day lifetime)",
+            org.writer, "host", "New-SelfSignedCertificate",
+            (
+                ("Subject", f"CN={AUTH_NAME}"),
+                ("FriendlyName", AUTH_NAME),
+                ("CertStoreLocation", CERT_STORE),
+                ("KeyAlgorithm", "RSA"),
+                ("KeyLength", 2048),
+                ("HashAlgorithm", "SHA256"),
+                ("KeyExportPolicy", "Exportable"),
+                ("KeySpec", "KeyExchange"),
+                ("Provider", SELF_SIGNED_PROVIDER),
+                ("NotBefore", iso(start)),
+                ("NotAfter", iso(start + timedelta(days=org.lifetime_days))),
+            ),
+            True,
+            note + f" [org.rotation] lifetime_days = {org.lifetime_days}: New-ExchangeCertificate"
+            " cannot set a lifetime, so Windows makes it in the machine store, which is "
+            "Exchange's; the dates are recomputed when the step runs.",
+            kind=StepKind.CREATE_AUTH_CERT_WITH_LIFETIME,
+        )
     return Step(
         "Create the new Auth Certificate on the writer",
         org.writer, "exchange", "New-ExchangeCertificate",
@@ -357,9 +390,9 @@ def _remove_cert(server: str, thumbprint: str, note: str) -> Step:
 
 
 def steps(status: dict[str, Any], action: dict[str, Any], *, writer: str,
-          now: datetime) -> list[Step]:
-    """The steps of one action of `status`, in order."""
-    org = _org(status, writer)
+          now: datetime, lifetime_days: int | None = None) -> list[Step]:
+    """The steps of one action of `status`, in order (`lifetime_days`: [org.rotation])."""
+    org = _org(status, writer, lifetime_days, now)
     kind = action.get("kind")
     servers = list(action.get("servers") or [])
     reason = str(action.get("reason") or "")
@@ -382,14 +415,16 @@ def steps(status: dict[str, Any], action: dict[str, Any], *, writer: str,
     return builders[kind]()
 
 
-def plan(status: dict[str, Any], *, writer: str, now: datetime) -> list[dict[str, Any]]:
+def plan(status: dict[str, Any], *, writer: str, now: datetime,
+         lifetime_days: int | None = None) -> list[dict[str, Any]]:
     """Every action of the status with its steps, JSON-able (`exauth plan --json`)."""
     return [
         {
             "kind": item["kind"],
             "servers": list(item.get("servers") or []),
             "reason": item.get("reason", ""),
-            "steps": [step.to_dict() for step in steps(status, item, writer=writer, now=now)],
+            "steps": [step.to_dict() for step in steps(status, item, writer=writer, now=now,
+                                                       lifetime_days=lifetime_days)],
         }
         for item in status.get("actions") or []
     ]

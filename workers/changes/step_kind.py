@@ -36,6 +36,9 @@ class StepKind(StrEnum):
     WAIT_FOR_SERVER = "wait_for_server"
     # State-changing: each runs after its own approval, re-validated just before.
     CREATE_AUTH_CERT = "create_auth_cert"  # recorded before use; a retry reuses or adopts
+    # The same with `[org.rotation] lifetime_days`: New-SelfSignedCertificate on the
+    # writer's host endpoint (New-ExchangeCertificate has no lifetime); dates at run time.
+    CREATE_AUTH_CERT_WITH_LIFETIME = "create_auth_cert_with_lifetime"
     STAGE_NEXT = "stage_next"
     PUBLISH_NEXT = "publish_next"
     CLEAR_PREVIOUS = "clear_previous"
@@ -55,7 +58,8 @@ class StepKind(StrEnum):
     COMMAND = "command"
 
 
-CREATES_CERTIFICATE = frozenset({StepKind.CREATE_AUTH_CERT, StepKind.CREATE_BACKEND_CERT})
+CREATES_CERTIFICATE = frozenset({StepKind.CREATE_AUTH_CERT, StepKind.CREATE_AUTH_CERT_WITH_LIFETIME,
+                                 StepKind.CREATE_BACKEND_CERT})
 
 
 def kind_of(step: Mapping[str, Any]) -> StepKind:
