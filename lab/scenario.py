@@ -18,6 +18,7 @@ An `[entra]` table adds the Entra ID tenant behind the lab's Microsoft Graph sta
 (`lab.graph`): `[[entra.application]]`s (app_id, display_name, `keys` = certificate ids
 whose public keys they hold, `secret`, `permissions`, `owners`), `hybrid_app_id` (the
 dedicated Exchange hybrid application), `client_id` (the application exauth signs in as),
+`exchange_app_id` (what Exchange's EvoSTS Auth Server records; default hybrid_app_id),
 `max_key_lifetime_days` (a tenant policy) and `[[entra.fault]]`s (kind "forbidden",
 "throttled", "server_error" or "unreachable"; operation "token", "read", "write" or
 "any"; `times`, `retry_after`, `status`, `message`).
@@ -208,7 +209,7 @@ class EntraSpec:
     applications: tuple[ApplicationSpec, ...] = ()
     max_key_lifetime_days: int | None = None
     faults: tuple[GraphFaultSpec, ...] = ()
-
+    exchange_app_id: str = ""  # what Exchange's EvoSTS Auth Server names
 
 @dataclass(frozen=True)
 class Scenario:
@@ -373,6 +374,8 @@ def _entra(checked: EntraFile) -> EntraSpec:
     return EntraSpec(
         tenant_id=checked.tenant_id, hybrid_app_id=checked.hybrid_app_id,
         client_id=checked.client_id, max_key_lifetime_days=checked.max_key_lifetime_days,
+        exchange_app_id=checked.hybrid_app_id if checked.exchange_app_id is None
+        else checked.exchange_app_id,
         applications=tuple(ApplicationSpec(
             app_id=a.app_id, display_name=a.display_name, keys=tuple(a.key_ids),
             secret=a.secret, permissions=tuple(a.permissions), owners=tuple(a.owners))

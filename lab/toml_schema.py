@@ -455,16 +455,20 @@ class EntraFile(_Table):
 
     `hybrid_app_id` names the dedicated Exchange hybrid application, `client_id` the
     application exauth signs in as (the ready line and `--write-config` hand out its
-    credentials); `max_key_lifetime_days` is a tenant policy refusing longer-lived keys.
+    credentials); `exchange_app_id` what Exchange's Auth Server records (default
+    hybrid_app_id); `max_key_lifetime_days` is a tenant policy refusing longer-lived keys.
     """
 
-    keys = ("tenant_id", "hybrid_app_id", "client_id", "max_key_lifetime_days",
-            "application", "fault")
+    keys = ("tenant_id", "hybrid_app_id", "client_id", "exchange_app_id",
+            "max_key_lifetime_days", "application", "fault")
     tenant_id: Str = DEFAULT_TENANT_ID
     application: Annotated[list[ApplicationFile], array_of_tables("entra.application")] = \
         Field(default_factory=list, validate_default=True)
     hybrid_app_id: Str
     client_id: Str
+    # What Exchange's EvoSTS Auth Server names as its application: default hybrid_app_id;
+    # another GUID rehearses a mismatch, "" an Auth Server not yet pointed at one.
+    exchange_app_id: Str | None = None
     max_key_lifetime_days: int | None = Field(default=None, validate_default=True)
     fault: Annotated[list[GraphFaultFile], array_of_tables("entra.fault")] = \
         Field(default_factory=list)
@@ -495,6 +499,11 @@ class EntraFile(_Table):
         if apps is not None and value not in {a.app_id for a in apps}:
             raise problem(f"no [[entra.application]] has app_id {value!r}")
         return value
+
+    @field_validator("exchange_app_id")
+    @classmethod
+    def recorded_app(cls, value: str | None) -> str | None:
+        return value if not value else _guid(value)
 
     @field_validator("max_key_lifetime_days", mode="before")
     @classmethod

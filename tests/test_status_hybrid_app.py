@@ -31,7 +31,17 @@ def test_a_hybrid_org_whose_app_holds_the_current_key(make_lab: Callable[..., La
     assert section["app_id"] == handle.info["graph"]["app_id"]
     assert [(k["thumbprint"], k["role"]) for k in section["keys"]] == [(current, "current")]
     assert section["current_on_app"] is True and section["next_on_app"] is None
+    assert section["exchange_app_id"] == section["app_id"]  # Get-AuthServer agrees
     assert _codes(report) == []
+
+
+def test_exchange_naming_another_application_is_a_finding(make_lab: Callable[..., LabHandle]
+                                                          ) -> None:
+    other = "0d1e2f3a-4b5c-4d6e-8f70-112233445566"
+    handle = make_lab(hybrid_variant(lambda d: d["entra"].update(exchange_app_id=other)))
+    report = run_status(handle)
+    assert report["hybrid_app"]["exchange_app_id"] == other
+    assert _codes(report) == [("HYBRID_APP_ID_MISMATCH", "warning")]
 
 
 def test_current_missing_and_stale_key(make_lab: Callable[..., LabHandle]) -> None:

@@ -26,6 +26,8 @@ def _commands() -> dict[str, Command]:
                 exchange_servers.get_exchange_server, ("Identity",)),
         Command("Get-HybridConfiguration", on_exchange, {},
                 exchange_servers.get_hybrid_configuration),
+        Command("Get-AuthServer", on_exchange, {"Identity": "str"},
+                exchange_servers.get_auth_server, ("Identity",)),
         Command("Get-ExchangeCertificate", on_exchange, {
             "Identity": "str", "Thumbprint": "str", "Server": "str"},
             certificates.get_exchange_certificate, ("Thumbprint",)),

@@ -242,6 +242,21 @@ def hybrid_from(objs: Iterable[Any]) -> bool:
     return any(obj is not None for obj in objs)
 
 
+def hybrid_app_id_from(objs: Iterable[Any], tenant_id: str = "") -> str | None:
+    """`Get-AuthServer` -> the dedicated hybrid application Exchange uses: the
+    ApplicationIdentifier of its enabled EvoSTS (Type AzureAD) Auth Server, the one for
+    `tenant_id` when there are several; "" when it names none, None when there is none."""
+    evo = [obj for obj in objs if obj is not None
+           and text(prop(obj, "Type")).lower() == "azuread"
+           and text(prop(obj, "Name")).lower().startswith("evosts")
+           and prop(obj, "Enabled") is not False]
+    if len(evo) > 1 and tenant_id:
+        evo = [obj for obj in evo if text(prop(obj, "Realm")).lower() == tenant_id.lower()]
+    if not evo:
+        return None
+    return text(prop(evo[0], "ApplicationIdentifier")).strip().lower()
+
+
 _SITE_IN_XPATH = re.compile(r"@name='((?:[^']|'')*)'")
 
 

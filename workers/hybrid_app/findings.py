@@ -12,6 +12,9 @@ not be read, the org's time), like `workers.findings`:
 - HYBRID_APP_UNREADABLE       unknown: Graph could not be asked; Graph's reason in one line.
 - HYBRID_APP_NOT_CONFIGURED   info: a hybrid org without `[org.hybrid_app]`; exauth cannot
                               see the application.
+- HYBRID_APP_ID_MISMATCH      warning: Exchange's EvoSTS Auth Server names another
+                              application than `[org.hybrid_app] app_id`: exauth would keep
+                              the wrong one in step.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class HybridAppRead:
     app_id: str
     keys: tuple[AppKey, ...] | None
     error: str | None = None
+    # What Exchange's Auth Server names (Get-AuthServer): None unknown, "" none.
+    exchange_app_id: str | None = None
 
 
 def _short(thumbprint: str) -> str:
@@ -56,23 +61,31 @@ def hybrid_app_status(read: HybridAppRead | None, *, hybrid: bool, configured: b
         return None, []
     if not configured or read is None:
         return ({"configured": False, "app_id": None, "read": False, "error": None,
-                 "keys": [], "current_on_app": None, "next_on_app": None},
+                 "exchange_app_id": None, "keys": [], "current_on_app": None,
+                 "next_on_app": None},
                 [_finding("HYBRID_APP_NOT_CONFIGURED", "info",
                           "hybrid org: exauth does not check the dedicated Exchange hybrid "
                           "application in Entra ID; configure [org.hybrid_app]")])
+    mismatch = []
+    if read.exchange_app_id and read.exchange_app_id.lower() != read.app_id.lower():
+        mismatch = [_finding(
+            "HYBRID_APP_ID_MISMATCH", "warning",
+            f"Exchange's EvoSTS Auth Server names the hybrid application "
+            f"{read.exchange_app_id}, but [org.hybrid_app] app_id is {read.app_id}: exauth "
+            "keeps the wrong application in step")]
     if read.keys is None:
         return ({"configured": True, "app_id": read.app_id, "read": False,
-                 "error": read.error, "keys": [], "current_on_app": None,
-                 "next_on_app": None},
-                [_finding("HYBRID_APP_UNREADABLE", "unknown",
-                          f"the dedicated hybrid application {read.app_id} could not be read: "
-                          f"{read.error or 'no reason given'}")])
+                 "error": read.error, "exchange_app_id": read.exchange_app_id, "keys": [],
+                 "current_on_app": None, "next_on_app": None},
+                [*mismatch, _finding("HYBRID_APP_UNREADABLE", "unknown",
+                                     f"the dedicated hybrid application {read.app_id} could "
+                                     f"not be read: {read.error or 'no reason given'}")])
     on_app = {key.thumbprint for key in read.keys}
     keys = [dict(key.as_status(), role=role_of(key.thumbprint, current=current, next_=next_,
                                                 previous=previous)) for key in read.keys]
     current_on = None if not current else current.upper() in on_app
     next_on = None if not next_ else next_.upper() in on_app
-    findings: list[dict[str, Any]] = []
+    findings: list[dict[str, Any]] = list(mismatch)
     if current_on is False:
         findings.append(_finding(
             "HYBRID_APP_CURRENT_MISSING", "critical",
@@ -95,7 +108,8 @@ def hybrid_app_status(read: HybridAppRead | None, *, hybrid: bool, configured: b
                 f" ({key['display_name'] or 'no name'}), which is no longer current, next or "
                 "previous"))
     return ({"configured": True, "app_id": read.app_id, "read": True, "error": None,
-             "keys": keys, "current_on_app": current_on, "next_on_app": next_on}, findings)
+             "exchange_app_id": read.exchange_app_id, "keys": keys,
+             "current_on_app": current_on, "next_on_app": next_on}, findings)
 
 
 def _finding(code: str, severity: str, message: str) -> dict[str, Any]:

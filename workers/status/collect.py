@@ -42,6 +42,7 @@ from workers.exchange.certificate import (
     auth_config_from,
     backend_binding_from,
     facts_from_exchange_certificate,
+    hybrid_app_id_from,
     hybrid_from,
     parse_datetime,
     prop,
@@ -74,6 +75,7 @@ SERVER_PROPERTIES = (
     "IsClientAccessServer",
 )
 HYBRID_PROPERTIES = ("Name",)  # an object at all is the answer
+AUTH_SERVER_PROPERTIES = ("Name", "Type", "Realm", "ApplicationIdentifier", "Enabled")
 EXCHANGE_CERTIFICATE_PROPERTIES = ("RawData", "Thumbprint")  # facts come from RawData
 BINDING_PROPERTIES = (
     "protocol",
@@ -119,6 +121,8 @@ def collect(
     graph = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exauth-graph")
     app_read = graph.submit(read_keys, org.hybrid_app) if hybrid and org.hybrid_app else None
     graph.shutdown(wait=False)
+    # Exchange records the application it uses on its EvoSTS Auth Server: compared with ours.
+    exchange_app_id = _exchange_app_id(client, known, org) if app_read is not None else None
 
     # Only in-scope servers are asked; the report applies the same rule to what it shows.
     in_scope = [s for s in servers if is_in_scope(s.roles, s.version)]
@@ -142,11 +146,23 @@ def collect(
         servers=tuple(observed[s.fqdn.lower()] for s in servers),
         hybrid=hybrid,
         writer=org.writer,
-        hybrid_app=app_read.result() if app_read is not None else None,
+        hybrid_app=replace(app_read.result(), exchange_app_id=exchange_app_id)
+        if app_read is not None else None,
     )
 
 
 # --- org-wide reads --------------------------------------------------------------------------
+
+
+def _exchange_app_id(client: ExchangeClient, known: list[str], org: OrgSettings
+                     ) -> str | None:
+    """The dedicated hybrid application Exchange's Auth Server names; None when unknown."""
+    tenant = org.hybrid_app.tenant_id if org.hybrid_app else ""
+    try:
+        return hybrid_app_id_from(client.exchange_any(known, "Get-AuthServer",
+                                                      select=AUTH_SERVER_PROPERTIES), tenant)
+    except ExchangeError:
+        return None
 
 
 def _auth_config(objs: list[Any]) -> AuthConfigObs:
