@@ -137,7 +137,8 @@ def test_lifetime_days_makes_a_certificate_the_tenants_policy_accepts(
     env = env_for(hybrid_variant(_one_year_policy), rotation="{ lifetime_days = 365 }")
     assert env.org.rotation.lifetime_days == 365
     op = drive(env, start(env, "stage_new"))
-    assert op["state"] == "done", [(s["title"], s["state"], s["outcome"]) for s in op["steps"]]
+    assert op["state"] == "done", [(s["title"], s["outcome"]) for s in op["steps"]
+                                   if s["state"] == "failed"]
     create = next(s for s in op["steps"] if s["kind"] == StepKind.CREATE_AUTH_CERT_WITH_LIFETIME)
     assert (create["endpoint"], create["cmdlet"]) == ("host", "New-SelfSignedCertificate")
     new = op["recorded"]["new_thumbprint"]
@@ -156,3 +157,20 @@ def test_without_lifetime_days_the_policy_refuses_the_five_year_key(
     assert failed["kind"] == StepKind.UPLOAD_HYBRID_KEY
     assert "lifetime exceeds the max value allowed" in failed["outcome"]
     assert env.handle.org.auth_config()["next"]  # staged, but never published without its key
+
+
+def test_the_card_shows_the_graph_request_to_approve(env_for: Callable[..., Env]) -> None:
+    def no_keys(data: dict[str, Any]) -> None:
+        app_table(data)["keys"] = []
+    env = env_for(hybrid_variant(no_keys))
+    op_id = start(env)
+    op = operation.require(env.conn, op_id)
+    assert op["steps"][1]["state"] == "awaiting_approval"
+    card = json.dumps(operation_card(op))
+    current = env.handle.org.auth_config()["current"]
+    app_id = env.org.hybrid_app.app_id if env.org.hybrid_app else ""
+    line = lifecycle.command(op, op["steps"][1])
+    assert line.startswith(f"PATCH /v1.0/applications(appId='{app_id}') -Keep 'every key it "
+                           "holds, unchanged' -Add ") and current in line
+    assert json.dumps(line)[1:-1] in card
+    assert "runs against Microsoft Graph" in card

@@ -105,10 +105,12 @@ def operation_card(op: dict[str, Any]) -> dict[str, Any]:
             f"*Next state-changing step needs approval:* {escape(step['title'])}"
             + (f" (and {len(members) - 1} more of the same)" if len(members) > 1 else "")
             + f"\n```{_clip(commands, 2400)}```"))
+        where = (f"runs against Microsoft Graph (certificate read from "
+                 f"{escape(step['server'])})" if step["endpoint"] == "graph" else
+                 f"runs on {escape(step['server'])} ({step['endpoint']} endpoint)")
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
             f"Requested by {mention(op['requester'])} · approval expires "
-            f"{_when(step.get('expires_at'))} · runs on {escape(step['server'])} "
-            f"({step['endpoint']} endpoint)")}]})
+            f"{_when(step.get('expires_at'))} · {where}")}]})
         if step.get("note"):
             blocks.append({"type": "context", "elements": [
                 {"type": "mrkdwn", "text": _clip(escape(step["note"]), 2000)}]})

@@ -162,7 +162,10 @@ def _one(entry: dict[str, Any], by_id: dict[str, StoredKey],
         raise GraphError(400, "Request_BadRequest",
                          "Key credential end date is invalid: it is later than the "
                          "certificate's expiry.")
-    if max_lifetime_days is not None and end - start > timedelta(days=max_lifetime_days):
+    # A tenant's lifetime policy judges keys being added; a key the application already has
+    # (named by its keyId, same certificate) is sent back unchanged and stays.
+    new = kept is None or kept.der != der
+    if new and max_lifetime_days is not None and end - start > timedelta(days=max_lifetime_days):
         raise GraphError(400, "Request_BadRequest",
                          "Key credential lifetime exceeds the max value allowed as per "
                          f"assigned policy ({max_lifetime_days} days).")
