@@ -258,7 +258,7 @@ def bench_update(redis_url: str, rounds: int) -> None:
                                           "SLACK_SIGNING_SECRET")})
     worker = subprocess.Popen(
         [sys.executable, "-c", "from config.load import load_settings;"
-         "from workers.jobs.worker import run;"
+         "from workers.jobs.worker_process import run;"
          "raise SystemExit(run(load_settings(), burst=False))"],
         env=env, cwd=str(Path(__file__).resolve().parent.parent),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -38,9 +38,10 @@ WORKERS = 2
 LATENCY_MS = 5
 AIM_SECONDS = 300
 AIM_BYTES_PER_ORG = 4096
-HEALTHY = ROOT / "lab" / "scenarios" / "healthy.toml"
+HEALTHY = ROOT / "lab" / "built_in_scenarios" / "healthy.toml"
 WORKER_CODE = ("import sys; from config.load import load_settings; "
-               "from workers.jobs.worker import run; sys.exit(run(load_settings(), burst=True))")
+               "from workers.jobs.worker_process import run; "
+               "sys.exit(run(load_settings(), burst=True))")
 
 
 def free_port() -> int:

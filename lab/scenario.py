@@ -91,7 +91,7 @@ __all__ = [
     "validate_graph_fault",
 ]
 
-SCENARIO_DIR = Path(__file__).with_name("scenarios")
+SCENARIO_DIR = Path(__file__).with_name("built_in_scenarios")
 DEFAULT_SCENARIO = "healthy"
 
 
@@ -236,7 +236,7 @@ class Scenario:
 
 
 def builtin_names() -> list[str]:
-    """Names of lab/scenarios/*.toml, the default scenario first."""
+    """Names of lab/built_in_scenarios/*.toml, the default scenario first."""
     names = sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
     if DEFAULT_SCENARIO in names:
         names.remove(DEFAULT_SCENARIO)

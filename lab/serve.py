@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import secrets
+import shutil
 import signal
 import sys
 import threading
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from lab import scenario as scenario_module
 from lab.http import LabServer
 from lab.http.graph_listener import GraphServer
+from lab.http.negotiate_auth import AuthMode
 from lab.org import Org
 
 DEFAULT_USERNAME = "LAB\\exadmin"
@@ -61,8 +63,22 @@ class LabHandle:
 
     @property
     def ca_file(self) -> str | None:
-        """PEM of the self-signed certificate (TLS labs only); use it as the CA bundle."""
-        return str(self._server.cert_file) if self._server.cert_file else None
+        """PEM of the lab CA that issued the server certificate (TLS labs only)."""
+        return str(self._server.ca_file) if self._server.ca_file else None
+
+    @property
+    def auth(self) -> AuthMode:
+        return self._server.authenticator.mode
+
+    @property
+    def handshakes(self) -> int:
+        """Negotiate handshakes completed so far (session reuse keeps this at one per pool)."""
+        return self._server.authenticator.handshakes
+
+    def write_config(self, path: str | os.PathLike[str]) -> Path:
+        """`write_config` for this lab: its writer, auth and CA."""
+        return write_config(self.info, path, writer=self.writer, auth=self.auth,
+                            ca_file=self.ca_file)
 
     @property
     def graph(self) -> dict[str, Any] | None:
@@ -155,13 +171,22 @@ def start(
     tls: bool = False,
     username: str = DEFAULT_USERNAME,
     password: str | None = None,
+    auth: AuthMode = "basic",
+    keytab: str | None = None,
+    url_host: str | None = None,
 ) -> LabHandle:
     """Load the scenario and serve it on a background thread; a scenario with an
     `[entra]` tenant also gets its Graph stand-in, on its own HTTPS port (ready line "graph").
 
     `scenario` is a built-in name, a file, or an already loaded `Scenario` (tests build
-    variants with `lab.scenario.from_dict`). Raises `lab.scenario.ScenarioError` for a bad
-    scenario and `OSError` when the port cannot be bound.
+    variants with `lab.scenario.from_dict`).
+
+    `auth`: "basic" (Basic only), "ntlm" (Negotiate/NTLM, message encryption over http)
+    or "kerberos" (Kerberos through `keytab`, default $KRB5_KTNAME, on the URLs' host
+    name `url_host`, default localhost; the host endpoint takes NTLM too).
+
+    Raises `lab.scenario.ScenarioError` for a bad scenario and `OSError` when the port
+    cannot be bound.
     """
     loaded = scenario if isinstance(scenario, scenario_module.Scenario) \
         else scenario_module.load(scenario)
@@ -176,6 +201,9 @@ def start(
         latency_ms=latency_ms,
         open_ms=open_ms,
         tls=tls,
+        auth=auth,
+        keytab=keytab,
+        url_host=url_host,
     )
     info = _info(server, org, username, password)
     graph = None
@@ -195,13 +223,22 @@ def _toml_string(value: str) -> str:
     return json.dumps(value)  # a JSON string literal is a valid TOML basic string
 
 
-def config_toml(info: dict[str, Any], password_file: str, *, writer: str | None = None,
-                graph_secret_file: str | None = None, graph_ca_file: str | None = None) -> str:
+def config_toml(
+    info: dict[str, Any],
+    password_file: str,
+    *,
+    writer: str | None = None,
+    auth: AuthMode = "basic",
+    ca_file: str | None = None,
+    graph_secret_file: str | None = None,
+    graph_ca_file: str | None = None,
+) -> str:
     """An exauth config with one org named "lab" pointing at the lab in `info`.
 
     `writer` is a server name or fqdn; default: the first server (`LabHandle.writer` and
-    `write_config` pass the scenario's writer). A lab with a Graph stand-in also gets
-    `[org.hybrid_app]` when the files of its client secret and CA are given.
+    `write_config` pass the scenario's writer). `auth` is the lab's; with `ca_file` (an
+    https lab) the config verifies TLS against that CA. A lab with a Graph stand-in also
+    gets `[org.hybrid_app]` when the files of its client secret and CA are given.
     """
     servers = info["servers"]
     chosen = servers[0]
@@ -219,11 +256,14 @@ def config_toml(info: dict[str, Any], password_file: str, *, writer: str | None 
         "",
         "[org.exchange]",
         f"url = {_toml_string(chosen['exchange_url'])}",
-        'auth = "basic"',
+        f"auth = {_toml_string(auth)}",
         f"username = {_toml_string(info['username'])}",
         f"password_file = {_toml_string(password_file)}",
-        "verify_tls = false",
     ]
+    if ca_file:
+        lines += ["verify_tls = true", f"ca_bundle = {_toml_string(ca_file)}"]
+    else:
+        lines += ["verify_tls = false"]
     graph = info.get("graph")
     if graph and graph_secret_file and graph_ca_file:
         lines += [
@@ -248,27 +288,40 @@ def config_toml(info: dict[str, Any], password_file: str, *, writer: str | None 
 
 
 def write_config(
-    info: dict[str, Any], path: str | os.PathLike[str], *, writer: str | None = None
+    info: dict[str, Any],
+    path: str | os.PathLike[str],
+    *,
+    writer: str | None = None,
+    auth: AuthMode = "basic",
+    ca_file: str | None = None,
 ) -> Path:
-    """Write the config and its password (`<path>.password`, mode 0600); returns the path.
-
-    A lab with a Graph stand-in also gets its client secret (`<path>.graph-secret`, 0600)
-    and a copy of its CA (`<path>.graph-ca.pem`) beside the config.
-    """
+    """Write the config and its password (`<path>.password`, mode 0600), and for an https
+    lab a copy of its CA (`<path>.ca.pem`, outliving the lab's own temporary copy) that the
+    config names as `ca_bundle`; returns the path. A lab with a Graph stand-in also gets
+    its client secret (`<path>.graph-secret`, 0600) and a copy of its CA
+    (`<path>.graph-ca.pem`) beside the config."""
     target = Path(path)
+    ca_copy = None
+    if ca_file:
+        ca_copy = target.with_name(target.name + ".ca.pem")
+        shutil.copyfile(ca_file, ca_copy)
     password_path = target.with_name(target.name + ".password")
     _write_private(password_path, str(info["password"]))
     graph = info.get("graph")
-    secret_file = ca_file = None
+    secret_file = graph_ca = None
     if graph and graph.get("client_secret"):
         secret_path = target.with_name(target.name + ".graph-secret")
         _write_private(secret_path, str(graph["client_secret"]))
         ca_path = target.with_name(target.name + ".graph-ca.pem")
-        ca_path.write_bytes(Path(graph["ca_file"]).read_bytes())
-        secret_file, ca_file = str(secret_path.resolve()), str(ca_path.resolve())
+        shutil.copyfile(graph["ca_file"], ca_path)
+        secret_file, graph_ca = str(secret_path.resolve()), str(ca_path.resolve())
     target.write_text(
-        config_toml(info, str(password_path.resolve()), writer=writer,
-                    graph_secret_file=secret_file, graph_ca_file=ca_file), encoding="utf-8"
+        config_toml(
+            info, str(password_path.resolve()), writer=writer, auth=auth,
+            ca_file=str(ca_copy.resolve()) if ca_copy else None,
+            graph_secret_file=secret_file, graph_ca_file=graph_ca,
+        ),
+        encoding="utf-8",
     )
     return target
 
@@ -287,15 +340,36 @@ def main(
     latency_ms: int = 0,
     open_ms: int = 0,
     write_config_path: str | os.PathLike[str] | None = None,
+    auth: AuthMode = "basic",
+    tls: bool = False,
+    keytab: str | None = None,
+    username: str | None = None,
+    password_file: str | None = None,
+    url_host: str | None = None,
 ) -> int:
     """`exauth lab serve`: start, print the ready line, serve until SIGINT/SIGTERM."""
+    password = None
+    if password_file:
+        try:
+            password = Path(password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            print(f"exauth: cannot read password file {password_file!r}: "
+                  f"{exc.strerror or exc}", file=sys.stderr)
+            return 2
     try:
-        handle = start(scenario, host=host, port=port, latency_ms=latency_ms, open_ms=open_ms)
+        handle = start(
+            scenario, host=host, port=port, latency_ms=latency_ms, open_ms=open_ms, tls=tls,
+            auth=auth, keytab=keytab, username=username or DEFAULT_USERNAME, password=password,
+            url_host=url_host,
+        )
     except scenario_module.ScenarioError as exc:
         print(f"exauth: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:
         print(f"exauth: scenario {str(scenario)!r} not found ({exc.strerror})", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # e.g. kerberos without a keytab
+        print(f"exauth: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
@@ -314,7 +388,7 @@ def main(
     try:
         if write_config_path:
             try:
-                write_config(handle.info, write_config_path, writer=handle.writer)
+                handle.write_config(write_config_path)
             except OSError as exc:
                 print(
                     f"exauth: cannot write config {str(write_config_path)!r}: "

@@ -26,7 +26,7 @@ from config.load import load_settings
 from lab.serve import LabHandle, config_toml
 from tests.slack_mock import APP_TOKEN, BOT_TOKEN, SlackMock, SocketModeMock, slash_command
 from workers.jobs.queues import READ_QUEUE, queue
-from workers.jobs.worker import run as run_worker
+from workers.jobs.worker_process import run as run_worker
 
 CHANNEL = "C0SOCKET"
 APPROVER = "U0BOB"

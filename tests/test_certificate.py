@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from tests.clixml import FIXTURE_DIR, fixture_path, load_objects
-from workers.exchange.certificate import (
+from workers.exchange.parsing import (
     auth_config_from,
     backend_binding_from,
     facts_from_der,

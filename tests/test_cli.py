@@ -15,7 +15,7 @@ from lab.serve import LabHandle, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUS_KEYS = {"org", "checked_at", "hybrid", "sites", "servers", "auth", "backend",
-               "hybrid_app", "findings", "actions"}
+               "findings", "actions"}
 
 
 EXAUTH = [sys.executable, "-c", "from bot.cli import main; main()"]

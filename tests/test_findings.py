@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from workers.hybrid_app.findings import HybridAppRead
+from workers.hybrid_app.key_findings import HybridAppRead
 from workers.hybrid_app.keys import AppKey
 from workers.status.findings import days_left, findings, is_in_scope
 from workers.status.observation import AuthConfigObs, BackendObs, CertFacts, OrgObs, ServerObs
@@ -94,7 +94,7 @@ def fqdn(name: str) -> str:
 
 
 def codes(obs: OrgObs) -> list[tuple[str, str, str | None]]:
-    return [(f["code"], f["severity"], f["server"]) for f in findings(obs)]
+    return [(f.code, f.severity, f.server) for f in findings(obs)]
 
 
 # --- the table ----------------------------------------------------------------------------
@@ -203,6 +203,9 @@ CASES: list[tuple[str, OrgObs, list[tuple[str, str, str | None]]]] = [
      [("HYBRID_DETECTED", "info", None), ("HYBRID_APP_STALE_KEY", "info", None)]),
     ("hybrid-app-unreadable", healthy(hybrid=True, app=app(error="403 Authorization")),
      [("HYBRID_DETECTED", "info", None), ("HYBRID_APP_UNREADABLE", "unknown", None)]),
+    ("hybrid-app-id-mismatch", healthy(hybrid=True, app=HybridAppRead(
+        app_id="app", keys=app(CUR).keys, exchange_app_id="other")),
+     [("HYBRID_DETECTED", "info", None), ("HYBRID_APP_ID_MISMATCH", "warning", None)]),
     ("not-hybrid-never-judges-the-app", healthy(app=app(PREV)), []),
 ]
 
@@ -222,7 +225,7 @@ def test_every_design_code_is_produced_by_some_case() -> None:
         "BACKEND_EXPIRED", "BACKEND_EXPIRING", "HYBRID_DETECTED",
         # issue 13: the dedicated hybrid application (README "Status findings")
         "HYBRID_APP_CURRENT_MISSING", "HYBRID_APP_NEXT_MISSING", "HYBRID_APP_STALE_KEY",
-        "HYBRID_APP_UNREADABLE", "HYBRID_APP_NOT_CONFIGURED",
+        "HYBRID_APP_UNREADABLE", "HYBRID_APP_NOT_CONFIGURED", "HYBRID_APP_ID_MISMATCH",
     }
     seen = {code for _, obs, _ in CASES for code, _, _ in codes(obs)}
     assert seen == design
@@ -232,7 +235,7 @@ def test_findings_are_sorted_most_severe_first() -> None:
     obs = org(server("ex1", cert(CUR, 45), cert(PREV)), server("ex2", reachable=False,
                                                               listed=False, back=None),
               previous=PREV, hybrid=True, app=app(error="no connection"))
-    severities = [f["severity"] for f in findings(obs)]
+    severities = [f.severity for f in findings(obs)]
     assert severities == ["critical", "warning", "unknown", "info", "info"]
 
 
@@ -250,15 +253,15 @@ def test_findings_are_sorted_most_severe_first() -> None:
     ids=["expiring", "missing", "backend-expiring", "overdue", "unreachable"],
 )
 def test_messages_name_thumbprint_days_and_server(obs: OrgObs, fragments: list[str]) -> None:
-    message = findings(obs)[0]["message"]
+    message = findings(obs)[0].message
     for fragment in fragments:
         assert fragment in message
 
 
 def test_finding_shape() -> None:
     for item in findings(org(server("ex1", cert(CUR, 10)), hybrid=True)):
-        assert set(item) == {"code", "severity", "server", "message"}
-        assert item["severity"] in {"info", "warning", "critical"}
+        assert list(item.model_dump()) == ["code", "severity", "server", "message"]
+        assert item.severity in {"info", "warning", "critical"}
 
 
 @pytest.mark.parametrize(

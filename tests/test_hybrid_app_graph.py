@@ -171,7 +171,7 @@ def test_signs_in_with_a_certificate_file_too(hybrid: LabHandle) -> None:
 
 
 def test_upload_then_remove_stale_keeps_what_must_stay(hybrid: LabHandle) -> None:
-    from workers.hybrid_app.changes import remove_stale, upload
+    from workers.hybrid_app.key_updates import remove_stale, upload
 
     current = hybrid.org.auth_config()["current"]
     der = _new_cert(hybrid)

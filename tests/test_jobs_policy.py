@@ -33,7 +33,7 @@ from workers.jobs.queues import (
     read_retry,
 )
 from workers.jobs.read_jobs import failure_reason, is_permanent
-from workers.jobs.worker import run
+from workers.jobs.worker_process import run
 
 READ_JOBS = "workers.jobs.read_jobs"
 CALLBACKS = "bot.callbacks.job_results"

@@ -36,7 +36,7 @@ from tests.slack_mock import (
     slash_command_body,
 )
 from workers.jobs.queues import READ_QUEUE, SERIALIZER, queue
-from workers.jobs.worker import run as run_worker
+from workers.jobs.worker_process import run as run_worker
 
 CHANNEL = "C0LABOPS"
 

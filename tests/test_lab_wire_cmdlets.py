@@ -505,7 +505,7 @@ def test_call_log_records_every_call_with_outcome(lab: LabHandle) -> None:
 
 
 def test_unknown_scenario_file_path_is_served(make_lab, tmp_path: Path) -> None:
-    source = Path(__file__).resolve().parent.parent / "lab" / "scenarios" / "healthy.toml"
+    source = Path(__file__).resolve().parent.parent / "lab" / "built_in_scenarios" / "healthy.toml"
     copy = tmp_path / "mine.toml"
     copy.write_text(source.read_text())
     lab = make_lab(copy)

@@ -19,8 +19,8 @@ from config.lab_settings import settings_for_lab
 from lab.serve import LabHandle
 from workers import log_filter
 from workers.changes import execute
-from workers.exchange.certificate import prop
 from workers.exchange.client import ExchangeClient
+from workers.exchange.parsing import prop
 from workers.exchange.session import Secret
 
 REPO = Path(__file__).resolve().parent.parent
@@ -164,7 +164,7 @@ def test_importing_every_module_leaves_logging_signals_and_exit_hooks_as_they_we
                           text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert {"bot.app", "bot.cli", "workers.exchange.client", "workers.jobs.worker",
+    assert {"bot.app", "bot.cli", "workers.exchange.client", "workers.jobs.worker_process",
             "workers.jobs.cron", "workers.log_filter", "config.load"} <= set(result["modules"])
     for part in result["before"]:
         assert result["after"][part] == result["before"][part], part

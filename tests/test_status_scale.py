@@ -20,8 +20,8 @@ from lab import cmdlets
 from lab.scenario import builtin_names
 from lab.serve import LabHandle
 from tests.test_status_lab import lab_org
-from workers.exchange.certificate import server_from
 from workers.exchange.client import ExchangeClient
+from workers.exchange.parsing import server_from
 from workers.exchange.session import SessionCache
 from workers.exchange.target import Params, Statement
 from workers.status.collect import collect
@@ -51,7 +51,8 @@ def report(
     org = lab_org(handle)
     cache = SessionCache()
     try:
-        return build_status(collect(org, now=now, client=client_type(org, cache=cache)))
+        return build_status(
+            collect(org, now=now, client=client_type(org, cache=cache))).to_json()
     finally:
         cache.close_all()
 
@@ -104,7 +105,7 @@ def test_an_endpoint_without_select_object_gets_whole_objects(
     cache = SessionCache()
     try:
         client = ExchangeClient(org, cache=cache)
-        degraded = build_status(collect(org, now=now, client=client))
+        degraded = build_status(collect(org, now=now, client=client)).to_json()
         assert all(not client.session(s, "exchange").can_select for s in [org.writer])
     finally:
         cache.close_all()

@@ -30,13 +30,13 @@ from workers import audit
 from workers.changes.approval import GroupCache
 from workers.clock import FixedClock
 from workers.jobs.queues import CHANGE_QUEUE, READ_QUEUE, SERIALIZER, queue
-from workers.jobs.worker import run as run_worker
+from workers.jobs.worker_process import run as run_worker
 from workers.warnings import warning_state
 from workers.warnings.sweep import enqueue_sweep, sweep
 
 CHANNEL = "C0WARN"
 APPROVER = "U0APPROVER"
-HEALTHY = Path(__file__).resolve().parent.parent / "lab" / "scenarios" / "healthy.toml"
+HEALTHY = Path(__file__).resolve().parent.parent / "lab" / "built_in_scenarios" / "healthy.toml"
 
 
 class Org:

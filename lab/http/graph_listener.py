@@ -1,7 +1,7 @@
 """The Graph stand-in's own HTTPS server: identity platform and Microsoft Graph on one port.
 
-Separate from the WS-Man port because Graph is always HTTPS (with the lab's own CA, see
-`tls_certificate.make_ca_signed`) while the WS-Man port is plain HTTP unless asked. Like
+Separate from the WS-Man port because Graph is always HTTPS (with a lab CA of its own, see
+`tls_certificate.make_certificates`) while the WS-Man port is plain HTTP unless asked. Like
 the WS-Man server it runs a thread per request, tracks connections so `stop` can end
 keep-alive ones, and answers a lab bug with 500 rather than a dropped connection.
 """
@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lab.http.graph_endpoint import Dropped, serve_graph
-from lab.http.tls_certificate import make_ca_signed
+from lab.http.tls_certificate import make_certificates
 from lab.org import Org
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,10 @@ class GraphServer(ThreadingHTTPServer):
     def __init__(self, org: Org, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.org = org
         self._tmp = tempfile.TemporaryDirectory(prefix="exauth-lab-graph-")
-        self.ca_file, cert_file, key_file = make_ca_signed(Path(self._tmp.name))
+        made = make_certificates(Path(self._tmp.name), host)
+        self.ca_file = made.ca_file
         self.ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.ssl_context.load_cert_chain(cert_file, key_file)
+        self.ssl_context.load_cert_chain(made.cert_file, made.key_file)
         self._connections: set[Any] = set()
         self._connections_lock = threading.Lock()
         self._thread: threading.Thread | None = None

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from lab.certs import CertMaterial, make_certificate
 from lab.clock import Clock
 from lab.graph import Directory
-from lab.org.auth_config import AuthConfig
+from lab.org.auth_thumbprints import AuthConfig
 from lab.org.faults import Faults
 from lab.org.records import (
     BACKEND_BINDING,

@@ -16,7 +16,7 @@ from typing import Any
 from lab.certs import CertMaterial, make_certificate
 from lab.clock import parse_duration
 from lab.graph import Directory
-from lab.org.auth_config import AuthConfig
+from lab.org.auth_thumbprints import AuthConfig
 from lab.org.build import build
 from lab.org.faults import Faults
 from lab.org.health import backend_failure, signing_failure

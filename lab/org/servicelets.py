@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from lab.org.auth_config import AuthConfig
+from lab.org.auth_thumbprints import AuthConfig
 from lab.org.faults import Faults
 from lab.org.records import AUTH_ADMIN_INTERVAL, EVENT_SOURCE, ServerState, StoredCert, iso
 from lab.scenario import LabSettings, ServerSpec

@@ -6,8 +6,6 @@ its answer cannot disagree on a URI.
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-
 NS: dict[str, str] = {
     "s": "http://www.w3.org/2003/05/soap-envelope",
     "wsa": "http://schemas.xmlsoap.org/ws/2004/08/addressing",
@@ -19,9 +17,6 @@ NS: dict[str, str] = {
     "pwsh": "http://schemas.microsoft.com/powershell",
     "xml": "http://www.w3.org/XML/1998/namespace",
 }
-for _prefix, _uri in NS.items():
-    if _prefix != "xml":
-        ET.register_namespace(_prefix, _uri)
 
 TRANSFER = "http://schemas.xmlsoap.org/ws/2004/09/transfer"
 SHELL = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"

@@ -11,9 +11,9 @@ from typing import Any
 
 from config.errors import ConfigError
 from config.schema import OrgSettings, Settings
-from workers.exchange.certificate import CERT_STORE, server_from
 from workers.exchange.client import ExchangeClient
 from workers.exchange.errors import ExchangeError
+from workers.exchange.parsing import CERT_STORE, server_from
 from workers.exchange.target import Endpoint, Statement
 from workers.status.collect import SERVER_PROPERTIES
 from workers.status.findings import is_in_scope

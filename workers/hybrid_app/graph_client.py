@@ -29,7 +29,7 @@ import requests
 
 from config.errors import ExauthError
 from config.schema import HybridAppSettings
-from workers.hybrid_app.findings import HybridAppRead
+from workers.hybrid_app.key_findings import HybridAppRead
 from workers.hybrid_app.keys import keys_from
 
 log = logging.getLogger(__name__)

@@ -86,7 +86,8 @@ class DeadlinePenalty(UnixSignalDeathPenalty):
 
 
 class Worker(SimpleWorker):
-    """The exauth worker class (workers.jobs.worker says why SimpleWorker), with JobDeadline."""
+    """The exauth worker class (workers.jobs.worker_process says why SimpleWorker), with
+    JobDeadline."""
 
     death_penalty_class = DeadlinePenalty
     job_class = RegisteredJob  # only the registry's functions run (workers.jobs.registry)

@@ -36,7 +36,9 @@ from typing import Any, Literal
 
 from config.schema import OrgSettings
 from workers.clock import SYSTEM_CLOCK, Clock
-from workers.exchange.certificate import (
+from workers.exchange.client import ExchangeClient
+from workers.exchange.errors import ExchangeError, ExchangeFailed
+from workers.exchange.parsing import (
     BACKEND_SITE,
     CERT_STORE,
     auth_config_from,
@@ -49,15 +51,14 @@ from workers.exchange.certificate import (
     server_from,
     text,
 )
-from workers.exchange.client import ExchangeClient
-from workers.exchange.errors import ExchangeError, ExchangeFailed
 from workers.exchange.target import Statement
 from workers.hybrid_app.graph_client import read_keys
 from workers.status.findings import is_in_scope
 from workers.status.observation import AuthConfigObs, BackendObs, CertFacts, OrgObs, ServerObs
 from workers.status.report import build_status
+from workers.status.report_model import OrgStatus
 
-# What each read needs: the properties `workers.exchange.certificate` reads, nothing else.
+# What each read needs: the properties `workers.exchange.parsing` reads, nothing else.
 AUTH_CONFIG_PROPERTIES = (
     "CurrentCertificateThumbprint",
     "NextCertificateThumbprint",
@@ -91,8 +92,8 @@ CLOCK = Statement.of("Get-Date", Format="o")  # ISO 8601 with offset, in PowerSh
 
 
 def status(org: OrgSettings, *, now: datetime | None = None, clock: Clock = SYSTEM_CLOCK
-           ) -> dict[str, Any]:
-    """The status JSON of DESIGN.md for one org, collected now."""
+           ) -> OrgStatus:
+    """The status (DESIGN.md "Status JSON") of one org, collected now."""
     return build_status(collect(org, now=now, clock=clock))
 
 

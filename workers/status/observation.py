@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from workers.hybrid_app.findings import HybridAppRead
+from workers.hybrid_app.key_findings import HybridAppRead
 
 
 @dataclass(frozen=True)

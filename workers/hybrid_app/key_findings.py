@@ -1,8 +1,9 @@
-"""What the dedicated hybrid application's keys mean for the org: the `hybrid_app` section
-of the status JSON and its findings (codes documented in README "Status findings").
+"""What the dedicated hybrid application's keys mean for the org: the `hybrid_app` part of
+the status and its findings (codes documented in README "Status findings").
 
 Pure functions of what was read (the AuthConfig thumbprints, the keys or why they could
-not be read, the org's time), like `workers.findings`:
+not be read, what Exchange's Auth Server names, the org's time), like
+`workers.status.findings`:
 
 - HYBRID_APP_CURRENT_MISSING  critical: hybrid already fails for the current certificate.
 - HYBRID_APP_NEXT_MISSING     warning; critical once the next certificate's effective date
@@ -21,9 +22,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from workers.hybrid_app.keys import AppKey
+from workers.status.report_model import (
+    Finding,
+    FindingCode,
+    HybridAppKey,
+    HybridAppStatus,
+    KeyRole,
+    Severity,
+)
 
 NEXT_NEAR = timedelta(days=7)
 
@@ -44,51 +52,52 @@ def _short(thumbprint: str) -> str:
 
 
 def role_of(thumbprint: str, *, current: str | None, next_: str | None,
-            previous: str | None) -> str:
+            previous: str | None) -> KeyRole:
     wanted = thumbprint.upper()
-    for role, value in (("current", current), ("next", next_), ("previous", previous)):
+    for role, value in ((KeyRole.CURRENT, current), (KeyRole.NEXT, next_),
+                        (KeyRole.PREVIOUS, previous)):
         if value and value.upper() == wanted:
             return role
-    return "stale"
+    return KeyRole.STALE
 
 
 def hybrid_app_status(read: HybridAppRead | None, *, hybrid: bool, configured: bool,
                       current: str | None, next_: str | None, previous: str | None,
                       next_effective: datetime | None, now: datetime
-                      ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """(the status JSON's `hybrid_app` section, its findings). None for a non-hybrid org."""
+                      ) -> tuple[HybridAppStatus | None, list[Finding]]:
+    """(the status's `hybrid_app` part, its findings). None for an org that is not hybrid."""
     if not hybrid:
         return None, []
     if not configured or read is None:
-        return ({"configured": False, "app_id": None, "read": False, "error": None,
-                 "exchange_app_id": None, "keys": [], "current_on_app": None,
-                 "next_on_app": None},
-                [_finding("HYBRID_APP_NOT_CONFIGURED", "info",
+        return (HybridAppStatus(configured=False, app_id=None, read=False, error=None,
+                                exchange_app_id=None, keys=[], current_on_app=None,
+                                next_on_app=None),
+                [_finding(FindingCode.HYBRID_APP_NOT_CONFIGURED, Severity.INFO,
                           "hybrid org: exauth does not check the dedicated Exchange hybrid "
                           "application in Entra ID; configure [org.hybrid_app]")])
-    mismatch = []
+    findings: list[Finding] = []
     if read.exchange_app_id and read.exchange_app_id.lower() != read.app_id.lower():
-        mismatch = [_finding(
-            "HYBRID_APP_ID_MISMATCH", "warning",
+        findings.append(_finding(
+            FindingCode.HYBRID_APP_ID_MISMATCH, Severity.WARNING,
             f"Exchange's EvoSTS Auth Server names the hybrid application "
             f"{read.exchange_app_id}, but [org.hybrid_app] app_id is {read.app_id}: exauth "
-            "keeps the wrong application in step")]
+            "keeps the wrong application in step"))
     if read.keys is None:
-        return ({"configured": True, "app_id": read.app_id, "read": False,
-                 "error": read.error, "exchange_app_id": read.exchange_app_id, "keys": [],
-                 "current_on_app": None, "next_on_app": None},
-                [*mismatch, _finding("HYBRID_APP_UNREADABLE", "unknown",
-                                     f"the dedicated hybrid application {read.app_id} could "
-                                     f"not be read: {read.error or 'no reason given'}")])
+        findings.append(_finding(
+            FindingCode.HYBRID_APP_UNREADABLE, Severity.UNKNOWN,
+            f"the dedicated hybrid application {read.app_id} could not be read: "
+            f"{read.error or 'no reason given'}"))
+        return (HybridAppStatus(configured=True, app_id=read.app_id, read=False,
+                                error=read.error, exchange_app_id=read.exchange_app_id,
+                                keys=[], current_on_app=None, next_on_app=None), findings)
     on_app = {key.thumbprint for key in read.keys}
-    keys = [dict(key.as_status(), role=role_of(key.thumbprint, current=current, next_=next_,
-                                                previous=previous)) for key in read.keys]
+    keys = [HybridAppKey(**key.as_status(), role=role_of(
+        key.thumbprint, current=current, next_=next_, previous=previous)) for key in read.keys]
     current_on = None if not current else current.upper() in on_app
     next_on = None if not next_ else next_.upper() in on_app
-    findings: list[dict[str, Any]] = list(mismatch)
     if current_on is False:
         findings.append(_finding(
-            "HYBRID_APP_CURRENT_MISSING", "critical",
+            FindingCode.HYBRID_APP_CURRENT_MISSING, Severity.CRITICAL,
             f"the current Auth Certificate {_short(current or '')} is not on the dedicated "
             "hybrid application: hybrid Free/Busy, MailTips and photos fail; `fix` uploads "
             "it"))
@@ -97,20 +106,21 @@ def hybrid_app_status(read: HybridAppRead | None, *, hybrid: bool, configured: b
         when = "" if next_effective is None else (
             " and it is due to be published" if near else " before it is published")
         findings.append(_finding(
-            "HYBRID_APP_NEXT_MISSING", "critical" if near else "warning",
+            FindingCode.HYBRID_APP_NEXT_MISSING,
+            Severity.CRITICAL if near else Severity.WARNING,
             f"the next Auth Certificate {_short(next_ or '')} is not on the dedicated hybrid "
             f"application yet{when}: upload it, or hybrid breaks at publication"))
     for key in keys:
-        if key["role"] == "stale":
+        if key.role is KeyRole.STALE:
             findings.append(_finding(
-                "HYBRID_APP_STALE_KEY", "info",
-                f"the dedicated hybrid application still holds key {_short(key['thumbprint'])}"
-                f" ({key['display_name'] or 'no name'}), which is no longer current, next or "
+                FindingCode.HYBRID_APP_STALE_KEY, Severity.INFO,
+                f"the dedicated hybrid application still holds key {_short(key.thumbprint)} "
+                f"({key.display_name or 'no name'}), which is no longer current, next or "
                 "previous"))
-    return ({"configured": True, "app_id": read.app_id, "read": True, "error": None,
-             "exchange_app_id": read.exchange_app_id, "keys": keys,
-             "current_on_app": current_on, "next_on_app": next_on}, findings)
+    return (HybridAppStatus(configured=True, app_id=read.app_id, read=True, error=None,
+                            exchange_app_id=read.exchange_app_id, keys=keys,
+                            current_on_app=current_on, next_on_app=next_on), findings)
 
 
-def _finding(code: str, severity: str, message: str) -> dict[str, Any]:
-    return {"code": code, "severity": severity, "server": None, "message": message}
+def _finding(code: FindingCode, severity: Severity, message: str) -> Finding:
+    return Finding(code=code, severity=severity, server=None, message=message)
