@@ -90,7 +90,7 @@ def test_an_org_that_is_not_hybrid_never_calls_graph(make_lab: Callable[..., Lab
     handle = make_lab(hybrid_variant(not_hybrid))
     assert lab_org(handle).hybrid_app is not None  # configured, yet not hybrid
     report = run_status(handle)
-    assert report["hybrid"] is False and report["hybrid_app"] is None
+    assert report["hybrid"] is False and "hybrid_app" not in report
     assert _graph_calls(handle) == []
 
 
@@ -99,7 +99,7 @@ def test_a_hybrid_org_without_the_table_is_told_and_graph_is_not_called(
     handle = make_lab("hybrid")
     from workers.status.collect import status
     org = lab_org(handle).model_copy(update={"hybrid_app": None})
-    report = status(org, now=handle.org.now())
+    report = status(org, now=handle.org.now()).to_json()
     assert _codes(report) == [("HYBRID_APP_NOT_CONFIGURED", "info")]
     assert _graph_calls(handle) == []
 
@@ -109,6 +109,7 @@ def test_slack_report_and_terminal_table_show_the_application(
     from bot.render.messages import status_message
     from bot.render.terminal import print_status
     from workers.status.report import overall
+    from workers.status.report_model import parse_status
 
     def stale_only(data: dict[str, Any]) -> None:
         data["certificate"].append({"id": "old-auth", "subject":
@@ -116,7 +117,7 @@ def test_slack_report_and_terminal_table_show_the_application(
                                     "days_left": -30, "installed_on": []})
         app_table(data)["keys"] = ["old-auth"]
     handle = make_lab(hybrid_variant(stale_only))
-    report = run_status(handle)
+    report = parse_status(run_status(handle))
     message = status_message(report, overall(report))
     texts = [b["text"]["text"] for b in message["blocks"] if b.get("type") == "section"]
     hybrid = next(t for t in texts if t.startswith("*Hybrid application*"))
@@ -124,5 +125,6 @@ def test_slack_report_and_terminal_table_show_the_application(
     assert "1 stale key" in hybrid
     print_status(report)
     out = capsys.readouterr().out
-    assert f"Hybrid application {report['hybrid_app']['app_id']}" in out
+    assert report.hybrid_app is not None
+    assert f"Hybrid application {report.hybrid_app.app_id}" in out
     assert "current: MISSING" in out and "stale" in out
