@@ -17,8 +17,10 @@ from datetime import datetime
 from typing import Any
 
 from bot.render.messages import escape
+from workers.changes.change_states import OperationState, StepState
 from workers.changes.execute import WORLD_CHANGED
-from workers.changes.lifecycle import command, next_index
+from workers.changes.lifecycle import command
+from workers.changes.operation import Operation, Step
 
 APPROVE_ACTION = "exauth_approve"
 DENY_ACTION = "exauth_deny"
@@ -48,9 +50,9 @@ OP_STATES = {
 }
 
 
-def button_value(op: dict[str, Any], index: int) -> str:
-    step = op["steps"][index]
-    return json.dumps({"op": op["id"], "step": index, "req": step.get("request_id")},
+def button_value(op: Operation | dict[str, Any], index: int) -> str:
+    op = Operation.of(op)
+    return json.dumps({"op": op.id, "step": index, "req": op.steps[index].request_id},
                       separators=(",", ":"))
 
 
@@ -64,11 +66,12 @@ def parse_value(value: str) -> tuple[str, int, str | None]:
     return data["op"], data["step"], req if isinstance(req, str) else None
 
 
-def operation_card(op: dict[str, Any]) -> dict[str, Any]:
+def operation_card(op: Operation | dict[str, Any]) -> dict[str, Any]:
     """{"text", "blocks"} for chat.postMessage / chat.update."""
-    denied = denied_step(op) if op["state"] == "cancelled" else None
-    state = f"denied {DENIED_MARK}" if denied else OP_STATES.get(op["state"], op["state"])
-    title = f"exauth {op['kind']} on {op['org']}: {state}"  # plain_text: shown as is
+    op = Operation.of(op)
+    denied = denied_step(op) if op.state == OperationState.CANCELLED else None
+    state = f"denied {DENIED_MARK}" if denied else OP_STATES.get(op.state, str(op.state))
+    title = f"exauth {op.kind} on {op.org}: {state}"  # plain_text: shown as is
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _clip(title, MAX_HEADER)}},
     ]
@@ -76,66 +79,67 @@ def operation_card(op: dict[str, Any]) -> dict[str, Any]:
         # A header is plain_text, where Slack shows <@U…> as typed: the mention goes here.
         who, why = _denial(denied)
         blocks.append(_section(f"{DENIED_MARK} *Denied by {who}:* {_clip(why, 2000)}\n"
-                               f"Step {int(denied['index']) + 1} was not run; the operation "
+                               f"Step {denied.index + 1} was not run; the operation "
                                "is cancelled."))
-    if op.get("override"):
+    if op.override:
         blocks.append(_section(
             "*:warning: OPERATOR OVERRIDE: the status was BLOCKED (a server could not be "
             "asked). This operation was started anyway by an operator's explicit override; "
             "changes may not reach the unreachable servers.*"))
     blocks.append(_section(
-        f"*Operation* `{op['id']}` requested by {mention(op['requester'])}\n"
-        f"{_clip(escape(op.get('reason') or ''), 1500)}"))
+        f"*Operation* `{op.id}` requested by {mention(op.requester)}\n"
+        f"{_clip(escape(op.reason or ''), 1500)}"))
     blocks.append(_section("*Plan*\n" + _plan(op)))
-    failed = next((s for s in op["steps"] if s["state"] == "failed"), None)
-    if failed is not None and op["state"] == "failed":
+    failed = next((s for s in op.steps if s.state == StepState.FAILED), None)
+    if failed is not None and op.state == OperationState.FAILED:
         # Why it ended, on the card itself (e.g. Graph's own reason for a 403).
         blocks.append(_section(
-            f":x: *Step {int(failed['index']) + 1} failed:* {escape(failed['title'])}\n"
-            f"{_clip(escape(str(failed.get('outcome') or '')), 1500)}"))
-    index = next_index(op)
-    step = op["steps"][index] if index is not None else None
-    if op["state"] == "waiting":
-        blocks.append(_section(f"*Waiting* until {_when(op.get('resume_at'))}: "
-                               f"{_clip(escape(op.get('waiting_for') or ''), 1500)}"))
-    if step is not None and step["state"] == "awaiting_approval" and op["state"] == "open":
-        members = step.get("batch") or [index]
-        commands = "\n".join(escape(command(op, op["steps"][i])) for i in members)
+            f":x: *Step {failed.index + 1} failed:* {escape(failed.title)}\n"
+            f"{_clip(escape(failed.outcome or ''), 1500)}"))
+    index = op.next_index()
+    step = op.steps[index] if index is not None else None
+    if op.state == OperationState.WAITING:
+        blocks.append(_section(f"*Waiting* until {_when(op.resume_at)}: "
+                               f"{_clip(escape(op.waiting_for or ''), 1500)}"))
+    if (step is not None and step.state == StepState.AWAITING_APPROVAL
+            and op.state == OperationState.OPEN):
+        members = step.batch or [index]
+        commands = "\n".join(escape(command(op, op.steps[i])) for i in members)
         blocks.append(_section(
-            f"*Next state-changing step needs approval:* {escape(step['title'])}"
+            f"*Next state-changing step needs approval:* {escape(step.title)}"
             + (f" (and {len(members) - 1} more of the same)" if len(members) > 1 else "")
             + f"\n```{_clip(commands, 2400)}```"))
         where = (f"runs against Microsoft Graph (certificate read from "
-                 f"{escape(step['server'])})" if step["endpoint"] == "graph" else
-                 f"runs on {escape(step['server'])} ({step['endpoint']} endpoint)")
+                 f"{escape(step.server)})" if step.endpoint == "graph" else
+                 f"runs on {escape(step.server)} ({step.endpoint} endpoint)")
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
-            f"Requested by {mention(op['requester'])} · approval expires "
-            f"{_when(step.get('expires_at'))} · {where}")}]})
-        if step.get("note"):
+            f"Requested by {mention(op.requester)} · approval expires "
+            f"{_when(step.expires_at)} · {where}")}]})
+        if step.note:
             blocks.append({"type": "context", "elements": [
-                {"type": "mrkdwn", "text": _clip(escape(step["note"]), 2000)}]})
+                {"type": "mrkdwn", "text": _clip(escape(step.note), 2000)}]})
         blocks.append(_buttons(op, int(index)))  # type: ignore[arg-type]
     if denied:
         who, why = _denial(denied)
         state = f"denied by {who}: {why}"
-    text = f"exauth {op['kind']} on {escape(op['org'])}: {state} ({op['id']})"
+    text = f"exauth {op.kind} on {escape(op.org)}: {state} ({op.id})"
     return {"text": _clip(text, MAX_SECTION), "blocks": blocks}
 
 
-def denied_step(op: dict[str, Any]) -> dict[str, Any] | None:
+def denied_step(op: Operation | dict[str, Any]) -> Step | None:
     """The step a Deny stopped (workers.changes.lifecycle.deny records who and why on it)."""
-    for step in op["steps"]:
-        if isinstance(step.get("denied"), dict):
-            return dict(step)
+    for step in Operation.of(op).steps:
+        if isinstance(step.denied, dict):
+            return step
     return None
 
 
-def _buttons(op: dict[str, Any], index: int) -> dict[str, Any]:
-    step = op["steps"][index]
+def _buttons(op: Operation, index: int) -> dict[str, Any]:
+    step = op.steps[index]
     value = button_value(op, index)
     return {
         "type": "actions",
-        "block_id": f"exauth_op_{op['id']}_{index}",
+        "block_id": f"exauth_op_{op.id}_{index}",
         "elements": [
             {
                 "type": "button", "action_id": APPROVE_ACTION, "style": "primary",
@@ -143,7 +147,7 @@ def _buttons(op: dict[str, Any], index: int) -> dict[str, Any]:
                 "confirm": {
                     "title": {"type": "plain_text", "text": "Run this step?"},
                     "text": {"type": "mrkdwn", "text": _clip(
-                        f"{escape(step['title'])} on {escape(step['server'])}. Exchange will "
+                        f"{escape(step.title)} on {escape(step.server)}. Exchange will "
                         "be re-read first; the step is refused if anything changed.", 300)},
                     "confirm": {"type": "plain_text", "text": "Approve and run"},
                     "deny": {"type": "plain_text", "text": "Cancel"},
@@ -176,40 +180,41 @@ def deny_modal(value: str, channel: str, ts: str) -> dict[str, Any]:
     }
 
 
-def progress_line(op: dict[str, Any], event: dict[str, Any]) -> str:
+def progress_line(op: Operation | dict[str, Any], event: dict[str, Any]) -> str:
     """One thread message for one event of a job."""
     index = event.get("step")
     state = str(event.get("state"))
     mark = STATE_MARKS.get(state, ":information_source:")
     raw = str(event.get("detail") or "")
     detail = _clip(escape(raw), 1500)
+    op = Operation.of(op)
     if index is None:
-        return f"{mark} operation `{op['id']}`: {state}. {detail}"
-    step = op["steps"][int(index)]
-    line = f"{mark} step {int(index) + 1} *{escape(step['title'])}*: {state}. {detail}"
+        return f"{mark} operation `{op.id}`: {state}. {detail}"
+    step = op.steps[int(index)]
+    line = f"{mark} step {int(index) + 1} *{escape(step.title)}*: {state}. {detail}"
     if WORLD_CHANGED in raw:
         line += "\nA new plan is needed: run `/exauth plan` to see it, then `/exauth fix`."
     return line
 
 
-def _plan(op: dict[str, Any]) -> str:
+def _plan(op: Operation) -> str:
     lines = []
-    for step in op["steps"]:
-        mark = STATE_MARKS.get(step["state"], "")
-        change = "" if step["changes_state"] else " _(read-only)_"
-        line = f"{mark} {int(step['index']) + 1}. {escape(step['title'])}{change}"
-        if isinstance(step.get("denied"), dict):
+    for step in op.steps:
+        mark = STATE_MARKS.get(step.state, "")
+        change = "" if step.changes_state else " _(read-only)_"
+        line = f"{mark} {int(step.index) + 1}. {escape(step.title)}{change}"
+        if isinstance(step.denied, dict):
             who, why = _denial(step)
-            line = (f"{DENIED_MARK} {int(step['index']) + 1}. {escape(step['title'])} - "
+            line = (f"{DENIED_MARK} {int(step.index) + 1}. {escape(step.title)} - "
                     f"*Denied by {who}:* {_clip(why, 600)}")
         lines.append(line)
     text = "\n".join(lines)
     return _clip(text, MAX_SECTION - 10)
 
 
-def _denial(step: dict[str, Any]) -> tuple[str, str]:
+def _denial(step: Step) -> tuple[str, str]:
     """Who denied a step (a mention) and why (escaped), as mrkdwn."""
-    denied = step["denied"]
+    denied = step.denied or {}
     return mention(str(denied.get("by") or "?")), escape(str(denied.get("reason") or ""))
 
 
