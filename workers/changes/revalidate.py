@@ -30,7 +30,7 @@ from typing import Any
 
 RUN, BLOCKED, SUPERSEDED = "run", "blocked", "superseded"
 CHANGE_KINDS = ("stage_new", "replace_now", "publish_next", "import_current", "import_next",
-                "cleanup", "repair_backend")
+                "cleanup", "repair_backend", "upload_hybrid_key")
 SERVER_SCOPED = ("repair_backend",)  # every other kind is org-wide
 
 
