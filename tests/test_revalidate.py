@@ -109,3 +109,16 @@ def test_an_import_runs_only_while_the_rules_still_ask_for_that_server() -> None
                  unreachable=[], in_scope=SCOPE).runs
     assert judge(o, step, decision=[act("import_current", ["ex2.contoso.lab"])],
                  unreachable=[], in_scope=SCOPE).outcome == SUPERSEDED
+
+
+def test_an_operator_s_request_runs_unless_the_rules_now_call_for_another_change() -> None:
+    """`/exauth rotate` on a healthy org: the rules never called for stage_new."""
+    o = {**op("stage_new"), "advised": False}
+    assert judge(o, o["steps"][1], decision=[act("none", reason="healthy")], unreachable=[],
+                 in_scope=SCOPE).runs
+    assert judge(o, o["steps"][1], decision=[act("wait_for_publish")], unreachable=[],
+                 in_scope=SCOPE).runs
+    verdict = judge(o, o["steps"][1], decision=[act("replace_now", SCOPE, "expired")],
+                    unreachable=[], in_scope=SCOPE)
+    assert verdict.outcome == SUPERSEDED and "requested by an operator" in verdict.why
+    assert verdict.recommended.startswith("replace_now")

@@ -146,6 +146,9 @@ def start(
             for s in obs.servers if s.fqdn.lower() in watched
         },
         hybrid=status.hybrid,
+        # whether the rules called for it, or an operator asked regardless (`rotate`):
+        # the re-decision before each step judges the two differently (revalidate)
+        advised=any(a.kind == action.kind for a in status.actions),
     )
     audit.record(conn, org=org.name, actor=requester, action="operation.start",
                  target=op.id, outcome="open",

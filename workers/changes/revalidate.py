@@ -17,7 +17,10 @@ read, in this order:
    the step is needed to finish it: once an operation has changed something (a step done,
    or a certificate recorded or adopted), its remaining steps complete what was started
    rather than leave the org half way. Otherwise it is superseded, and what the rules call
-   for now is said.
+   for now is said. An action an operator asked for although the rules did not call for it
+   (`/exauth rotate` on a healthy org; the operation's `advised` is false) is superseded
+   only when the rules now call for a different change (the certificate expired meanwhile:
+   replace_now).
 
 Nothing here reads Exchange or Redis: workers.changes.execute gathers the inputs.
 """
@@ -138,6 +141,12 @@ def judge(
         return Verdict(SUPERSEDED, "Exchange changed since the approval: "
                        + "; ".join(changed) + ". Nothing was run.", recommendation(decision))
     if not started(op) and not calls_for(op, step, decision):
-        return Verdict(SUPERSEDED, f"the decision rules no longer call for {op['kind']} "
-                       "on a fresh read. Nothing was run.", recommendation(decision))
+        if op.get("advised", True):
+            return Verdict(SUPERSEDED, f"the decision rules no longer call for {op['kind']} "
+                           "on a fresh read. Nothing was run.", recommendation(decision))
+        other = [a for a in decision if a["kind"] in CHANGE_KINDS]
+        if other:  # an operator's request, overtaken by a change the rules call for now
+            return Verdict(SUPERSEDED, f"{op['kind']} was requested by an operator, and a "
+                           f"fresh read now calls for {other[0]['kind']} instead. Nothing "
+                           "was run.", recommendation(decision))
     return Verdict(RUN)
