@@ -25,6 +25,7 @@ org cost seconds of client CPU before a single server was asked anything.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -46,9 +47,12 @@ from workers.exchange.parsing import (
     text,
 )
 from workers.exchange.target import Statement
+from workers.status import listing
 from workers.status.findings import is_in_scope
 from workers.status.observation import AuthConfigObs, BackendObs, CertFacts, OrgObs, ServerObs
 from workers.status.report import build_status
+
+log = logging.getLogger(__name__)
 
 # What each read needs: the properties `workers.exchange.parsing` reads, nothing else.
 AUTH_CONFIG_PROPERTIES = (
@@ -78,7 +82,7 @@ BINDING_PROPERTIES = (
 )
 STORE_PROPERTIES = ("Thumbprint", "RawData", "PSChildName", "Subject", "NotBefore", "NotAfter")
 
-Part = Literal["clock", "certificates", "backend"]
+Part = Literal["clock", "listing", "certificates", "backend"]
 CLOCK = Statement.of("Get-Date", Format="o")  # ISO 8601 with offset, in PowerShell 5.1 too
 
 
@@ -112,16 +116,35 @@ def collect(
     in_scope = [s for s in servers if is_in_scope(s.roles, s.version)]
     # The writer's clock is asked with them (no extra wait), unless the caller fixed the time.
     writer_clock: list[tuple[str, Part]] = [] if now else [(org.writer, "clock")]
-    jobs = writer_clock + [
-        (server.fqdn, part) for server in in_scope for part in ("certificates", "backend")
-    ]
+    # Every store is listed through the writer's Exchange session (workers.status.listing),
+    # alongside the per-server IIS reads on the host endpoints.
+    fqdns = [server.fqdn for server in in_scope]
+    jobs = writer_clock + [(org.writer, "listing")] + [(fqdn, "backend") for fqdn in fqdns]
     asked_at = clock.now()
-    results = client.map(lambda job: _ask(client, *job), jobs)
+    results = client.map(lambda job: _ask(client, *job, fqdns=fqdns), jobs)
     told = results.pop(0) if writer_clock else None
     checked_at = (now or (told if isinstance(told, datetime) else asked_at)).astimezone(UTC)
+    listed = results.pop(0)
     observed = {s.fqdn.lower(): s for s in servers}
-    for (fqdn, part), result in zip(jobs[len(writer_clock):], results, strict=True):
-        observed[fqdn.lower()] = _merge(observed[fqdn.lower()], part, result, client)
+    for fqdn, result in zip(fqdns, results, strict=True):
+        observed[fqdn.lower()] = _merge(observed[fqdn.lower()], "backend", result, client)
+    # A server whose listing came through, and whose back end reads clean, is answered by it;
+    # any other is asked on its own endpoints as before, so a broken or unreachable server
+    # is reported the same way whichever path found it.
+    alone = [fqdn for fqdn in fqdns
+             if not (isinstance(listed, dict) and fqdn.lower() in listed
+                     and _clean(observed[fqdn.lower()].backend))]
+    for fqdn in fqdns:
+        if fqdn not in alone:
+            facts: tuple[CertFacts, ...] | ExchangeError
+            try:
+                facts = tuple(_facts(obj, fqdn) for obj in listed[fqdn.lower()])
+            except ExchangeError as exc:  # unreadable certificate: as its own listing says
+                facts = exc
+            observed[fqdn.lower()] = _merge(observed[fqdn.lower()], "certificates", facts, client)
+    own = client.map(lambda fqdn: _certificates(client, fqdn), alone)
+    for fqdn, result in zip(alone, own, strict=True):
+        observed[fqdn.lower()] = _merge(observed[fqdn.lower()], "certificates", result, client)
 
     return OrgObs(
         org=org.name,
@@ -157,12 +180,25 @@ def org_clock(client: ExchangeClient, fqdn: str) -> datetime | None:
 # --- per server ------------------------------------------------------------------------------
 
 
-def _ask(client: ExchangeClient, fqdn: str, part: Part) -> Any:
+def _ask(client: ExchangeClient, fqdn: str, part: Part, *, fqdns: list[str]) -> Any:
     if part == "clock":
         return org_clock(client, fqdn)
+    if part == "listing":
+        try:
+            return listing.list_all(client, fqdn, fqdns, EXCHANGE_CERTIFICATE_PROPERTIES)
+        except (ExchangeError, ValueError) as exc:
+            log.debug("one-session certificate listing failed (%s); asking each server", exc)
+            return None
     if part == "certificates":
         return _certificates(client, fqdn)
     return _backend(client, fqdn)
+
+
+def _clean(backend: BackendObs | None) -> bool:
+    """The back end binding names a certificate the store holds: the server's host answered
+    and its Exchange endpoint has what it needs to work."""
+    return backend is not None and backend.error is None and backend.has_binding and \
+        backend.cert is not None
 
 
 def _certificates(client: ExchangeClient, fqdn: str) -> tuple[CertFacts, ...]:
