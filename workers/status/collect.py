@@ -6,11 +6,16 @@ one line of why, certificates None), never guessed.
 
 Order of work: the org-wide reads (Get-AuthConfig, Get-ExchangeServer,
 Get-HybridConfiguration) go to the writer's Exchange endpoint, falling back to other known
-servers, then to host endpoint + snap-in. Then every in-scope server is asked concurrently
-(bounded) on its own endpoints: its Exchange certificate store (Exchange endpoint, or host +
-snap-in when that is broken) and its "Exchange Back End" binding with the store certificate
-it names (host endpoint, one invocation of two statements). That is one listing of
-certificates per server: it answers presence and duplicates, nothing is asked by thumbprint.
+servers, then to host endpoint + snap-in. Then, concurrently (bounded): every in-scope
+server's Exchange certificate store, listed in one invocation through that same Exchange
+session (`Get-ExchangeCertificate -Server X` is answered from any endpoint:
+workers.status.listing), and on each server's host endpoint its "Exchange Back End" binding
+with the store certificate it names (one invocation of two statements). A server whose own
+Exchange endpoint shows a reason to be broken (back end unclean, current Auth certificate
+not in its store) or that the listing did not answer is then asked on its own endpoints
+(Exchange endpoint, or host + snap-in when that is broken), exactly as before, so its
+status says what is wrong with it. That is one listing of certificates per server: it
+answers presence and duplicates, nothing is asked by thumbprint.
 
 Time is the org's own: the writer's host endpoint is asked `Get-Date -Format o` alongside the
 per-server reads, and `checked_at` (which every "days left", "overdue" and "effective in"
@@ -128,20 +133,18 @@ def collect(
     observed = {s.fqdn.lower(): s for s in servers}
     for fqdn, result in zip(fqdns, results, strict=True):
         observed[fqdn.lower()] = _merge(observed[fqdn.lower()], "backend", result, client)
-    # A server whose listing came through, and whose back end reads clean, is answered by it;
-    # any other is asked on its own endpoints as before, so a broken or unreachable server
-    # is reported the same way whichever path found it.
-    alone = [fqdn for fqdn in fqdns
-             if not (isinstance(listed, dict) and fqdn.lower() in listed
-                     and _clean(observed[fqdn.lower()].backend))]
+    # A server is answered by the listing when nothing that breaks its own Exchange endpoint
+    # shows: its back end reads clean and its store holds the current Auth certificate
+    # (without it, serialization signing fails there). Any other server is asked on its own
+    # endpoints as before, so a broken or unreachable one is reported the same way.
+    alone: list[str] = []
     for fqdn in fqdns:
-        if fqdn not in alone:
-            facts: tuple[CertFacts, ...] | ExchangeError
-            try:
-                facts = tuple(_facts(obj, fqdn) for obj in listed[fqdn.lower()])
-            except ExchangeError as exc:  # unreadable certificate: as its own listing says
-                facts = exc
+        facts = _listed_facts(listed, fqdn)
+        if isinstance(facts, tuple) and _endpoint_sound(observed[fqdn.lower()].backend,
+                                                        facts, auth.current):
             observed[fqdn.lower()] = _merge(observed[fqdn.lower()], "certificates", facts, client)
+        else:
+            alone.append(fqdn)
     own = client.map(lambda fqdn: _certificates(client, fqdn), alone)
     for fqdn, result in zip(alone, own, strict=True):
         observed[fqdn.lower()] = _merge(observed[fqdn.lower()], "certificates", result, client)
@@ -194,11 +197,23 @@ def _ask(client: ExchangeClient, fqdn: str, part: Part, *, fqdns: list[str]) -> 
     return _backend(client, fqdn)
 
 
-def _clean(backend: BackendObs | None) -> bool:
-    """The back end binding names a certificate the store holds: the server's host answered
-    and its Exchange endpoint has what it needs to work."""
-    return backend is not None and backend.error is None and backend.has_binding and \
+def _listed_facts(listed: Any, fqdn: str) -> tuple[CertFacts, ...] | ExchangeError | None:
+    """That server's certificates from the listing; None when the listing did not come."""
+    if not isinstance(listed, dict) or fqdn.lower() not in listed:
+        return None
+    try:
+        return tuple(_facts(obj, fqdn) for obj in listed[fqdn.lower()] if obj is not None)
+    except ExchangeError as exc:
+        return exc
+
+
+def _endpoint_sound(backend: BackendObs | None, facts: tuple[CertFacts, ...],
+                    current: str | None) -> bool:
+    """Nothing seen that breaks this server's Exchange endpoint: the back end binding names
+    a certificate its store holds, and the current Auth certificate is installed there."""
+    clean = backend is not None and backend.error is None and backend.has_binding and \
         backend.cert is not None
+    return clean and current is not None and any(f.thumbprint == current for f in facts)
 
 
 def _certificates(client: ExchangeClient, fqdn: str) -> tuple[CertFacts, ...]:
