@@ -32,7 +32,15 @@ from workers.jobs.registry import RegisteredJob
 
 READ_QUEUE = "exauth-read"  # status, plan: safe to repeat
 CHANGE_QUEUE = "exauth-change"  # rotations and repairs: never retried blindly
-QUEUE_NAMES = (READ_QUEUE, CHANGE_QUEUE)
+# The warnings sweeps (workers.warnings.sweep): a whole fleet at once from `exauth cron`, so
+# a queue of their own that every worker takes from last - a person's /exauth status never
+# waits behind hundreds of queued sweeps, only (at most) behind the one sweep per worker
+# already running.
+SWEEP_QUEUE = "exauth-sweep"
+QUEUE_NAMES = (READ_QUEUE, CHANGE_QUEUE, SWEEP_QUEUE)
+# The order a worker takes jobs in (rq asks its queues in order every time it takes one):
+# an approved change first, then what a person asked for, then sweeps.
+WORKER_QUEUES = (CHANGE_QUEUE, READ_QUEUE, SWEEP_QUEUE)
 
 SERIALIZER = JSONSerializer
 
