@@ -133,5 +133,6 @@ _CLASSES: dict[str, type[SentinelRedis]] = {}
 def _client_class(url: str) -> type[SentinelRedis]:
     """One client class per URL, so a rebuilt client knows which Sentinels to ask."""
     if url not in _CLASSES:
-        _CLASSES[url] = type("SentinelRedis", (SentinelRedis,), {"url": url})
+        _CLASSES[url] = type("SentinelRedis", (SentinelRedis,),
+                             {"url": url, "__module__": __name__})
     return _CLASSES[url]
