@@ -132,3 +132,24 @@ def test_server_entries_read_the_same_from_selected_text_or_objects(site: Any) -
            "AdminDisplayVersion": "Version 15.2 (Build 1544.4)"}
     assert server_from(obj) == ("EX1", "ex1.contoso.lab", "Site-A",
                                 "Version 15.2 (Build 1544.4)", ("Mailbox", "ClientAccess"))
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_the_one_session_listing_gives_the_same_status_as_asking_each_server(
+    name: str, make_lab: Callable[..., LabHandle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every store listed through one Exchange session (workers.status.listing) says what
+    each server's own Exchange endpoint says, in every built-in scenario: broken endpoints,
+    unreachable servers and missing certificates included."""
+    from workers.status import collect as collect_module
+
+    handle = make_lab(name)
+    now = handle.org.now()
+    listed = report(handle, ExchangeClient, now)
+    calls = len(handle.org.calls())
+    monkeypatch.setattr(collect_module.listing, "list_all", lambda *args, **kwargs: None)
+    alone = report(handle, ExchangeClient, now)
+    per_server = [c for c in handle.org.calls()[calls:]
+                  if c["command"] == "Get-ExchangeCertificate"]
+    assert per_server, "each server was asked on its own endpoints"
+    assert listed == alone
