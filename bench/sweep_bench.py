@@ -41,7 +41,7 @@ import redis  # noqa: E402
 
 from lab.serve import config_toml, start  # noqa: E402
 from tests.slack_mock import BOT_TOKEN, SlackMock  # noqa: E402
-from workers.jobs.queues import ReadJob, enqueue_reads  # noqa: E402
+from workers.jobs.queues import SWEEP_QUEUE, ReadJob, enqueue_reads, queue  # noqa: E402
 from workers.warnings import warning_state  # noqa: E402
 from workers.warnings.sweep import enqueue_sweep  # noqa: E402
 
@@ -136,6 +136,7 @@ class Person:
         self.conn = redis.Redis.from_url(url)
         self.org = org
         self.every = every
+        self.sweeps = queue(SWEEP_QUEUE, self.conn)
         self.latencies: list[float] = []
         self.unanswered = 0
 
@@ -144,7 +145,9 @@ class Person:
         next_ask = time.perf_counter() + self.every
         while not stop.is_set() or waiting:
             now = time.perf_counter()
-            if not stop.is_set() and now >= next_ask:
+            # Asked only while sweeps are still queued: burst workers leave once every
+            # queue is empty, and a question after that would wait for no one.
+            if not stop.is_set() and now >= next_ask and self.sweeps.count > 0:
                 meta = {"org": self.org, "kind": "status",
                         "reply": {"channel": PERSON_CHANNEL, "ts": None},
                         "requested_by": "U0BENCH"}
@@ -158,7 +161,7 @@ class Person:
                 if status in ("finished", "failed", "canceled"):
                     self.latencies.append(time.perf_counter() - asked)
                 elif stop.is_set():
-                    self.unanswered += 1  # asked as the burst workers were leaving
+                    self.unanswered += 1  # the burst workers left without answering
                 else:
                     still.append((asked, job))
             waiting = still
