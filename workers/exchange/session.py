@@ -27,7 +27,7 @@ from pypsrp.wsman import WSMan
 
 from config.errors import ConfigError
 from config.network_policy import is_loopback, plain_http_to_remote
-from workers.exchange import pipeline_command
+from workers.exchange import packed_messages, pipeline_command
 from workers.exchange.errors import (
     ExchangeEndpointBroken,
     ExchangeError,
@@ -76,6 +76,13 @@ class _TolerantSerializer(Serializer):
                 if ref_id is not None:
                     self.tn[ref_id] = [t.text or "" for t in type_list.findall("T")]
         return super().deserialize(element, metadata, clear=False)
+
+    def serialize(self, value: Any, metadata: Any = None, parent: Any = None,
+                  clear: bool = True) -> Any:
+        if clear and metadata is None and parent is None:  # a whole message: maybe sent before
+            return packed_messages.PACKED.serialize(
+                value, lambda v: super(_TolerantSerializer, self).serialize(v))
+        return super().serialize(value, metadata, parent, clear)
 
 
 
