@@ -5,7 +5,7 @@ settings when it opens, and the same pipeline (the back end binding and the stor
 listing) on every server; pypsrp builds each one's CLIXML from scratch with ElementTree,
 which was about a quarter of the client's CPU of a 50-server status. A message is the same
 when everything pypsrp serializes from it is the same - its class, type names and
-ToString, and each property with its metadata, recursively - so that is the key, and the
+ToString, and each property, recursively - so that is the key, and the
 XML bytes made the first time are sent again. Anything not plainly comparable (a
 SecureString, bytes, an object pypsrp does not describe) makes the message uncached: it is
 serialized as pypsrp always does.
@@ -83,19 +83,12 @@ def fingerprint(value: Any) -> Any:
                             tuple(value._types), fingerprint(value._to_string)]
         for group in (value._property_sets, value._extended_properties,
                       value._adapted_properties):
-            for attr, meta in group:
-                parts.append((attr, _meta(meta), fingerprint(getattr(value, attr))))
+            # A property's metadata (tag, name, list types) is fixed by the class and the
+            # property: the class is in the key already, so the name stands for it.
+            for attr, _meta in group:
+                parts.append((attr, fingerprint(getattr(value, attr))))
         return tuple(parts)
     raise _Uncacheable(type(value).__name__)
-
-
-def _meta(meta: Any) -> Any:
-    """What a property's metadata tells the serializer: its kind, tag, name, list types."""
-    inner = getattr(meta, "list_value_meta", None)
-    return (type(meta).__name__, getattr(meta, "tag", None), getattr(meta, "name", None),
-            getattr(meta, "optional", None), tuple(getattr(meta, "list_types", None) or ()),
-            None if inner is None else _meta(inner),
-            getattr(getattr(meta, "object", None), "__qualname__", None))
 
 
 PACKED = PackedMessages()
