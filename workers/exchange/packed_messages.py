@@ -21,6 +21,8 @@ from typing import Any
 from pypsrp.complex_objects import ComplexObject, GenericComplexObject
 from pypsrp.messages import CreatePipeline, InitRunspacePool, SessionCapability
 
+from config.errors import ExauthError
+
 # Only messages whose content our own code decides (pool open, pipelines we build).
 CACHED_TYPES = (SessionCapability, InitRunspacePool, CreatePipeline)
 LIMIT = 512  # distinct messages kept; a process sends a handful of shapes
@@ -28,8 +30,8 @@ LIMIT = 512  # distinct messages kept; a process sends a handful of shapes
 _PLAIN = (str, int, float, bool, type(None))
 
 
-class _Uncacheable(Exception):
-    pass
+class _Uncacheable(ExauthError):
+    """Something in a message is not plainly comparable: it is serialized as usual."""
 
 
 class PackedMessages:
