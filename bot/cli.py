@@ -226,6 +226,26 @@ def lab_serve(scenario: str, host: str, port: int, latency_ms: int, open_ms: int
     sys.exit(serve_main(scenario, host, port, latency_ms, open_ms, write_config))
 
 
+@lab_group.command("snapshot")
+@click.option("--org", "org_name", default=None, help="The org to copy (default: the only one).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the scenario TOML.")
+@click.pass_obj
+def lab_snapshot(ctx: Context, org_name: str | None, out: str) -> None:
+    """Write a lab scenario that reproduces the org as status reads it (stand-in certificates)."""
+    from workers.rehearsal.replica import snapshot
+
+    settings = configured(ctx, org_name)
+    orgs = selected_orgs(settings, org_name)
+    if len(orgs) > 1:
+        fail(f"{len(orgs)} orgs are configured; name one with --org "
+             f"({', '.join(o.name for o in orgs)})")
+    obs = guarded(snapshot, orgs[0], out)
+    click.echo(f"exauth: wrote {out}: a replica of {orgs[0].name} as read at "
+               f"{obs.checked_at.isoformat()}; serve it with "
+               f"`exauth lab serve --scenario {out}`", err=True)
+
+
 @lab_group.command("scenarios")
 def lab_scenarios() -> None:
     """List the built-in scenarios."""
