@@ -43,6 +43,7 @@ PINNED = [
     (redis_keys.audit_stream(), "exauth:audit"),
     (redis_keys.org_audit_stream("contoso"), "exauth:audit:contoso"),
     (redis_keys.slack_delivery("1234.5678.abcd"), "exauth:dedupe:1234.5678.abcd"),
+    (redis_keys.rehearsal("contoso", "stage_new"), "exauth:rehearsal:contoso:stage_new"),
 ]
 
 

@@ -126,3 +126,10 @@ def slack_delivery(trigger_id: str) -> str:
     drops a repeat); a string "1", expiring after bot.listeners.after_ack.DEDUPE_TTL_SECONDS (1
     h)."""
     return f"{ROOT}dedupe:{trigger_id}"
+
+
+def rehearsal(org: str, kind: str) -> str:
+    """`exauth:rehearsal:<org>:<operation kind>`: the last rehearsal of that kind of change
+    on a replica of the org (workers.rehearsal.rehearsal_record: when, ok, what went wrong);
+    a string, JSON, expiring after workers.rehearsal.rehearsal_record.RECORD_TTL (7 days)."""
+    return f"{ROOT}rehearsal:{org}:{kind}"

@@ -1,0 +1,280 @@
+"""A rehearsal: the change the status recommends, run first on a replica of the org.
+
+`rehearse` takes a fresh snapshot of the org (`workers.rehearsal.replica`: the only calls
+that reach the real org, all reads), serves it in this process
+(`workers.rehearsal.replica_server`), and runs the operation on the replica the way the
+worker would run the real one (`workers.changes.lifecycle`, `approval`, `execute`), with
+two differences only: every approval is granted by the rehearsal itself (approver
+`REHEARSAL_APPROVER`), and each wait (replication, publication, the 24 h before the old
+certificate may go) is passed by moving the replica's clock through its control API
+rather than waited for. The report lists each step with its outcome and how long it took on
+the replica's clock, the status at the end, and what differed from the plan.
+
+The replica is an org of its own name (`<org>-rehearsal-<id>`) whose endpoints are the
+lab's only: nothing in a rehearsal can address the real org's servers. Its operation is
+closed when the rehearsal ends, whatever happened, so no sweep ever resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import redis
+import requests
+
+from config.lab_settings import settings_for_lab
+from config.schema import OrgSettings
+from workers.changes import approval, execute, lifecycle, operation
+from workers.clock import SYSTEM_CLOCK, CallableClock, Clock
+from workers.exchange.client import ExchangeClient
+from workers.rehearsal import rehearsal_record, replica, replica_server
+from workers.status.decide import actions as decide_actions
+from workers.status.report import build_status, checked_at
+
+REHEARSAL_APPROVER = "U0REHEARSAL"  # a Slack-ID-shaped name no person has
+MAX_ROUNDS = 300  # approvals, waits and resumes of one rehearsal; a loop never runs forever
+PAST_DUE = timedelta(minutes=1)  # the clock goes this far past a wait's end
+CHANGING = set(operation.KINDS)
+# Thumbprints (whole, shortened, or the plan's placeholder for one not yet made) and the
+# quotes around them: a replica's certificates are stand-ins, its new one is not made yet.
+_THUMBPRINT = re.compile(r"'?(?:[0-9A-F]{40}|<new thumbprint>)'?|[0-9A-F]{8}…")
+
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class _Virtual:
+    """The replica's clock as we move it: it stands still at the snapshot's time
+    (`[lab] now`) until advanced, so it is known here without asking."""
+
+    now: datetime
+
+
+def rehearse(
+    org: OrgSettings, conn: redis.Redis, *, kind: str | None = None, requester: str = "exauth",
+    servers: list[str] | None = None, override: bool = False, clock: Clock = SYSTEM_CLOCK,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Rehearse one change on a fresh replica of `org`; returns the report (see module)."""
+    started = time.monotonic()
+    said = progress or (lambda _event, _data: None)
+    with tempfile.TemporaryDirectory(prefix="exauth-rehearsal-") as folder:
+        path = Path(folder) / f"{org.name}-replica.toml"
+        real_obs = replica.snapshot(org, path, clock=clock)
+        real_status = build_status(real_obs)
+        said("snapshot", {"checked_at": real_status["checked_at"]})
+        with replica_server.serve(path) as info:
+            report = _run(org, conn, info, real_status, kind=kind, requester=requester,
+                          servers=servers, override=override, said=said)
+    report["wall_seconds"] = round(time.monotonic() - started, 2)
+    report["rehearsed_at"] = clock.now().astimezone(UTC).isoformat()
+    if report.get("kind") in CHANGING:
+        rehearsal_record.save(conn, org.name, report["kind"], at=clock.now(), ok=report["ok"],
+                              line=report["verdict"])
+    return report
+
+
+def _run(org: OrgSettings, conn: redis.Redis, info: dict[str, Any],
+         real_status: dict[str, Any], *, kind: str | None, requester: str,
+         servers: list[str] | None, override: bool, said: Progress) -> dict[str, Any]:
+    twin = replica_org(org, info)
+    client = ExchangeClient(twin)
+    virtual = _Virtual(now=datetime.fromisoformat(real_status["checked_at"]))
+    books = CallableClock(lambda: virtual.now)
+    obs, status = execute.observe(twin, client, clock=books)
+    virtual.now = checked_at(status)
+    differences = _replica_differences(real_status, status)
+    if override:
+        status = {**status, "actions": decide_actions(obs, override_unreachable=True)}
+    report: dict[str, Any] = {
+        "org": org.name, "replica": twin.name, "snapshot_at": real_status["checked_at"],
+        "kind": kind, "reason": "", "steps": [], "differences": differences,
+        "status_before": _brief(status), "status_after": None,
+    }
+    try:
+        action = lifecycle.choose_action(status, kind, servers)
+    except lifecycle.NothingToDo as exc:
+        report.update(ok=True, state="nothing to do", verdict=f"nothing to rehearse: {exc}")
+        return report
+    report.update(kind=action["kind"], reason=action.get("reason", ""))
+    op = lifecycle.start(conn, twin, obs, status, action, requester, override=override,
+                         clock=books)
+    op_id = str(op["id"])
+    said("started", {"kind": action["kind"], "replica": twin.name})
+    begun = virtual.now
+    planned = [(s["title"], lifecycle.command(op, s)) for s in op["steps"]]
+    tracker = _StepTimes(begun)
+    try:
+        lifecycle.advance(conn, twin, op_id, client=client, clock=books)
+        _drive(conn, twin, info, op_id, client, books, virtual, tracker, said)
+    finally:
+        _close_if_open(conn, op_id, books)
+    final = operation.require(conn, op_id)
+    report["steps"] = [
+        {"index": s["index"], "title": s["title"], "command": lifecycle.command(final, s),
+         "changes_state": bool(s["changes_state"]), "state": s["state"],
+         "outcome": s.get("outcome") or "",
+         "virtual_seconds": tracker.seconds(int(s["index"]))}
+        for s in final["steps"]]
+    report["operation_state"] = final["state"]
+    report["virtual_seconds"] = round((virtual.now - begun).total_seconds())
+    _, after = execute.observe(twin, client, clock=books)
+    report["status_after"] = _brief(after)
+    report["differences"] += _plan_differences(planned, report["steps"], final["state"], after)
+    ok = final["state"] == "done" and not any(s["state"] == "failed" for s in report["steps"])
+    report["ok"] = ok
+    report["state"] = final["state"]
+    report["verdict"] = "ok" if ok else _what_went_wrong(report)
+    return report
+
+
+def replica_org(org: OrgSettings, info: dict[str, Any]) -> OrgSettings:
+    """The replica as an org: the lab's endpoints only, its own name, one approver (the
+    rehearsal), and the real org's other settings where they shape a run."""
+    name = f"{org.name[:40]}-rehearsal-{secrets.token_hex(3)}"
+    built = settings_for_lab({**info, "org": name}, str(info["password"]),
+                             writer=str(info.get("writer") or "") or None).orgs[0]
+    return built.model_copy(update={"approvers": [REHEARSAL_APPROVER], "operators": [],
+                                    "allow_self_approval": False,
+                                    "approval_ttl_minutes": org.approval_ttl_minutes})
+
+
+# --- driving the operation -------------------------------------------------------------
+
+
+class _StepTimes:
+    """When each step was first next and when it ended, on the replica's clock."""
+
+    def __init__(self, begun: datetime) -> None:
+        self.begun = begun
+        self.first: dict[int, datetime] = {}
+        self.ended: dict[int, datetime] = {}
+
+    def see(self, op: dict[str, Any], now: datetime) -> None:
+        for step in op["steps"]:
+            index = int(step["index"])
+            if step["state"] in ("done", "skipped", "failed"):
+                self.ended.setdefault(index, now)
+                self.first.setdefault(index, now)
+        nxt = lifecycle.next_index(op)
+        if nxt is not None:
+            self.first.setdefault(nxt, now)
+
+    def seconds(self, index: int) -> int | None:
+        if index not in self.ended:
+            return None
+        return round((self.ended[index] - self.first.get(index, self.begun)).total_seconds())
+
+
+def _drive(conn: redis.Redis, twin: OrgSettings, info: dict[str, Any], op_id: str,
+           client: ExchangeClient, books: Clock, virtual: _Virtual, tracker: _StepTimes,
+           said: Progress) -> dict[str, Any]:
+    """Approve, run and wait through the operation until it closes or a step fails."""
+    for _ in range(MAX_ROUNDS):
+        op = operation.require(conn, op_id)
+        tracker.see(op, virtual.now)
+        if op["state"] not in operation.OPEN_STATES:
+            return op
+        if op["state"] == "waiting":
+            due = datetime.fromisoformat(op["resume_at"])
+            ahead = max(due - virtual.now, timedelta(0)) + PAST_DUE
+            _advance_clock(info, ahead)
+            virtual.now += ahead
+            said("waited", {"for": op.get("waiting_for") or "", "seconds": ahead.total_seconds()})
+            lifecycle.resume(conn, twin, op_id, actor="exauth", client=client, clock=books)
+            continue
+        index = lifecycle.next_index(op)
+        step = op["steps"][index] if index is not None else None
+        if step is None or step["state"] != "awaiting_approval":
+            return op  # a failed step (or one only a person can carry on): the report says
+        decision = approval.decide(conn, op_id, int(step["index"]), user=REHEARSAL_APPROVER,
+                                   decision="approve", approvers=twin.approvers,
+                                   request_id=step["request_id"])
+        if not decision.ok:
+            return op
+        result = execute.run_step(conn, twin, op_id, int(step["index"]), step["request_id"],
+                                  client=client, clock=books)
+        said("step", {"index": step["index"], "title": step["title"], "state": result["state"]})
+        tracker.see(operation.require(conn, op_id), virtual.now)
+        lifecycle.advance(conn, twin, op_id, client=client, clock=books)
+    return operation.require(conn, op_id)
+
+
+def _advance_clock(info: dict[str, Any], delta: timedelta) -> None:
+    """Move the replica's clock by `delta` (its control API, POST /_lab/clock)."""
+    response = requests.post(f"{info['control_url']}/clock",
+                             json={"advance": f"{max(1, int(delta.total_seconds()))}s"},
+                             auth=(str(info["username"]), str(info["password"])), timeout=30)
+    response.raise_for_status()
+
+
+def _close_if_open(conn: redis.Redis, op_id: str, books: Clock) -> None:
+    """A rehearsal's operation never outlives it (no sweep may find it: its org is gone)."""
+    op = operation.load(conn, op_id)
+    if op is not None and op["state"] in operation.OPEN_STATES:
+        operation.close(conn, op_id, "cancelled", now=books.now())
+
+
+# --- what the report says --------------------------------------------------------------
+
+
+def _brief(status: dict[str, Any]) -> dict[str, Any]:
+    return {"checked_at": status["checked_at"], "findings": status["findings"],
+            "actions": status["actions"]}
+
+
+def _aside(value: Any) -> str:
+    return _THUMBPRINT.sub("…", json.dumps(value, sort_keys=True, ensure_ascii=False))
+
+
+def _replica_differences(real: dict[str, Any], twin: dict[str, Any]) -> list[str]:
+    out = []
+    if _aside(real["findings"]) != _aside(twin["findings"]):
+        out.append("the replica's findings differ from the org's: "
+                   + ", ".join(sorted({f["code"] for f in twin["findings"]}
+                                      ^ {f["code"] for f in real["findings"]})) or "wording")
+    if _aside(real["actions"]) != _aside(twin["actions"]):
+        out.append("the replica's recommended actions differ from the org's: "
+                   f"{[a['kind'] for a in twin['actions']]} vs "
+                   f"{[a['kind'] for a in real['actions']]}")
+    return out
+
+
+def _plan_differences(planned: list[tuple[str, str]], steps: list[dict[str, Any]],
+                      state: str, after: dict[str, Any]) -> list[str]:
+    out = []
+    for (title, command), step in zip(planned, steps, strict=False):
+        if step["state"] == "skipped":
+            out.append(f"step {step['index'] + 1} ({title}) was skipped: {step['outcome']}")
+        elif step["state"] == "failed":
+            out.append(f"step {step['index'] + 1} ({title}) failed: {step['outcome']}")
+        elif step["state"] not in ("done",):
+            out.append(f"step {step['index'] + 1} ({title}) was not reached ({step['state']})")
+        elif _aside(command) != _aside(step["command"]):
+            out.append(f"step {step['index'] + 1} ({title}) ran {step['command']!r}, "
+                       f"planned {command!r}")
+    if len(steps) != len(planned):
+        out.append(f"the operation has {len(steps)} steps; the plan had {len(planned)}")
+    if state != "done":
+        out.append(f"the operation ended {state}, not done")
+    left = [a["kind"] for a in after["actions"] if a["kind"] in CHANGING or a["kind"] == "blocked"]
+    if left:
+        out.append(f"afterwards the status still recommends {', '.join(left)}")
+    return out
+
+
+def _what_went_wrong(report: dict[str, Any]) -> str:
+    failed = [s for s in report["steps"] if s["state"] == "failed"]
+    if failed:
+        step = failed[0]
+        return f"step {step['index'] + 1} ({step['title']}) failed: {step['outcome']}"
+    return report["differences"][0] if report["differences"] else f"ended {report['state']}"
