@@ -11,13 +11,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lab.serve import start
 from workers.rehearsal import replica_server
 
 
 @contextmanager
 def serve(path: Path) -> Iterator[dict[str, Any]]:
     """Serve the scenario file on a free loopback port until the block ends."""
+    from lab.serve import start  # only when a rehearsal runs: the lab is not small
+
     with start(path) as handle:
         yield {**handle.info, "writer": handle.writer}
 

@@ -21,6 +21,7 @@ from bot.render import messages, operation_card
 from bot.slack import callback_client
 from workers.changes import operation
 from workers.jobs.read_jobs import failure_reason
+from workers.rehearsal import rehearsal_record
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ def publish(conn: Redis, summary: dict[str, Any], *, reply_channel: str | None =
     op = operation.load(conn, summary["op_id"])
     if op is None:
         return
-    message = operation_card.operation_card(op)
+    message = operation_card.operation_card(
+        op, rehearsal_record.for_operation(conn, op["org"], op["kind"]))
     card = op.get("card")
     slack = callback_client()
     if card is None:

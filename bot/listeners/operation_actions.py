@@ -40,6 +40,7 @@ from workers import audit
 from workers.changes import approval, lifecycle, operation
 from workers.jobs import change_jobs
 from workers.jobs.queues import ANSWER_TIMEOUT, connect
+from workers.rehearsal import rehearsal_record
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,8 @@ class Approvals:
         card = (op or {}).get("card") or {}
         if op is None or not card.get("channel"):
             return
-        message = operation_card.operation_card(op)
+        message = operation_card.operation_card(
+            op, rehearsal_record.for_operation(self.conn, op["org"], op["kind"]))
         try:
             self.client.chat_update(channel=card["channel"], ts=card["ts"],
                                     text=message["text"], blocks=message["blocks"])

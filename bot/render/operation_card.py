@@ -64,8 +64,9 @@ def parse_value(value: str) -> tuple[str, int, str | None]:
     return data["op"], data["step"], req if isinstance(req, str) else None
 
 
-def operation_card(op: dict[str, Any]) -> dict[str, Any]:
-    """{"text", "blocks"} for chat.postMessage / chat.update."""
+def operation_card(op: dict[str, Any], rehearsed: str | None = None) -> dict[str, Any]:
+    """{"text", "blocks"} for chat.postMessage / chat.update; `rehearsed` is the line of
+    the org's last rehearsal of this kind of change ("rehearsed <when>: ok"), if any."""
     denied = denied_step(op) if op["state"] == "cancelled" else None
     state = f"denied {DENIED_MARK}" if denied else OP_STATES.get(op["state"], op["state"])
     title = f"exauth {op['kind']} on {op['org']}: {state}"  # plain_text: shown as is
@@ -86,6 +87,10 @@ def operation_card(op: dict[str, Any]) -> dict[str, Any]:
     blocks.append(_section(
         f"*Operation* `{op['id']}` requested by {mention(op['requester'])}\n"
         f"{_clip(escape(op.get('reason') or ''), 1500)}"))
+    if rehearsed:
+        icon = ":performing_arts:" if rehearsed.endswith(": ok") else ":warning:"
+        blocks.append({"type": "context", "elements": [
+            {"type": "mrkdwn", "text": _clip(f"{icon} {escape(rehearsed)}", 2000)}]})
     blocks.append(_section("*Plan*\n" + _plan(op)))
     index = next_index(op)
     step = op["steps"][index] if index is not None else None

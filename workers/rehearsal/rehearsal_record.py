@@ -36,6 +36,15 @@ def latest(conn: redis.Redis, org: str, kind: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and "at" in data else None
 
 
+def for_operation(conn: redis.Redis, org: str, kind: str) -> str | None:
+    """The card's line about the last rehearsal of `kind` on `org`; None when there was
+    none, or when Redis cannot say (a card is never held up by it)."""
+    try:
+        return card_line(latest(conn, org, kind))
+    except redis.RedisError:
+        return None
+
+
 def card_line(record: dict[str, Any] | None) -> str | None:
     """"rehearsed 2026-11-30 13:05 UTC: ok" or "rehearsed ...: <what went wrong>"."""
     if not record:
