@@ -130,7 +130,9 @@ def _run(org: OrgSettings, conn: redis.Redis, info: dict[str, Any],
     _, after = execute.observe(twin, client, clock=books)
     report["status_after"] = _brief(after)
     report["differences"] += _plan_differences(planned, report["steps"], final["state"], after)
-    ok = final["state"] == "done" and not any(s["state"] == "failed" for s in report["steps"])
+    # "ok" is the plan kept: every step done, and nothing turned out otherwise.
+    ok = final["state"] == "done" and not any(s["state"] == "failed" for s in report["steps"]) \
+        and not report["differences"]
     report["ok"] = ok
     report["state"] = final["state"]
     report["verdict"] = "ok" if ok else _what_went_wrong(report)

@@ -1,0 +1,162 @@
+"""Rehearsal: the recommended change run first on a replica of the org, never on the org.
+
+Every built-in scenario plays "the real org" (a lab of its own): it is snapshotted through
+the wire, the change runs on the replica served in-process, and the real lab's call log
+must hold nothing but the snapshot's reads, its state untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from bot import replica_lab
+from bot.render import operation_card
+from config.lab_settings import settings_for_lab
+from config.schema import OrgSettings
+from lab.scenario import builtin_names
+from lab.serve import LabHandle, write_config
+from tests.test_cli import exauth
+from workers.changes import operation
+from workers.rehearsal import rehearsal_record, replica_server
+from workers.rehearsal.run_through import REHEARSAL_APPROVER, rehearse
+
+READS = ("Get-", "Select-Object", "Add-PSSnapin")
+# What each built-in org's status recommends, and whether carrying it out on the replica
+# goes as its plan says (None: the status recommends no change, nothing is run).
+EXPECTED: dict[str, tuple[str | None, bool]] = {
+    "healthy": (None, True), "hybrid": (None, True), "weak-key": (None, True),
+    "duplicate-auth": (None, True), "staged": (None, True), "unreachable": (None, True),
+    "expiring-sha1": ("stage_new", True), "missing-on-server": ("import_current", True),
+    "backend-deleted": ("repair_backend", True), "publish-overdue": ("publish_next", True),
+    # The emergency path publishes before the new certificate reached the other servers:
+    # the rehearsal says so (the status afterwards recommends importing it there).
+    "expired": ("replace_now", False),
+}
+
+
+@pytest.fixture(autouse=True)
+def replica_lab_installed() -> Iterator[None]:
+    replica_lab.install()
+    yield
+    replica_server.use(None)
+
+
+def org_of(handle: LabHandle) -> OrgSettings:
+    return settings_for_lab(handle.info, handle.password, writer=handle.writer).orgs[0]
+
+
+def state_of(handle: LabHandle) -> dict[str, Any]:
+    state = handle.org.state()
+    return {"auth_config": state["auth_config"], "stores": state["stores"],
+            "bindings": state["bindings"], "events": state["events"]}
+
+
+def clock_of(handle: LabHandle) -> datetime:
+    return datetime.fromisoformat(handle.org.state()["clock"]["now"].replace("Z", "+00:00"))
+
+
+def test_every_built_in_scenario_is_in_the_table() -> None:
+    assert set(EXPECTED) == set(builtin_names())
+
+
+@pytest.mark.parametrize("scenario", builtin_names())
+def test_a_rehearsal_never_reaches_the_real_org(
+        make_lab: Callable[..., LabHandle], conn: redis.Redis, scenario: str) -> None:
+    real = make_lab(scenario)
+    before, clock = state_of(real), clock_of(real)
+    seen: dict[str, int] = {}
+
+    def progress(event: str, data: dict[str, Any]) -> None:
+        if event == "snapshot":
+            seen["calls"] = len(real.org.calls())
+
+    report = rehearse(org_of(real), conn, progress=progress)
+
+    assert len(real.org.calls()) == seen["calls"], "a call reached the org after the snapshot"
+    assert all(c["command"].startswith(READS) for c in real.org.calls()), [
+        c["command"] for c in real.org.calls() if not c["command"].startswith(READS)]
+    assert state_of(real) == before
+    # Its clock only ticked with the wall clock: the replica's waits were hours and days.
+    assert clock_of(real) - clock < timedelta(minutes=10)
+    kind, ok = EXPECTED[scenario]
+    assert report["kind"] == kind, report["verdict"]
+    assert report["ok"] is ok, (report["verdict"], report["differences"])
+    assert not [d for d in report["differences"] if "replica" in d], report["differences"]
+    if kind is None:
+        assert report["steps"] == [] and report["state"] == "nothing to do"
+        return
+    assert report["state"] == "done", report["steps"]
+    assert all(s["state"] in ("done", "skipped") for s in report["steps"])
+    assert all(s["virtual_seconds"] is not None for s in report["steps"])
+    # The replica's operation is closed and carries the replica's name, not the org's.
+    assert report["replica"] != report["org"]
+    assert operation.open_ops(conn, report["replica"]) == []
+    assert operation.open_ops(conn, report["org"]) == []
+
+
+def test_a_staged_rotation_goes_through_every_wait(
+        make_lab: Callable[..., LabHandle], conn: redis.Redis) -> None:
+    real = make_lab("expiring-sha1")
+    report = rehearse(org_of(real), conn)
+    assert report["ok"] and report["verdict"] == "ok" and report["differences"] == []
+    by_title = {s["title"]: s for s in report["steps"]}
+    # Cross-site replication, publication on the effective date, the 24 h clean-up gate.
+    assert by_title["Watch for publication"]["virtual_seconds"] > 24 * 3600
+    removals = [s for s in report["steps"] if s["title"].startswith("Remove the old")]
+    assert removals and removals[0]["virtual_seconds"] >= 24 * 3600
+    assert report["virtual_seconds"] >= sum(s["virtual_seconds"] for s in report["steps"])
+    assert [a["kind"] for a in report["status_after"]["actions"]] == ["none"]
+    line = rehearsal_record.for_operation(conn, "lab", "stage_new")
+    assert line is not None and line.startswith("rehearsed ") and line.endswith(": ok")
+
+
+def test_the_operation_card_says_how_the_rehearsal_went(
+        make_lab: Callable[..., LabHandle], conn: redis.Redis) -> None:
+    rehearse(org_of(make_lab("expired")), conn)
+    line = rehearsal_record.for_operation(conn, "lab", "replace_now")
+    assert line is not None and "import_current" in line and not line.endswith(": ok")
+    op = {"id": "abc123", "org": "lab", "kind": "replace_now", "state": "open",
+          "requester": "U0ALICE", "reason": "expired", "steps": []}
+    card = json.dumps(operation_card.operation_card(op, line)["blocks"])
+    assert "rehearsed " in card and "import_current" in card
+    assert "rehearsed" not in json.dumps(operation_card.operation_card(op)["blocks"])
+
+
+def test_a_named_action_is_rehearsed_where_the_status_wants_none(
+        make_lab: Callable[..., LabHandle], conn: redis.Redis, tmp_path: Path,
+        redis_url: str) -> None:
+    """`exauth rehearse --action stage_new` as a user runs it: a real process."""
+    real = make_lab("healthy")
+    config = write_config(real.info, tmp_path / "exauth.toml", writer=real.writer)
+    config.write_text(config.read_text() + f'\n[redis]\nurl = "{redis_url}"\n')
+    result = exauth("--config", str(config), "rehearse", "--action", "stage_new", "--json",
+                    cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["kind"] == "stage_new" and report["ok"], report["differences"]
+    approved = [s for s in report["steps"] if s["changes_state"]]
+    assert approved and all(s["state"] == "done" for s in approved)
+    assert all(c["command"].startswith(READS) for c in real.org.calls())
+    table = exauth("--config", str(config), "rehearse", "--action", "stage_new", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "Watch for publication" in table.stdout and "Differed from the plan" in table.stdout
+
+
+def test_without_a_replica_server_a_rehearsal_says_so(
+        make_lab: Callable[..., LabHandle], conn: redis.Redis) -> None:
+    replica_server.use(None)
+    real = make_lab("expiring-sha1")
+    with pytest.raises(replica_server.NoReplicaServer, match="cannot serve a replica"):
+        rehearse(org_of(real), conn)
+    assert all(c["command"].startswith(READS) for c in real.org.calls())
+
+
+def test_the_rehearsal_approver_is_nobody_in_the_org() -> None:
+    assert REHEARSAL_APPROVER.startswith("U0")
