@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 import redis
+from rq import SimpleWorker
+from slack_bolt import App
 
 from bot import replica_lab
 from bot.render import operation_card
@@ -22,10 +24,17 @@ from config.lab_settings import settings_for_lab
 from config.schema import OrgSettings
 from lab.scenario import builtin_names
 from lab.serve import LabHandle, write_config
+from tests.slack_mock import SlackMock
+from tests.test_approvals_slack import CHANNEL, bot, slack, slash, wait_until
 from tests.test_cli import exauth
+from tests.test_operations_lab import Env
+from tests.test_operations_lab import env_for as env_for  # the fixture
 from workers.changes import operation
+from workers.jobs.queues import CHANGE_QUEUE, READ_QUEUE, SERIALIZER, queue
 from workers.rehearsal import rehearsal_record, replica_server
 from workers.rehearsal.run_through import REHEARSAL_APPROVER, rehearse
+
+__all__ = ["bot", "slack"]  # fixtures used below
 
 READS = ("Get-", "Select-Object", "Add-PSSnapin")
 # What each built-in org's status recommends, and whether carrying it out on the replica
@@ -160,3 +169,33 @@ def test_without_a_replica_server_a_rehearsal_says_so(
 
 def test_the_rehearsal_approver_is_nobody_in_the_org() -> None:
     assert REHEARSAL_APPROVER.startswith("U0")
+
+
+def test_slash_rehearse_then_the_real_card_says_so(
+        bot: Callable[..., tuple[Env, App]], slack: SlackMock) -> None:
+    """`/exauth rehearse`: one message in the channel, the steps in its thread; the card of
+    the real operation started afterwards says how the rehearsal went."""
+    env, app = bot("expiring-sha1")
+    reads, changes = queue(READ_QUEUE, env.conn), queue(CHANGE_QUEUE, env.conn)
+    assert slash(app, slack, "rehearse") == 200
+    placeholder = slack.wait_for("chat.postMessage")[0]
+    assert placeholder.params["text"] == "Rehearsing on a replica of lab..."
+    wait_until(lambda: reads.count == 1)
+    SimpleWorker([reads], connection=env.conn, serializer=SERIALIZER).work(burst=True)
+
+    [update] = slack.calls_of("chat.update")
+    assert update.params["ts"] == placeholder.response["ts"]
+    assert update.params["text"] == "Rehearsal of stage_new on lab: ok"
+    [thread] = [c for c in slack.calls_of("chat.postMessage")
+                if c.params.get("thread_ts") == placeholder.response["ts"]]
+    assert "Watch for publication" in json.dumps(thread.params)
+    assert not [c for c in env.handle.org.calls() if not c["command"].startswith(READS)]
+
+    assert slash(app, slack, "fix") == 200
+    wait_until(lambda: changes.count == 1)
+    SimpleWorker([changes], connection=env.conn, serializer=SERIALIZER).work(burst=True)
+    cards = [c for c in slack.calls_of("chat.postMessage")
+             if c.params.get("channel") == CHANNEL and not c.params.get("thread_ts")
+             and "stage_new" in str(c.params.get("text"))]
+    assert cards and "rehearsed " in json.dumps(cards[-1].params) and ": ok" in json.dumps(
+        cards[-1].params)
