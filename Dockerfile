@@ -21,6 +21,8 @@ RUN pip wheel --wheel-dir /wheels ".[kerberos]"
 
 
 # Runtime stage: the Kerberos runtime libraries and kinit/klist (krb5-user) for diagnosis.
+# Mount the realm's krb5.conf at /etc/krb5.conf (and a CA bundle for `ca_bundle`); see the
+# README's "Connecting to Exchange".
 FROM python:3.11-slim
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \

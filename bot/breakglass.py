@@ -60,7 +60,7 @@ def run(
         out(f"exauth fix: {exc.line()}")
         return 2
     op = lifecycle.start(conn, org, obs, status, action, user, clock=clock)
-    out(f"Operation {op['id']}: {op['kind']} on {org.name}. {action.get('reason', '')}")
+    out(f"Operation {op['id']}: {op['kind']} on {org.name}. {action.reason}")
     while True:
         summary = lifecycle.advance(conn, org, op["id"], client=client, clock=clock)
         for event in summary["events"]:

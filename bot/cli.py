@@ -146,7 +146,7 @@ def status(ctx: Context, org_name: str | None, as_json: bool) -> None:
     with settings_or_lab(ctx) as settings:
         results = [guarded(collect_status, org) for org in selected_orgs(settings, org_name)]
     if as_json:
-        emit_json(results)
+        emit_json([result.to_json() for result in results])
     else:
         for result in results:
             print_status(result)
@@ -170,7 +170,7 @@ def plan(ctx: Context, org_name: str | None, as_json: bool) -> None:
             result = guarded(collect_status, org)
             # Plan against the time the org was read, so dates in the steps match the status.
             steps = make_plan(result, writer=org.writer or "", now=checked_at(result))
-            documents.append({"org": org.name, "checked_at": result["checked_at"],
+            documents.append({"org": org.name, "checked_at": result.checked_at,
                               "actions": steps})
     if as_json:
         emit_json(documents)
@@ -220,13 +220,30 @@ def lab_group() -> None:
 @click.option("--open-ms", default=0, show_default=True, type=click.IntRange(0, 600_000),
               help="Extra delay when a session is opened (Exchange's is seconds).")
 @click.option("--write-config", "write_config", default=None, type=click.Path(dir_okay=False),
-              help="Write an exauth config with one org named 'lab' pointing at this lab.")
+              help="Write an exauth config with one org named 'lab' pointing at this lab "
+                   "(and, with --tls, the lab CA beside it as <PATH>.ca.pem).")
+@click.option("--auth", "auth", default="basic", show_default=True,
+              type=click.Choice(["basic", "ntlm", "kerberos"]),
+              help="basic: Basic only (loopback rehearsals); ntlm/kerberos: Negotiate with "
+                   "message encryption over http, as Exchange and WinRM expect.")
+@click.option("--tls", is_flag=True, help="Serve https with a certificate from a lab CA.")
+@click.option("--keytab", default=None, type=click.Path(dir_okay=False),
+              help="Keytab with WSMAN/<host> (kerberos; default $KRB5_KTNAME).")
+@click.option("--username", default=None, help="The lab account (default LAB\\exadmin; "
+              "for kerberos the principal, e.g. exadmin@REALM).")
+@click.option("--password-file", default=None, type=click.Path(dir_okay=False),
+              help="The account's password (default: a random one, in the ready line).")
+@click.option("--url-host", default=None,
+              help="Host name in the URLs handed out (kerberos default: localhost).")
 def lab_serve(scenario: str, host: str, port: int, latency_ms: int, open_ms: int,
-              write_config: str | None) -> None:
+              write_config: str | None, auth: str, tls: bool, keytab: str | None,
+              username: str | None, password_file: str | None, url_host: str | None) -> None:
     """Serve a lab org; prints one JSON line with its endpoints when ready."""
     from lab.serve import main as serve_main
 
-    sys.exit(serve_main(scenario, host, port, latency_ms, open_ms, write_config))
+    sys.exit(serve_main(scenario, host, port, latency_ms, open_ms, write_config,
+                        auth=auth, tls=tls, keytab=keytab, username=username,  # type: ignore[arg-type]
+                        password_file=password_file, url_host=url_host))
 
 
 @lab_group.command("snapshot")

@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import secrets
+import shutil
 import signal
 import sys
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 
 from lab import scenario as scenario_module
 from lab.http import LabServer
+from lab.http.negotiate_auth import AuthMode
 from lab.org import Org
 
 DEFAULT_USERNAME = "LAB\\exadmin"
@@ -56,8 +58,22 @@ class LabHandle:
 
     @property
     def ca_file(self) -> str | None:
-        """PEM of the self-signed certificate (TLS labs only); use it as the CA bundle."""
-        return str(self._server.cert_file) if self._server.cert_file else None
+        """PEM of the lab CA that issued the server certificate (TLS labs only)."""
+        return str(self._server.ca_file) if self._server.ca_file else None
+
+    @property
+    def auth(self) -> AuthMode:
+        return self._server.authenticator.mode
+
+    @property
+    def handshakes(self) -> int:
+        """Negotiate handshakes completed so far (session reuse keeps this at one per pool)."""
+        return self._server.authenticator.handshakes
+
+    def write_config(self, path: str | os.PathLike[str]) -> Path:
+        """`write_config` for this lab: its writer, auth and CA."""
+        return write_config(self.info, path, writer=self.writer, auth=self.auth,
+                            ca_file=self.ca_file)
 
     def stop(self) -> None:
         if not self._stopped:
@@ -112,8 +128,15 @@ def start(
     tls: bool = False,
     username: str = DEFAULT_USERNAME,
     password: str | None = None,
+    auth: AuthMode = "basic",
+    keytab: str | None = None,
+    url_host: str | None = None,
 ) -> LabHandle:
     """Load the scenario and serve it on a background thread.
+
+    `auth`: "basic" (Basic only), "ntlm" (Negotiate/NTLM, message encryption over http)
+    or "kerberos" (Kerberos through `keytab`, default $KRB5_KTNAME, on the URLs' host
+    name `url_host`, default localhost; the host endpoint takes NTLM too).
 
     Raises `lab.scenario.ScenarioError` for a bad scenario and `OSError` when the port
     cannot be bound.
@@ -129,6 +152,9 @@ def start(
         latency_ms=latency_ms,
         open_ms=open_ms,
         tls=tls,
+        auth=auth,
+        keytab=keytab,
+        url_host=url_host,
     )
     server.start()
     return LabHandle(server, org, _info(server, org, username, password), _writer_fqdn(org))
@@ -138,11 +164,19 @@ def _toml_string(value: str) -> str:
     return json.dumps(value)  # a JSON string literal is a valid TOML basic string
 
 
-def config_toml(info: dict[str, Any], password_file: str, *, writer: str | None = None) -> str:
+def config_toml(
+    info: dict[str, Any],
+    password_file: str,
+    *,
+    writer: str | None = None,
+    auth: AuthMode = "basic",
+    ca_file: str | None = None,
+) -> str:
     """An exauth config with one org named "lab" pointing at the lab in `info`.
 
     `writer` is a server name or fqdn; default: the first server (`LabHandle.writer` and
-    `write_config` pass the scenario's writer).
+    `write_config` pass the scenario's writer). `auth` is the lab's; with `ca_file` (an
+    https lab) the config verifies TLS against that CA.
     """
     servers = info["servers"]
     chosen = servers[0]
@@ -160,11 +194,14 @@ def config_toml(info: dict[str, Any], password_file: str, *, writer: str | None 
         "",
         "[org.exchange]",
         f"url = {_toml_string(chosen['exchange_url'])}",
-        'auth = "basic"',
+        f"auth = {_toml_string(auth)}",
         f"username = {_toml_string(info['username'])}",
         f"password_file = {_toml_string(password_file)}",
-        "verify_tls = false",
     ]
+    if ca_file:
+        lines += ["verify_tls = true", f"ca_bundle = {_toml_string(ca_file)}"]
+    else:
+        lines += ["verify_tls = false"]
     for entry in servers:
         lines += [
             "",
@@ -176,17 +213,32 @@ def config_toml(info: dict[str, Any], password_file: str, *, writer: str | None 
 
 
 def write_config(
-    info: dict[str, Any], path: str | os.PathLike[str], *, writer: str | None = None
+    info: dict[str, Any],
+    path: str | os.PathLike[str],
+    *,
+    writer: str | None = None,
+    auth: AuthMode = "basic",
+    ca_file: str | None = None,
 ) -> Path:
-    """Write the config and its password (`<path>.password`, mode 0600); returns the path."""
+    """Write the config and its password (`<path>.password`, mode 0600), and for an https
+    lab a copy of its CA (`<path>.ca.pem`, outliving the lab's own temporary copy) that the
+    config names as `ca_bundle`; returns the path."""
     target = Path(path)
+    ca_copy = None
+    if ca_file:
+        ca_copy = target.with_name(target.name + ".ca.pem")
+        shutil.copyfile(ca_file, ca_copy)
     password_path = target.with_name(target.name + ".password")
     fd = os.open(password_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(str(info["password"]))
     os.chmod(password_path, 0o600)
     target.write_text(
-        config_toml(info, str(password_path.resolve()), writer=writer), encoding="utf-8"
+        config_toml(
+            info, str(password_path.resolve()), writer=writer, auth=auth,
+            ca_file=str(ca_copy.resolve()) if ca_copy else None,
+        ),
+        encoding="utf-8",
     )
     return target
 
@@ -198,15 +250,36 @@ def main(
     latency_ms: int = 0,
     open_ms: int = 0,
     write_config_path: str | os.PathLike[str] | None = None,
+    auth: AuthMode = "basic",
+    tls: bool = False,
+    keytab: str | None = None,
+    username: str | None = None,
+    password_file: str | None = None,
+    url_host: str | None = None,
 ) -> int:
     """`exauth lab serve`: start, print the ready line, serve until SIGINT/SIGTERM."""
+    password = None
+    if password_file:
+        try:
+            password = Path(password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            print(f"exauth: cannot read password file {password_file!r}: "
+                  f"{exc.strerror or exc}", file=sys.stderr)
+            return 2
     try:
-        handle = start(scenario, host=host, port=port, latency_ms=latency_ms, open_ms=open_ms)
+        handle = start(
+            scenario, host=host, port=port, latency_ms=latency_ms, open_ms=open_ms, tls=tls,
+            auth=auth, keytab=keytab, username=username or DEFAULT_USERNAME, password=password,
+            url_host=url_host,
+        )
     except scenario_module.ScenarioError as exc:
         print(f"exauth: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:
         print(f"exauth: scenario {str(scenario)!r} not found ({exc.strerror})", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # e.g. kerberos without a keytab
+        print(f"exauth: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
@@ -225,7 +298,7 @@ def main(
     try:
         if write_config_path:
             try:
-                write_config(handle.info, write_config_path, writer=handle.writer)
+                handle.write_config(write_config_path)
             except OSError as exc:
                 print(
                     f"exauth: cannot write config {str(write_config_path)!r}: "

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-pytest_plugins = ["tests.fixtures_lab", "tests.slack_mock"]
+pytest_plugins = ["tests.fixtures_lab", "tests.fixtures_kerberos", "tests.slack_mock"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # Each test run takes its own database (unless told) so two runs on one machine, e.g. two

@@ -2,8 +2,9 @@
 
 `lab` is a healthy org; `make_lab(scenario, **start_kwargs)` starts any other;
 `fixed_org(scenario)` is an org model alone on a frozen clock, for tests without the wire. The
-helpers connect the real pypsrp client exactly as the product does (Basic auth, no
-message encryption, one named server per connection).
+helpers connect the real pypsrp client exactly as the product does (Basic auth by default,
+no message encryption with Basic and pypsrp's with Negotiate, one named server per
+connection).
 """
 
 from __future__ import annotations
@@ -58,7 +59,6 @@ def wsman_for(handle: LabHandle, server: str, endpoint: Endpoint = "exchange", *
         "path": url.path.lstrip("/"),
         "ssl": url.scheme == "https",
         "auth": "basic",
-        "encryption": "never",
         "username": handle.username,
         "password": handle.password,
         "cert_validation": handle.ca_file or False,
@@ -66,6 +66,8 @@ def wsman_for(handle: LabHandle, server: str, endpoint: Endpoint = "exchange", *
         "read_timeout": 30,
     }
     options.update(kw)
+    # As the product does: Basic has nothing to encrypt with; Negotiate over http encrypts.
+    options.setdefault("encryption", "never" if options["auth"] == "basic" else "auto")
     return WSMan(**options)
 
 

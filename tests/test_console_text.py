@@ -9,6 +9,7 @@ import pytest
 
 from bot.render import terminal
 from tests.test_outside_text import hostile_status
+from workers.status.report_model import parse_status
 
 
 def test_terminal_prints_outside_text_as_is(capsys: pytest.CaptureFixture[str]) -> None:
@@ -17,7 +18,7 @@ def test_terminal_prints_outside_text_as_is(capsys: pytest.CaptureFixture[str]) 
     status["servers"][0]["site"] = "[bold]Berlin"
     status["actions"][0]["reason"] = "see [link=https://evil.example]here[/link]"
     status["findings"][0]["message"] = "[red]m[/red]"
-    terminal.print_status(status)
+    terminal.print_status(parse_status(status))
     out = capsys.readouterr().out
     assert "ex1[/oops]" in out and "[bold]Berlin" in out
     assert "see [link=https://evil.example]here[/link]" in out and "[red]m[/red]" in out

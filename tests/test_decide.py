@@ -154,30 +154,30 @@ CASES: list[tuple[str, OrgObs, list[tuple[str, list[str]]]]] = [
 
 @pytest.mark.parametrize(("obs", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_decision_table(obs: OrgObs, expected: list[tuple[str, list[str]]]) -> None:
-    assert [(a["kind"], a["servers"]) for a in actions(obs)] == expected
+    assert [(a.kind, a.servers) for a in actions(obs)] == expected
 
 
 def test_override_unreachable_gives_the_underlying_decision() -> None:
     obs = org(server("ex1", cert(CUR, 10)), server("ex2", reachable=False, listed=False))
-    assert [a["kind"] for a in actions(obs)] == ["blocked"]
-    assert "stage_new" in actions(obs)[0]["reason"]
+    assert [a.kind for a in actions(obs)] == ["blocked"]
+    assert "stage_new" in actions(obs)[0].reason
     overridden = actions(obs, override_unreachable=True)
-    assert [(a["kind"], a["servers"]) for a in overridden] == [("stage_new", [E1])]
+    assert [(a.kind, a.servers) for a in overridden] == [("stage_new", [E1])]
 
 
 def test_wait_replication_reason_says_when_to_import() -> None:
     obs = staged(missing=("ex3",), age=timedelta(hours=5))
     (item,) = actions(obs)
-    assert "2025-01-16T07:00:00Z" in item["reason"]
+    assert "2025-01-16T07:00:00Z" in item.reason
 
 
 def test_wait_for_publish_reason_says_when() -> None:
     (item,) = actions(staged(effective=timedelta(days=20)))
-    assert "2025-02-04T12:00:00Z" in item["reason"]
+    assert "2025-02-04T12:00:00Z" in item.reason
 
 
 def test_action_shape() -> None:
     for obs in (healthy(), three(10), staged(missing=("ex3",))):
         for item in actions(obs):
-            assert set(item) == {"kind", "servers", "reason"}
-            assert item["reason"]
+            assert list(item.model_dump()) == ["kind", "servers", "reason"]
+            assert item.reason

@@ -19,25 +19,38 @@ from workers.clock import CallableClock, FixedClock
 from workers.exchange.client import ExchangeClient
 from workers.exchange.errors import ExchangeError
 from workers.exchange.session import Secret
+from workers.status.report_model import ActionKind, OrgStatus, parse_status
 
 HOSTILE = "ex9'; Remove-Item C:\\ -Recurse; $(Stop-Computer) `\"x\"\n\u202etxt.exe ✓"
 T1, T2, T3 = "A" * 40, "B" * 40, "C" * 40
 
 
 def status(current: str | None = T1, nxt: str | None = None, previous: str | None = None,
-           **extra: Any) -> dict[str, Any]:
-    def cert(t: str | None, present: list[str]) -> dict[str, Any] | None:
-        return None if t is None else {"thumbprint": t, "present_on": present, "missing_on": [],
-                                       "not_after": "2031-01-01T00:00:00+00:00"}
+           **extra: Any) -> OrgStatus:
+    """A small status document, read by the model as every consumer gets it."""
+    def cert(t: str | None, present: list[str], **more: Any) -> dict[str, Any] | None:
+        return None if t is None else {
+            "thumbprint": t, "subject": None, "not_before": None,
+            "not_after": "2031-01-01T00:00:00Z", "days_left": None, "signature_hash": None,
+            "key_size": None, "present_on": present, "missing_on": [], "unknown_on": [],
+            **more}
 
-    return {
-        "servers": [{"name": "ex1", "fqdn": "ex1.contoso.lab"},
-                    {"name": "ex2", "fqdn": "ex2.contoso.lab"}],
+    def server(name: str) -> dict[str, Any]:
+        return {"name": name, "fqdn": f"{name}.contoso.lab", "site": "Site-A",
+                "version": "Version 15.2 (Build 1544.4)", "roles": ["Mailbox"],
+                "reachable": True, "error": None}
+
+    return parse_status({
+        "org": "contoso", "checked_at": "2026-01-01T00:00:00Z", "hybrid": False,
+        "sites": ["Site-A"], "servers": [server("ex1"), server("ex2")],
         "auth": {"current": cert(current, ["ex1.contoso.lab", "ex2.contoso.lab"]),
-                 "next": cert(nxt, ["ex1.contoso.lab"]), "previous": cert(previous, [])},
-        "backend": [{"server": "ex2.contoso.lab", "thumbprint": None, "problem": "no_certificate"}],
+                 "next": cert(nxt, ["ex1.contoso.lab"], effective=None),
+                 "previous": cert(previous, [])},
+        "backend": [{"server": "ex2.contoso.lab", "thumbprint": None, "not_after": None,
+                     "days_left": None, "problem": "no_certificate"}],
+        "findings": [],
         "actions": extra.get("actions", []),
-    }
+    })
 
 
 def op(kind: str = "stage_new", **fields: Any) -> dict[str, Any]:
@@ -58,7 +71,7 @@ def test_fingerprint_of_backend_and_import_covers_the_target_servers() -> None:
     assert execute.fingerprint(status(), repair)["backend"] == {
         "ex2.contoso.lab": [None, "no_certificate"]}
     fixed = status()
-    fixed["backend"][0].update(thumbprint=T3, problem=None)
+    fixed.backend[0] = fixed.backend[0].model_copy(update={"thumbprint": T3, "problem": None})
     assert execute.differences(execute.fingerprint(status(), repair),
                                execute.fingerprint(fixed, repair))
     imp = op("import_next")
@@ -118,7 +131,7 @@ def test_a_step_without_a_recorded_thumbprint_is_refused(redis_url: str) -> None
       "parameters": [["Name", "MSExchangeOWAAppPool"]]},
      status(), False),
 ])
-def test_already_done_recognises_our_own_effects(step: dict[str, Any], world: dict[str, Any],
+def test_already_done_recognises_our_own_effects(step: dict[str, Any], world: OrgStatus,
                                                   done: bool) -> None:
     step = {"server": "ex1.contoso.lab", **step}
     assert (execute.already_done(op(recorded={"new_thumbprint": T2}), step, world)
@@ -129,8 +142,8 @@ def test_choose_action_first_change_and_named_kinds() -> None:
     acts = [{"kind": "repair_backend", "servers": ["ex2.contoso.lab"], "reason": "r"},
             {"kind": "stage_new", "servers": ["ex1.contoso.lab"], "reason": "s"}]
     world = status(actions=acts)
-    assert lifecycle.choose_action(world)["kind"] == "repair_backend"
-    assert lifecycle.choose_action(world, "repair_backend", ["EX2"])["servers"] == [
+    assert lifecycle.choose_action(world).kind == ActionKind.REPAIR_BACKEND
+    assert lifecycle.choose_action(world, "repair_backend", ["EX2"]).servers == [
         "ex2.contoso.lab"]
     with pytest.raises(lifecycle.NothingToDo, match="no Exchange server named"):
         lifecycle.choose_action(world, "repair_backend", [HOSTILE])

@@ -81,7 +81,7 @@ def fqdn(name: str) -> str:
 
 
 def codes(obs: OrgObs) -> list[tuple[str, str, str | None]]:
-    return [(f["code"], f["severity"], f["server"]) for f in findings(obs)]
+    return [(f.code, f.severity, f.server) for f in findings(obs)]
 
 
 # --- the table ----------------------------------------------------------------------------
@@ -202,7 +202,7 @@ def test_findings_are_sorted_most_severe_first() -> None:
     obs = org(server("ex1", cert(CUR, 45), cert(PREV)), server("ex2", reachable=False,
                                                               listed=False, back=None),
               previous=PREV, hybrid=True)
-    severities = [f["severity"] for f in findings(obs)]
+    severities = [f.severity for f in findings(obs)]
     assert severities == ["critical", "warning", "info", "info"]
 
 
@@ -220,15 +220,15 @@ def test_findings_are_sorted_most_severe_first() -> None:
     ids=["expiring", "missing", "backend-expiring", "overdue", "unreachable"],
 )
 def test_messages_name_thumbprint_days_and_server(obs: OrgObs, fragments: list[str]) -> None:
-    message = findings(obs)[0]["message"]
+    message = findings(obs)[0].message
     for fragment in fragments:
         assert fragment in message
 
 
 def test_finding_shape() -> None:
     for item in findings(org(server("ex1", cert(CUR, 10)), hybrid=True)):
-        assert set(item) == {"code", "severity", "server", "message"}
-        assert item["severity"] in {"info", "warning", "critical"}
+        assert list(item.model_dump()) == ["code", "severity", "server", "message"]
+        assert item.severity in {"info", "warning", "critical"}
 
 
 @pytest.mark.parametrize(

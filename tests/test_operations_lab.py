@@ -27,6 +27,7 @@ from workers.changes import approval, execute, lifecycle, operation
 from workers.clock import SYSTEM_CLOCK, CallableClock, Clock, FixedClock
 from workers.jobs import change_jobs
 from workers.jobs.queues import CHANGE_QUEUE, SERIALIZER, queue
+from workers.status.report_model import OrgStatus
 
 APPROVER = "U0BOB"
 REQUESTER = "U0ALICE"
@@ -157,8 +158,8 @@ def test_staged_rotation_on_expiring_sha1(env_for: Callable[..., Env]) -> None:
         for c in removals)
     # The new certificate is SHA-256 and the status now has nothing to do.
     _, status = execute.observe(env.org, change_jobs.ExchangeClient(env.org))
-    assert status["auth"]["current"]["signature_hash"] == "sha256"
-    assert [a["kind"] for a in status["actions"]] == ["none"]
+    assert status.auth.current is not None and status.auth.current.signature_hash == "sha256"
+    assert [a.kind for a in status.actions] == ["none"]
     actions = [e["action"] for e in audit.entries(env.conn, env.org.name, limit=500)]
     assert "operation.start" in actions and "operation.close" in actions
 
@@ -170,7 +171,7 @@ def test_a_lab_clock_moved_ahead_is_followed_by_a_worker_that_keeps_wall_time(
     env = replace(env_for("expiring-sha1"), clock=SYSTEM_CLOCK)  # this process keeps wall time
     env.handle.org.advance(timedelta(days=30))  # 10 days left on the lab's clock
     before = status_now(env)
-    assert before["auth"]["current"]["days_left"] <= 10
+    assert before.auth.current is not None and (before.auth.current.days_left or 0) <= 10
     op_id = start(env)
     op = drive(env, op_id)
 
@@ -200,7 +201,7 @@ def test_the_books_follow_the_clock_passed_in_and_decisions_the_orgs(
     assert abs(judged - env.handle.org.now()) < timedelta(minutes=1)
 
 
-def status_now(env: Env) -> dict[str, Any]:
+def status_now(env: Env) -> OrgStatus:
     _, status = execute.observe(env.org, change_jobs.ExchangeClient(env.org))
     return status
 

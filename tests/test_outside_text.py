@@ -46,6 +46,7 @@ from workers import audit
 from workers.changes import operation
 from workers.exchange.errors import ExchangeFailed
 from workers.jobs.queues import CHANGE_QUEUE, SERIALIZER, queue
+from workers.status.report_model import Overall, parse_status
 from workers.warnings.rules import Notice
 
 __all__ = ["bot", "slack", "stack_for"]  # fixtures used below
@@ -113,17 +114,20 @@ def test_escape_replaces_exactly_slacks_three_characters_once() -> None:
 
 
 def hostile_status() -> dict[str, Any]:
+    """A status document whose every outside field is hostile text (read with parse_status)."""
     fqdn, down = "ex1.contoso.lab", "ex2.contoso.lab"
-    cert = {"thumbprint": hostile("thumbprint"), "not_after": "2027-01-01T00:00:00+00:00",
+    cert = {"thumbprint": hostile("thumbprint"), "subject": None, "not_before": None,
+            "not_after": "2027-01-01T00:00:00+00:00",
             "days_left": 12, "signature_hash": hostile("sighash"), "key_size": 2048,
             "present_on": [fqdn], "missing_on": [], "unknown_on": [down]}
     return {
         "org": hostile("org"), "checked_at": hostile("checked"), "hybrid": False,
         "sites": ["A"],
         "servers": [
-            {"name": hostile("server"), "fqdn": fqdn, "reachable": True, "error": None},
-            {"name": hostile("down"), "fqdn": down, "reachable": False,
-             "error": hostile("winrm")},
+            {"name": hostile("server"), "fqdn": fqdn, "site": "A", "version": "",
+             "roles": [], "reachable": True, "error": None},
+            {"name": hostile("down"), "fqdn": down, "site": "A", "version": "", "roles": [],
+             "reachable": False, "error": hostile("winrm")},
         ],
         "auth": {"current": cert, "next": None, "previous": None},
         "backend": [
@@ -139,7 +143,7 @@ def hostile_status() -> dict[str, Any]:
 
 
 def test_status_report_shows_every_outside_field_escaped() -> None:
-    message = messages.status_message(hostile_status(), "critical")
+    message = messages.status_message(parse_status(hostile_status()), Overall.CRITICAL)
     mrkdwn, plain = texts(message)
     assert_inert(mrkdwn, "thumbprint", "sighash", "server", "down", "winrm", "backend",
                  "finding", "action", "org", "checked")

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from tests.test_findings import CUR, NOW, NXT, PREV, cert, fqdn, org, server
 from workers.changes.plan import (
@@ -22,6 +23,7 @@ from workers.changes.plan import (
 from workers.changes.step_kind import StepKind
 from workers.status.observation import BackendObs, OrgObs
 from workers.status.report import build_status
+from workers.status.report_model import Action, ActionKind, OrgStatus, ServerStatus
 
 E1, E2, E3 = fqdn("ex1"), fqdn("ex2"), fqdn("ex3")
 
@@ -32,11 +34,11 @@ NEW_AUTH_CERT_LINE = (
 )
 
 
-def status_of(obs: OrgObs) -> dict[str, Any]:
+def status_of(obs: OrgObs) -> OrgStatus:
     return build_status(obs)
 
 
-def three(cur_days: float, *, hybrid: bool = False, **kwargs: Any) -> dict[str, Any]:
+def three(cur_days: float, *, hybrid: bool = False, **kwargs: Any) -> OrgStatus:
     """ex1 (writer) + ex2 in Site-A, ex3 in Site-B, an Edge server; current has cur_days."""
     current = cert(CUR, cur_days)
     return status_of(org(
@@ -46,8 +48,8 @@ def three(cur_days: float, *, hybrid: bool = False, **kwargs: Any) -> dict[str, 
     ))
 
 
-def plan_for(status: dict[str, Any], kind: str, servers: list[str] | None = None) -> list[Step]:
-    action = {"kind": kind, "servers": servers or [], "reason": "test"}
+def plan_for(status: OrgStatus, kind: str, servers: list[str] | None = None) -> list[Step]:
+    action = Action(kind=ActionKind(kind), servers=servers or [], reason="test")
     return steps(status, action, writer="ex1.contoso.lab", now=NOW)
 
 
@@ -130,9 +132,9 @@ def test_quote_doubles_every_single_quote_form() -> None:
 def test_hostile_server_name_from_status_stays_one_quoted_argument() -> None:
     hostile = "ex9'; Remove-ExchangeCertificate -Thumbprint X -Confirm:$false; '"
     status = three(1000)
-    status["servers"].append({"name": hostile, "fqdn": hostile, "site": "Site-A",
-                              "version": "Version 15.2 (Build 1.1)", "roles": ["Mailbox"],
-                              "reachable": True, "error": None})
+    status.servers.append(ServerStatus(name=hostile, fqdn=hostile, site="Site-A",
+                                       version="Version 15.2 (Build 1.1)", roles=["Mailbox"],
+                                       reachable=True, error=None))
     found = plan_for(status, "import_current", [hostile])
     imports = by_cmdlet(found, "Import-ExchangeCertificate")
     assert imports[0].render().startswith(
@@ -334,15 +336,15 @@ def test_explanatory_actions_change_nothing(kind: str) -> None:
 
 
 def test_unknown_kind_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="unknown action kind 'reboot'"):
-        plan_for(three(1000), "reboot")
+    with pytest.raises(ValidationError, match="kind"):
+        Action.model_validate({"kind": "reboot", "servers": [], "reason": ""})
 
 
 def test_plan_json_for_every_action_of_the_status() -> None:
     obs = org(server("ex1", cert(CUR, 50)), server("ex2", back=BackendObs(False)), hybrid=True)
     status = status_of(obs)
     document = plan(status, writer="ex1", now=NOW)
-    assert [a["kind"] for a in document] == [a["kind"] for a in status["actions"]]
+    assert [a["kind"] for a in document] == [a.kind for a in status.actions]
     assert [a["kind"] for a in document] == ["repair_backend", "import_current", "stage_new"]
     text = json.dumps(document)
     assert "Read-Host" in text  # rendered export/import lines ask for the password
@@ -357,6 +359,6 @@ def test_plan_json_for_every_action_of_the_status() -> None:
 
 
 def test_missing_writer_falls_back_to_a_reachable_in_scope_server() -> None:
-    found = steps(three(50), {"kind": "stage_new", "servers": [], "reason": ""}, writer="",
-                  now=NOW)
+    found = steps(three(50), Action(kind=ActionKind.STAGE_NEW, servers=[], reason=""),
+                  writer="", now=NOW)
     assert found[1].server == E1

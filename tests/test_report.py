@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from tests.test_findings import CUR, NOW, NXT, PREV, backend, cert, fqdn, healthy, org, server
-from workers.status.observation import BackendObs
+from workers.status.observation import BackendObs, OrgObs
 from workers.status.report import build_status, exit_code, overall
 
 E1, E2, E3 = fqdn("ex1"), fqdn("ex2"), fqdn("ex3")
@@ -16,8 +17,13 @@ CERT_KEYS = {"thumbprint", "subject", "not_before", "not_after", "days_left", "s
              "key_size", "present_on", "missing_on", "unknown_on"}
 
 
+def status_json(obs: OrgObs) -> dict[str, Any]:
+    """The status as `exauth status --json` and the status job give it (the contract)."""
+    return build_status(obs).to_json()
+
+
 def test_exact_top_level_and_nested_keys() -> None:
-    status = build_status(org(
+    status = status_json(org(
         server("ex1", cert(CUR), cert(NXT), cert(PREV)), server("ex2", cert(CUR)),
         next=NXT, effective=NOW + timedelta(days=3), previous=PREV, hybrid=True,
     ))
@@ -36,7 +42,7 @@ def test_exact_top_level_and_nested_keys() -> None:
 
 
 def test_values_of_a_healthy_org() -> None:
-    status = build_status(healthy())
+    status = status_json(healthy())
     assert status["org"] == "contoso"
     assert status["checked_at"] == "2025-01-15T12:00:00Z"
     assert status["hybrid"] is False
@@ -58,11 +64,12 @@ def test_values_of_a_healthy_org() -> None:
     assert [b["problem"] for b in status["backend"]] == [None, None, None]
     assert status["findings"] == []
     assert [a["kind"] for a in status["actions"]] == ["none"]
-    assert (overall(status), exit_code(status)) == ("ok", 0)
+    model = build_status(healthy())
+    assert (overall(model), exit_code(model)) == ("ok", 0)
 
 
 def test_present_missing_unknown() -> None:
-    status = build_status(org(
+    status = status_json(org(
         server("ex1", cert(CUR)),
         server("ex2"),  # reachable, store listed, not there -> missing
         server("ex3", reachable=False, listed=False),  # unreachable -> unknown
@@ -76,7 +83,7 @@ def test_present_missing_unknown() -> None:
 
 
 def test_thumbprint_nobody_has_is_thumbprint_only() -> None:
-    status = build_status(org(server("ex1", cert(CUR)), previous=PREV))
+    status = status_json(org(server("ex1", cert(CUR)), previous=PREV))
     previous = status["auth"]["previous"]
     assert previous["thumbprint"] == PREV
     assert all(previous[k] is None for k in ("subject", "not_before", "not_after", "days_left",
@@ -91,7 +98,7 @@ def test_thumbprint_nobody_has_is_thumbprint_only() -> None:
     ids=["59d23h", "1h", "expired-1h", "expired-10d"],
 )
 def test_days_left_whole_days_floored(delta: timedelta, days: int) -> None:
-    status = build_status(org(server("ex1", cert(CUR, delta / timedelta(days=1)))))
+    status = status_json(org(server("ex1", cert(CUR, delta / timedelta(days=1)))))
     assert status["auth"]["current"]["days_left"] == days
 
 
@@ -112,14 +119,14 @@ def test_days_left_whole_days_floored(delta: timedelta, days: int) -> None:
 )
 def test_backend_entries(back: BackendObs | None, problem: str | None, thumbprint: str | None,
                          days: int | None) -> None:
-    (entry,) = build_status(org(server("ex1", cert(CUR), back=back)))["backend"]
+    (entry,) = status_json(org(server("ex1", cert(CUR), back=back)))["backend"]
     assert entry["server"] == E1
     assert (entry["problem"], entry["thumbprint"], entry["days_left"]) == (problem, thumbprint,
                                                                            days)
 
 
 def test_servers_list_all_but_sites_and_backend_only_in_scope() -> None:
-    status = build_status(org(
+    status = status_json(org(
         server("ex1", cert(CUR)),
         server("edge", site="Perimeter", roles=("Edge",), back=None),
         server("old", site="Legacy", version="Version 14.3 (Build 123.4)"),
@@ -144,14 +151,14 @@ def test_servers_list_all_but_sites_and_backend_only_in_scope() -> None:
     ids=["ok", "info-only", "warning", "critical", "one-unreachable", "none-reachable",
          "no-servers"],
 )
-def test_overall_and_exit_code(obs: object, state: str, code: int) -> None:
-    status = build_status(obs)  # type: ignore[arg-type]
+def test_overall_and_exit_code(obs: OrgObs, state: str, code: int) -> None:
+    status = build_status(obs)
     assert overall(status) == state
     assert exit_code(status) == code
 
 
 def test_sites_are_sorted_and_unique() -> None:
-    status = build_status(org(
+    status = status_json(org(
         server("ex1", cert(CUR), site="Site-Z"), server("ex2", cert(CUR), site="Site-A"),
         server("ex3", cert(CUR), site="Site-Z"), server("ex4", cert(CUR), site="Site-M"),
     ))

@@ -33,9 +33,14 @@ def _writer(handle: Any) -> str:
     return str(handle.info["servers"][0]["fqdn"])
 
 
+def status_json(org: OrgSettings, **kwargs: Any) -> dict[str, Any]:
+    """The status JSON of DESIGN.md (what the status job and `--json` give), read fresh."""
+    return status(org, **kwargs).to_json()
+
+
 def run_status(handle: Any) -> dict[str, Any]:
     # The lab has a virtual clock; days left must be counted against it.
-    return status(lab_org(handle), now=handle.org.now())
+    return status_json(lab_org(handle), now=handle.org.now())
 
 
 def kinds(report: dict[str, Any]) -> list[str]:
@@ -244,10 +249,10 @@ def test_status_is_judged_on_the_orgs_own_clock(make_lab: Callable[..., Any]) ->
     from datetime import UTC, datetime, timedelta
 
     handle = make_lab("expiring-sha1")
-    before = status(lab_org(handle))
+    before = status_json(lab_org(handle))
     assert 30 <= before["auth"]["current"]["days_left"] < 60
     handle.org.advance(timedelta(days=45))
-    after = status(lab_org(handle))
+    after = status_json(lab_org(handle))
     checked = datetime.fromisoformat(after["checked_at"])
     assert abs(checked - handle.org.now()) < timedelta(minutes=1)
     assert checked - datetime.now(UTC) > timedelta(days=44)
@@ -268,7 +273,7 @@ def test_without_the_writers_clock_status_uses_this_machines(
     writer = _writer(handle).split(".")[0]
     handle.org.add_fault({"server": writer, "endpoint": "host", "cmdlet": "Get-Date",
                           "kind": "error", "message": "clock unavailable"})
-    report = status(lab_org(handle))
+    report = status_json(lab_org(handle))
     checked = datetime.fromisoformat(report["checked_at"])
     assert abs(checked - datetime.now(UTC)) < timedelta(minutes=1)
     assert kinds(report) == ["none"]  # the failed clock read is no finding

@@ -51,7 +51,8 @@ def report(
     org = lab_org(handle)
     cache = SessionCache()
     try:
-        return build_status(collect(org, now=now, client=client_type(org, cache=cache)))
+        return build_status(
+            collect(org, now=now, client=client_type(org, cache=cache))).to_json()
     finally:
         cache.close_all()
 
@@ -104,7 +105,7 @@ def test_an_endpoint_without_select_object_gets_whole_objects(
     cache = SessionCache()
     try:
         client = ExchangeClient(org, cache=cache)
-        degraded = build_status(collect(org, now=now, client=client))
+        degraded = build_status(collect(org, now=now, client=client)).to_json()
         assert all(not client.session(s, "exchange").can_select for s in [org.writer])
     finally:
         cache.close_all()

@@ -30,6 +30,7 @@ from workers.changes.step_kind import StepKind, legacy_kind
 from workers.clock import CallableClock
 from workers.status.observation import BackendObs
 from workers.status.report import build_status
+from workers.status.report_model import Action, ActionKind, OrgStatus
 
 PROCEDURES = {  # scenario -> the operation its status calls for
     "expiring-sha1": "stage_new",
@@ -184,7 +185,7 @@ def test_an_operation_stored_before_step_kinds_runs_to_the_same_outcome(
 # --- the upgrade mapping against today's plan, every action kind -----------------------
 
 
-def _statuses() -> list[dict[str, Any]]:
+def _statuses() -> list[OrgStatus]:
     """Staged path, 30-day and 49-hour effective dates, the emergency path; a next and a
     previous certificate; a back end without a binding; hybrid and not."""
     return [build_status(obs) for obs in (
@@ -202,8 +203,8 @@ def test_legacy_kind_gives_each_step_of_today_s_plan_its_kind(kind: str) -> None
     """Titles and cmdlets as the plan writes them today map back to the kinds it sets."""
     seen = 0
     for status in _statuses():
-        servers = [s["fqdn"] for s in status["servers"]][1:]
-        action = {"kind": kind, "servers": servers, "reason": "r"}
+        servers = [s.fqdn for s in status.servers][1:]
+        action = Action(kind=ActionKind(kind), servers=servers, reason="r")
         for writer in ("ex1", "ex2"):
             for index, step in enumerate(plan_steps(status, action, writer=writer, now=NOW)):
                 stored = {**step.to_dict(), "index": index}

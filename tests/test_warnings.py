@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from workers.status.report_model import BackendProblem, OrgStatus, parse_status
 from workers.warnings.rules import (
     Notice,
     WarnState,
@@ -44,20 +45,21 @@ def cert(thumb: str, days: int, now: datetime = T0, **extra: Any) -> dict[str, A
 def status(current_days: int | None = 1000, *, nxt: dict[str, Any] | None = None,
            backend_days: int = 1500, findings: list[dict[str, Any]] | None = None,
            unreachable: tuple[str, ...] = (), actions: list[dict[str, Any]] | None = None,
-           current: dict[str, Any] | None = None) -> dict[str, Any]:
+           current: dict[str, Any] | None = None) -> OrgStatus:
+    """A status document as the status job returns it, read by the model as consumers get it."""
     servers = [{"name": fqdn.split(".")[0], "fqdn": fqdn, "site": "Site-A",
                 "version": "Version 15.2 (Build 1544.4)", "roles": ["Mailbox"],
                 "reachable": fqdn not in unreachable, "error": None} for fqdn in SERVERS]
-    return {
+    return parse_status({
         "org": "contoso", "checked_at": "2025-03-01T08:00:00Z", "hybrid": False,
         "sites": ["Site-A"], "servers": servers,
         "auth": {"current": current or (cert(CUR, current_days) if current_days is not None
                                         else None),
-                 "next": nxt, "previous": None},
+                 "next": {"effective": None, **nxt} if nxt else None, "previous": None},
         "backend": [{"server": SERVERS[0], "thumbprint": BE1, "not_after": "2029-01-01T00:00:00Z",
                      "days_left": backend_days, "problem": None}],
         "findings": findings or [], "actions": actions or [],
-    }
+    })
 
 
 def apply(snapshot: dict[str, WarnState], notices: list[Notice],
@@ -79,7 +81,7 @@ def apply(snapshot: dict[str, WarnState], notices: list[Notice],
     return out
 
 
-def sweep(state: dict[str, WarnState], st: dict[str, Any], now: datetime
+def sweep(state: dict[str, WarnState], st: OrgStatus, now: datetime
           ) -> tuple[list[Notice], dict[str, WarnState]]:
     notices = decide(subjects(st), state, now, BANDS, unknown=unknown_servers(st))
     return notices, apply(state, notices, now)
@@ -212,7 +214,8 @@ def test_renewed_certificate_resolves_its_warning_but_unknown_is_not_gone() -> N
     assert set(state) == {f"auth:current:{CUR}", f"backend:{SERVERS[0]}:{BE1}"}
     # ex1 cannot be asked: its back end subject disappears but is not resolved
     st = status(current=cert("D" * 40, 1800), unreachable=(SERVERS[0],))
-    st["backend"][0].update(thumbprint=None, days_left=None, problem="unknown")
+    st.backend[0] = st.backend[0].model_copy(
+        update={"thumbprint": None, "days_left": None, "problem": BackendProblem.UNKNOWN})
     notices = decide(subjects(st), state, T0 + timedelta(days=1), BANDS,
                      unknown=unknown_servers(st))
     assert [(n.key, n.kind) for n in notices] == [(f"auth:current:{CUR}", "resolved")]

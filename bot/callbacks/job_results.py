@@ -38,9 +38,15 @@ ON_FAILURE = "bot.callbacks.job_results.job_failed"
 
 
 def status_ready(job: Job, connection: Redis, result: Any) -> None:
+    """`result` is the status JSON the job returned (read back into the model here)."""
     from workers.status.report import overall
+    from workers.status.report_model import parse_status
 
-    _deliver(job, lambda: messages.status_message(result, overall(result)))
+    def build() -> messages.Message:
+        status = parse_status(result)
+        return messages.status_message(status, overall(status))
+
+    _deliver(job, build)
 
 
 def plan_ready(job: Job, connection: Redis, result: Any) -> None:

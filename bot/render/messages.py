@@ -1,18 +1,28 @@
-"""Slack messages (Block Kit) built from the plain documents the workers return.
+"""Slack messages (Block Kit) built from what the workers return.
 
-Pure functions: a status dict in, `{"text", "blocks"}` out, so every limit Slack enforces
-is unit tested without Slack. Slack rejects a whole message (`invalid_blocks`) when one
-limit is broken, and an org with dozens of servers easily breaks them, so everything here
-is built to a budget: at most 50 blocks, at most 3000 characters per text object, a
-header of at most 150 characters. Long lists are summarised ("57 more servers fine")
-rather than cut mid-line. `text` is always set: it is what notifications and screen
-readers show.
+Pure functions: a status (workers.status.report_model.OrgStatus) or a plan document in,
+`{"text", "blocks"}` out, so every limit Slack enforces is unit tested without Slack.
+Slack rejects a whole message (`invalid_blocks`) when one limit is broken, and an org with
+dozens of servers easily breaks them, so everything here is built to a budget: at most 50
+blocks, at most 3000 characters per text object, a header of at most 150 characters. Long
+lists are summarised ("57 more servers fine") rather than cut mid-line. `text` is always
+set: it is what notifications and screen readers show.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from workers.status.report_model import (
+    ActionKind,
+    AuthCert,
+    BackendProblem,
+    NextAuthCert,
+    OrgStatus,
+    Overall,
+    Severity,
+)
 
 MAX_BLOCKS = 50
 MAX_TEXT = 3000
@@ -25,20 +35,20 @@ MAX_FINDING_LINES = 30
 MAX_UNREACHABLE_LINES = 15
 
 STATE_LABEL = {
-    "ok": (":white_check_mark:", "OK"),
-    "warning": (":warning:", "WARNING"),
-    "critical": (":red_circle:", "CRITICAL"),
-    "unknown": (":grey_question:", "UNKNOWN"),
+    Overall.OK: (":white_check_mark:", "OK"),
+    Overall.WARNING: (":warning:", "WARNING"),
+    Overall.CRITICAL: (":red_circle:", "CRITICAL"),
+    Overall.UNKNOWN: (":grey_question:", "UNKNOWN"),
 }
-SEVERITY_ICON = {"critical": ":red_circle:", "warning": ":warning:", "info": ":information_source:"}
-SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+SEVERITY_ICON = {Severity.CRITICAL: ":red_circle:", Severity.WARNING: ":warning:",
+                 Severity.INFO: ":information_source:"}
 PROBLEM_TEXT = {
-    "no_binding": "no https binding on *:444:",
-    "no_certificate": "binding has no certificate",
-    "not_in_store": "bound certificate is not in the store",
-    "expired": "expired",
-    "expiring": "expiring",
-    "unknown": "could not be checked",
+    BackendProblem.NO_BINDING: "no https binding on *:444:",
+    BackendProblem.NO_CERTIFICATE: "binding has no certificate",
+    BackendProblem.NOT_IN_STORE: "bound certificate is not in the store",
+    BackendProblem.EXPIRED: "expired",
+    BackendProblem.EXPIRING: "expiring",
+    BackendProblem.UNKNOWN: "could not be checked",
 }
 
 Block = dict[str, Any]
@@ -48,11 +58,11 @@ Message = dict[str, Any]
 # --- the status report ------------------------------------------------------------------
 
 
-def status_message(status: Mapping[str, Any], state: str) -> Message:
+def status_message(status: OrgStatus, state: Overall) -> Message:
     """The full report for one org; `state` is `workers.status.report.overall(status)`."""
-    org = str(status.get("org") or "?")
+    org = status.org or "?"
     names = _short_names(status)
-    icon, label = STATE_LABEL.get(state, STATE_LABEL["unknown"])
+    icon, label = STATE_LABEL.get(state, STATE_LABEL[Overall.UNKNOWN])
     blocks: list[Block] = [
         _header(f"{icon} {org}: {label}"),
         _context(_summary_line(status)),
@@ -67,135 +77,132 @@ def status_message(status: Mapping[str, Any], state: str) -> Message:
     blocks.append({"type": "divider"})
     blocks += _sections(["*Recommended*", *_action_lines(status, names)])
     blocks.append(_context(
-        f"Checked at {escape(str(status.get('checked_at') or '?'))} · "
+        f"Checked at {escape(status.checked_at or '?')} · "
         f"`/exauth plan {escape(org)}` shows the exact steps a fix would run"
     ))
     return {"text": _fallback(status, org, label), "blocks": _fit(blocks)}
 
 
-def _summary_line(status: Mapping[str, Any]) -> str:
-    servers = status.get("servers") or []
-    sites = status.get("sites") or []
-    down = [s for s in servers if not s.get("reachable", True)]
+def _summary_line(status: OrgStatus) -> str:
+    servers = status.servers
+    sites = status.sites
+    down = [s for s in servers if not s.reachable]
     parts = [f"{len(servers)} server{'s' if len(servers) != 1 else ''}",
              f"{len(sites)} AD site{'s' if len(sites) != 1 else ''}"]
     if down:
         parts.append(f"*{len(down)} unreachable*")
-    if status.get("hybrid"):
+    if status.hybrid:
         parts.append("hybrid")
     return " · ".join(parts)
 
 
-def _auth_lines(status: Mapping[str, Any], names: Mapping[str, str]) -> list[str]:
-    auth = status.get("auth") or {}
+def _auth_lines(status: OrgStatus, names: Mapping[str, str]) -> list[str]:
+    auth = status.auth
     lines = ["*Auth Certificate* (Get-AuthConfig)"]
-    for role in ("current", "next", "previous"):
-        cert = auth.get(role)
+    roles: tuple[tuple[str, AuthCert | None], ...] = (
+        ("current", auth.current), ("next", auth.next), ("previous", auth.previous))
+    for role, cert in roles:
         title = role.capitalize()
         if cert is None:
             lines.append(f"*{title}:* not set")
             continue
         lines.append(f"*{title}:* {_cert_line(cert)}")
-        if role == "next" and cert.get("effective"):
-            lines.append(f"    effective {_date(cert['effective'], with_time=True)}")
+        if isinstance(cert, NextAuthCert) and cert.effective:
+            lines.append(f"    effective {_date(cert.effective, with_time=True)}")
         if role == "previous":
             continue  # the old cert is expected to vanish from servers; where it is matters not
-        if cert.get("missing_on"):
-            lines.append(f"    :x: missing on {_server_list(cert['missing_on'], names)}")
-        if cert.get("unknown_on"):
+        if cert.missing_on:
+            lines.append(f"    :x: missing on {_server_list(cert.missing_on, names)}")
+        if cert.unknown_on:
             lines.append(f"    :grey_question: not checked on "
-                         f"{_server_list(cert['unknown_on'], names)}")
+                         f"{_server_list(cert.unknown_on, names)}")
     return lines
 
 
-def _cert_line(cert: Mapping[str, Any]) -> str:
-    parts = [f"`{escape(str(cert.get('thumbprint') or '?'))}`"]
-    if cert.get("not_after"):
-        parts.append(_expiry(cert["not_after"], cert.get("days_left")))
+def _cert_line(cert: AuthCert) -> str:
+    parts = [f"`{escape(cert.thumbprint or '?')}`"]
+    if cert.not_after:
+        parts.append(_expiry(cert.not_after, cert.days_left))
     else:
         parts.append("not found on any server")
-    details = [escape(str(cert["signature_hash"]))] if cert.get("signature_hash") else []
-    if cert.get("key_size"):
-        details.append(f"{cert['key_size']} bit")
+    details = [escape(cert.signature_hash)] if cert.signature_hash else []
+    if cert.key_size:
+        details.append(f"{cert.key_size} bit")
     if details:
         parts.append(" ".join(details))
     return " · ".join(parts)
 
 
-def _backend_lines(status: Mapping[str, Any], names: Mapping[str, str]) -> list[str]:
+def _backend_lines(status: OrgStatus, names: Mapping[str, str]) -> list[str]:
     """Problems first, one line each; fine servers are counted, not listed, in big orgs."""
-    rows = list(status.get("backend") or [])
-    reachable = {s.get("fqdn"): s.get("reachable", True) for s in status.get("servers") or []}
-    errors = {s.get("fqdn"): s.get("error") for s in status.get("servers") or []}
-    bad = [r for r in rows if r.get("problem")]
-    good = [r for r in rows if not r.get("problem")]
+    rows = status.backend
+    reachable = {s.fqdn: s.reachable for s in status.servers}
+    errors = {s.fqdn: s.error for s in status.servers}
+    bad = [r for r in rows if r.problem]
+    good = [r for r in rows if not r.problem]
     lines = ["*Back end certificates* (Exchange Back End, https *:444:)"]
     if not rows:
         lines.append("no in-scope servers")
         return lines
     shown_good = good if len(bad) + len(good) <= MAX_BACKEND_LINES else []
     for row in bad[:MAX_BACKEND_LINES]:
-        server = row.get("server")
-        problem = str(row.get("problem"))
-        text = PROBLEM_TEXT.get(problem, problem)
-        if problem == "unknown" and not reachable.get(server, True):
+        server = row.server
+        problem = row.problem
+        text = PROBLEM_TEXT.get(problem, str(problem))
+        if problem == BackendProblem.UNKNOWN and not reachable.get(server, True):
             text = f"unreachable: {escape(_one_line(errors.get(server) or 'no answer'))}"
         detail = ""
-        if row.get("not_after"):
-            detail = f" · `{escape(str(row.get('thumbprint') or '?'))}` " \
-                     f"{_expiry(row['not_after'], row.get('days_left'))}"
+        if row.not_after:
+            detail = f" · `{escape(row.thumbprint or '?')}` " \
+                     f"{_expiry(row.not_after, row.days_left)}"
         lines.append(f":x: `{_name(server, names)}` {text}{detail}")
     if len(bad) > MAX_BACKEND_LINES:
         lines.append(f"… and {len(bad) - MAX_BACKEND_LINES} more servers with problems")
     for row in shown_good:
-        lines.append(f":white_check_mark: `{_name(row.get('server'), names)}` "
-                     f"`{escape(str(row.get('thumbprint') or '?'))}` "
-                     f"{_expiry(row.get('not_after'), row.get('days_left'))}")
+        lines.append(f":white_check_mark: `{_name(row.server, names)}` "
+                     f"`{escape(row.thumbprint or '?')}` "
+                     f"{_expiry(row.not_after, row.days_left)}")
     if good and not shown_good:
-        soonest = min(good, key=lambda r: r.get("days_left") if r.get("days_left") is not None
-                      else 10**6)
+        soonest = min(good, key=lambda r: r.days_left if r.days_left is not None else 10**6)
         lines.append(f":white_check_mark: {len(good)} more servers fine (soonest expiry: "
-                     f"`{_name(soonest.get('server'), names)}` in "
-                     f"{_days(soonest.get('days_left'))})")
+                     f"`{_name(soonest.server, names)}` in "
+                     f"{_days(soonest.days_left)})")
     return lines
 
 
-def _finding_lines(status: Mapping[str, Any], names: Mapping[str, str]) -> list[str]:
-    findings = sorted(status.get("findings") or [],
-                      key=lambda f: SEVERITY_ORDER.get(f.get("severity"), 3))
+def _finding_lines(status: OrgStatus, names: Mapping[str, str]) -> list[str]:
+    findings = sorted(status.findings, key=lambda f: f.severity.rank)
     lines = []
     for finding in findings[:MAX_FINDING_LINES]:
-        icon = SEVERITY_ICON.get(finding.get("severity"), ":grey_question:")
-        where = f" [`{_name(finding['server'], names)}`]" if finding.get("server") else ""
-        lines.append(f"{icon} *{finding.get('code')}*{where}: "
-                     f"{escape(_one_line(finding.get('message') or ''))}")
+        icon = SEVERITY_ICON.get(finding.severity, ":grey_question:")
+        where = f" [`{_name(finding.server, names)}`]" if finding.server else ""
+        lines.append(f"{icon} *{finding.code}*{where}: "
+                     f"{escape(_one_line(finding.message or ''))}")
     rest = findings[MAX_FINDING_LINES:]
     if rest:
-        counts = _count(f.get("severity") or "?" for f in rest)
+        counts = _count(f.severity for f in rest)
         lines.append(f"… and {len(rest)} more findings ({counts})")
     return lines
 
 
-def _action_lines(status: Mapping[str, Any], names: Mapping[str, str]) -> list[str]:
-    actions = status.get("actions") or []
-    if not actions:
+def _action_lines(status: OrgStatus, names: Mapping[str, str]) -> list[str]:
+    if not status.actions:
         return ["nothing to do"]
     lines = []
-    for number, action in enumerate(actions, start=1):
-        servers = action.get("servers") or []
-        where = f" on {_server_list(servers, names)}" if servers else ""
-        lines.append(f"{number}. *{action.get('kind')}*{where}: "
-                     f"{escape(_one_line(action.get('reason') or ''))}")
+    for number, action in enumerate(status.actions, start=1):
+        where = f" on {_server_list(action.servers, names)}" if action.servers else ""
+        lines.append(f"{number}. *{action.kind}*{where}: "
+                     f"{escape(_one_line(action.reason or ''))}")
     return lines
 
 
-def _fallback(status: Mapping[str, Any], org: str, label: str) -> str:
-    findings = status.get("findings") or []
-    kinds = [a.get("kind") for a in status.get("actions") or [] if a.get("kind") != "none"]
+def _fallback(status: OrgStatus, org: str, label: str) -> str:
+    findings = status.findings
+    kinds = [a.kind for a in status.actions if a.kind != ActionKind.NONE]
     text = f"exauth {escape(org)}: {label}"
     if findings:
         text += f" - {len(findings)} finding{'s' if len(findings) != 1 else ''} " \
-                f"({_count(f.get('severity') or '?' for f in findings)})"
+                f"({_count(f.severity for f in findings)})"
     if kinds:
         text += f"; recommended: {', '.join(str(k) for k in kinds)}"
     return _clip(text, MAX_FALLBACK)
@@ -417,9 +424,8 @@ def _fit(blocks: list[Block]) -> list[Block]:
 # --- small text helpers ---------------------------------------------------------------------
 
 
-def _short_names(status: Mapping[str, Any]) -> dict[str, str]:
-    return {str(s.get("fqdn")): str(s.get("name")) for s in status.get("servers") or []
-            if s.get("fqdn") and s.get("name")}
+def _short_names(status: OrgStatus) -> dict[str, str]:
+    return {s.fqdn: s.name for s in status.servers if s.fqdn and s.name}
 
 
 def _name(server: Any, names: Mapping[str, str]) -> str:
@@ -459,11 +465,11 @@ def _days(days: Any) -> str:
     return f"*{label}*" if days < 30 else label
 
 
-def _count(severities: Iterable[str]) -> str:
-    counts: dict[str, int] = {}
+def _count(severities: Iterable[Severity]) -> str:
+    counts: dict[Severity, int] = {}
     for severity in severities:
         counts[severity] = counts.get(severity, 0) + 1
-    ordered = sorted(counts.items(), key=lambda kv: SEVERITY_ORDER.get(kv[0], 3))
+    ordered = sorted(counts.items(), key=lambda kv: kv[0].rank)
     return ", ".join(f"{n} {severity}" for severity, n in ordered)
 
 

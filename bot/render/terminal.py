@@ -1,8 +1,8 @@
 """Rendering for people at a terminal: status tables, plans and config checks.
 
-Input is always the plain JSON-able documents the workers return (the status JSON of
-DESIGN.md, plan documents, check rows), so what a person sees is exactly what `--json`
-would give a machine.
+Input is what the workers return (the status model of workers.status.report_model, plan
+documents, check rows), so what a person sees is exactly what `--json` would give a
+machine.
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
-STATE_STYLE = {"ok": "bold green", "warning": "bold yellow", "critical": "bold red",
-               "unknown": "bold magenta"}
+from workers.status.report_model import AuthCert, NextAuthCert, OrgStatus, Overall, Severity
+
+SEVERITY_STYLE = {Severity.CRITICAL: "bold red", Severity.WARNING: "yellow",
+                  Severity.INFO: "cyan"}
+STATE_STYLE = {Overall.OK: "bold green", Overall.WARNING: "bold yellow",
+               Overall.CRITICAL: "bold red", Overall.UNKNOWN: "bold magenta"}
 
 
 def _console() -> Console:
@@ -43,38 +46,37 @@ def _servers(names: list[str]) -> str:
     return ", ".join(name.split(".")[0] for name in names) or "-"
 
 
-def cert_table(status: dict[str, Any]) -> Table:
+def cert_table(status: OrgStatus) -> Table:
     table = Table(title="Auth Certificate (Get-AuthConfig)", title_justify="left")
     table.add_column("")
     table.add_column("thumbprint", no_wrap=True, min_width=40)
     for column in ("expires", "left", "sig", "key", "present on", "missing on", "unknown"):
         table.add_column(column)
-    auth = status.get("auth") or {}
-    for role in ("current", "next", "previous"):
-        cert = auth.get(role)
+    auth = status.auth
+    roles: tuple[tuple[str, AuthCert | None], ...] = (
+        ("current", auth.current), ("next", auth.next), ("previous", auth.previous))
+    for role, cert in roles:
         if cert is None:
             table.add_row(role, Text("(not set)", style="dim"), *[""] * 7)
             continue
         label = role
-        if role == "next" and cert.get("effective"):
-            label = f"next (effective {cert['effective']})"
+        if isinstance(cert, NextAuthCert) and cert.effective:
+            label = f"next (effective {cert.effective})"
         table.add_row(
             label,
-            cert.get("thumbprint") or "?",
-            (cert.get("not_after") or "?")[:10],
-            _days(cert.get("days_left")),
-            cert.get("signature_hash") or "?",
-            str(cert.get("key_size") or "?"),
-            _servers(cert.get("present_on", [])),
-            Text(_servers(cert.get("missing_on", [])),
-                 style="red" if cert.get("missing_on") else ""),
-            Text(_servers(cert.get("unknown_on", [])),
-                 style="magenta" if cert.get("unknown_on") else ""),
+            cert.thumbprint or "?",
+            (cert.not_after or "?")[:10],
+            _days(cert.days_left),
+            cert.signature_hash or "?",
+            str(cert.key_size or "?"),
+            _servers(cert.present_on),
+            Text(_servers(cert.missing_on), style="red" if cert.missing_on else ""),
+            Text(_servers(cert.unknown_on), style="magenta" if cert.unknown_on else ""),
         )
     return table
 
 
-def server_table(status: dict[str, Any]) -> Table:
+def server_table(status: OrgStatus) -> Table:
     table = Table(title="Servers and back end certificates (Exchange Back End, *:444:)",
                   title_justify="left")
     for column in ("server", "site", "version", "reachable"):
@@ -82,50 +84,49 @@ def server_table(status: dict[str, Any]) -> Table:
     table.add_column("back end cert", no_wrap=True, min_width=40)
     for column in ("left", "problem"):
         table.add_column(column)
-    backend = {row["server"]: row for row in status.get("backend", [])}
-    for server in status.get("servers", []):
-        row = backend.get(server["fqdn"]) or backend.get(server["name"]) or {}
-        reachable = Text("yes", style="green") if server.get("reachable") else Text(
-            f"no: {server.get('error') or 'unreachable'}", style="red")
-        problem = row.get("problem")
+    backend = {row.server: row for row in status.backend}
+    for server in status.servers:
+        row = backend.get(server.fqdn) or backend.get(server.name)
+        reachable = Text("yes", style="green") if server.reachable else Text(
+            f"no: {server.error or 'unreachable'}", style="red")
+        problem = row.problem if row is not None else None
         table.add_row(
-            server["name"],
-            server.get("site") or "?",
-            server.get("version") or "?",
+            server.name,
+            server.site or "?",
+            server.version or "?",
             reachable,
-            row.get("thumbprint") or "-",
-            _days(row.get("days_left")) if row.get("not_after") else Text("-"),
+            (row.thumbprint if row is not None else None) or "-",
+            _days(row.days_left) if row is not None and row.not_after else Text("-"),
             Text(problem or "ok", style="red" if problem else "green"),
         )
     return table
 
 
-def print_status(status: dict[str, Any]) -> None:
+def print_status(status: OrgStatus) -> None:
     from workers.status.report import overall
 
     console = _console()
     state = overall(status)
     header = Text.assemble(
-        ("exauth status  ", "bold"), (status.get("org", "?"), "bold"), "  ",
+        ("exauth status  ", "bold"), (status.org or "?", "bold"), "  ",
         (state.upper(), STATE_STYLE.get(state, "")),
-        f"   checked {status.get('checked_at', '?')}",
-        "   hybrid" if status.get("hybrid") else "",
+        f"   checked {status.checked_at or '?'}",
+        "   hybrid" if status.hybrid else "",
     )
     console.print(header)
     console.print(cert_table(status))
     console.print(server_table(status))
-    findings = status.get("findings", [])
-    if findings:
+    if status.findings:
         console.print(Text("Findings", style="bold"))
-        for finding in findings:
-            where = f" [{finding['server']}]" if finding.get("server") else ""
+        for finding in status.findings:
+            where = f" [{finding.server}]" if finding.server else ""
             console.print(Text.assemble(
-                (f"  {finding['severity']:<8} ", SEVERITY_STYLE.get(finding["severity"], "")),
-                f"{finding['code']}{where}: {finding['message']}"))
+                (f"  {finding.severity:<8} ", SEVERITY_STYLE.get(finding.severity, "")),
+                f"{finding.code}{where}: {finding.message}"))
     console.print(Text("Recommended", style="bold"))
-    for action in status.get("actions", []):
-        servers = f" ({_servers(action['servers'])})" if action.get("servers") else ""
-        console.print(f"  {action['kind']}{servers}: {action['reason']}")
+    for action in status.actions:
+        servers = f" ({_servers(action.servers)})" if action.servers else ""
+        console.print(f"  {action.kind}{servers}: {action.reason}")
 
 
 def print_plan(document: dict[str, Any]) -> None:

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from lab import psrp
+from lab.http.negotiate_auth import Authenticator, AuthMode, channel_binding
 from lab.http.request_handler import LabRequestHandler
-from lab.http.tls_certificate import make_self_signed
+from lab.http.tls_certificate import make_certificates
 from lab.org import Org
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ class LabServer(ThreadingHTTPServer):
         latency_ms: int = 0,
         open_ms: int = 0,
         tls: bool = False,
+        auth: AuthMode = "basic",
+        keytab: str | None = None,
+        url_host: str | None = None,
     ) -> None:
         self.org = org
         self.username = username
@@ -58,13 +62,22 @@ class LabServer(ThreadingHTTPServer):
         self._connections: set[Any] = set()
         self._connections_lock = threading.Lock()
         self.ssl_context: ssl.SSLContext | None = None
-        self.cert_file: Path | None = None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.ca_file: Path | None = None
+        # The host name in the URLs the lab hands out: Kerberos needs a name with a service
+        # principal (WSMAN/<name>), never a bare address.
+        self.url_host = url_host or ("localhost" if auth == "kerberos" else host)
+        self._tmp = tempfile.TemporaryDirectory(prefix="exauth-lab-")
+        binding = None
         if tls:
-            self._tmp = tempfile.TemporaryDirectory(prefix="exauth-lab-tls-")
-            self.cert_file, key_file = make_self_signed(Path(self._tmp.name))
+            certs = make_certificates(Path(self._tmp.name), self.url_host)
+            self.ca_file = certs.ca_file
+            binding = channel_binding(certs.der)
             self.ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            self.ssl_context.load_cert_chain(self.cert_file, key_file)
+            self.ssl_context.load_cert_chain(certs.cert_file, certs.key_file)
+        self.authenticator = Authenticator(
+            auth, username=username, password=password, directory=Path(self._tmp.name),
+            keytab=keytab, tls_binding=binding,
+        )
         super().__init__((host, port), LabRequestHandler)
         self._thread: threading.Thread | None = None
 
@@ -78,7 +91,7 @@ class LabServer(ThreadingHTTPServer):
 
     @property
     def base_url(self) -> str:
-        host = str(self.server_address[0])
+        host = f"[{self.url_host}]" if ":" in self.url_host else self.url_host
         return f"{self.scheme}://{host}:{self.port}"
 
     def start(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
 from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler
@@ -40,6 +41,14 @@ class LabRequestHandler(BaseHTTPRequestHandler):
     wbufsize = -1  # headers and body leave in one write ...
     disable_nagle_algorithm = True  # ... and are not held back by Nagle
     timeout = IDLE_CONNECTION_TIMEOUT
+    # Negotiate is per connection (this handler object lives as long as the connection):
+    # the acceptor context, and whether its handshake has completed.
+    negotiate_context: Any = None
+    negotiated = False
+    # Per request: how to seal the answer (set when the request came encrypted) and the
+    # headers the handshake adds to it (Kerberos' mutual-auth token).
+    seal: Callable[[bytes], tuple[str, bytes]] | None = None
+    auth_headers: dict[str, str] | None = None
 
     def parse_request(self) -> bool:
         """The request line and headers of a plain HTTP/1.1 request, read without `email`.
@@ -93,6 +102,8 @@ class LabRequestHandler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def _dispatch(self) -> None:
+        self.seal = None
+        self.auth_headers = None
         try:
             body = self._read_body()
             path = urlsplit(self.path).path
@@ -134,10 +145,12 @@ class LabRequestHandler(BaseHTTPRequestHandler):
         content_type: str,
         headers: dict[str, str] | None = None,
     ) -> None:
+        if self.seal is not None and content_type.startswith("application/soap+xml"):
+            content_type, body = self.seal(body)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
+        for name, value in {**(self.auth_headers or {}), **(headers or {})}.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
@@ -150,5 +163,5 @@ class LabRequestHandler(BaseHTTPRequestHandler):
         return basic_auth.is_authorized(self.headers.get("Authorization", ""),
                                         self.server.username, self.server.password)
 
-    def reply_unauthorized(self) -> None:
-        self.reply(401, b"", "text/plain", basic_auth.CHALLENGE)
+    def reply_unauthorized(self, challenge: dict[str, str] | None = None) -> None:
+        self.reply(401, b"", "text/plain", challenge or basic_auth.CHALLENGE)

@@ -1,17 +1,21 @@
 """Each server's WS-Man endpoints: `/<fqdn>/PowerShell` (Exchange) and `/<fqdn>/wsman` (host).
 
-A request passes the org's transport faults (unreachable, auth failure), Basic auth and
-the configured latency, then acts on a `psrp.Shell`; every failure is answered with the
+A request passes the org's transport faults (unreachable, auth failure), authentication
+(Basic, or Negotiate with message encryption over http: `negotiate_auth`) and the
+configured latency, then acts on a `psrp.Shell`; every failure is answered with the
 fault WinRM would send. A long-poll Receive waits at most MAX_RECEIVE_WAIT on its thread.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import TYPE_CHECKING, Literal
 
 from lab import cmdlets, psrp, wsman
+from lab.http import message_encryption
+from lab.http.negotiate_auth import AuthRefused, parse_token, token_header
 
 if TYPE_CHECKING:
     from lab.http.request_handler import LabRequestHandler
@@ -23,6 +27,12 @@ CONFIGURATIONS: dict[Endpoint, str] = {
     "host": "http://schemas.microsoft.com/powershell/Microsoft.PowerShell",
 }
 ENDPOINT_PATHS: dict[str, Endpoint] = {"powershell": "exchange", "wsman": "host"}
+log = logging.getLogger(__name__)
+
+UNENCRYPTED_REFUSED = (
+    "The WinRM service refuses unencrypted traffic (AllowUnencrypted = false): after "
+    "Negotiate over http every message must be encrypted; use message encryption or https."
+)
 DEFAULT_OPERATION_TIMEOUT = 20.0  # pypsrp's default; used when a request names none
 MAX_RECEIVE_WAIT = 60.0  # a long poll never holds a thread longer than this
 
@@ -43,14 +53,22 @@ def serve_wsman(handler: LabRequestHandler, path: str, body: bytes) -> None:
     fault_kind = org.transport_fault(server_name, endpoint)
     if fault_kind == "unreachable":
         raise DropConnection
-    if not handler.authorized() or fault_kind == "auth_failure":
-        handler.reply_unauthorized()
+    fqdn = org.server_info(server_name)["fqdn"]
+    if fault_kind == "auth_failure":
+        handler.reply_unauthorized(handler.server.authenticator.challenge())
+        return
+    plain = _authenticate(handler, endpoint, body, fqdn)
+    if plain is None:
         return
     if handler.command != "POST":
         handler.reply(405, b"", "text/plain", {"Allow": "POST"})
         return
+    if not plain and handler.negotiated:
+        # The empty POST a client sends to set up the context for message encryption.
+        handler.reply(200, b"", "application/soap+xml;charset=UTF-8")
+        return
+    body = plain
     delay_ms = handler.server.latency_ms + int(org.latency_ms(server_name, endpoint) or 0)
-    fqdn = org.server_info(server_name)["fqdn"]
     try:
         request = wsman.parse_request(body)
     except wsman.WSManError as exc:
@@ -72,6 +90,61 @@ def serve_wsman(handler: LabRequestHandler, path: str, body: bytes) -> None:
     except psrp.ProtocolError as exc:
         rejected = f"PowerShell Remoting data was rejected: {exc}"
         _fault(handler, wsman.generic(fqdn, rejected), request)
+
+
+def _authenticate(
+    handler: LabRequestHandler, endpoint: Endpoint, body: bytes, fqdn: str
+) -> bytes | None:
+    """The request's plain body once it is authenticated (and decrypted), else None after
+    answering it: 401 with the challenge, 400 for a broken envelope, 500 for a plain body
+    on a Negotiate connection over http."""
+    auth = handler.server.authenticator
+    if not auth.negotiate:
+        if handler.authorized():
+            return body
+        handler.reply_unauthorized(auth.challenge())
+        return None
+    token = parse_token(handler.headers.get("Authorization", ""))
+    if token is not None:
+        if handler.negotiate_context is None or handler.negotiated:
+            handler.negotiate_context = auth.new_context()
+            handler.negotiated = False
+        context = handler.negotiate_context
+        try:
+            out = auth.step(context, token[1])
+        except AuthRefused as exc:
+            log.debug("Negotiate refused from %s: %s", handler.client_address[0], exc)
+            handler.negotiate_context = None
+            handler.reply_unauthorized(auth.challenge())
+            return None
+        if not context.complete:
+            handler.reply(401, b"", "text/plain", {"WWW-Authenticate": token_header(out or b"")})
+            return None
+        if not auth.allowed(context, endpoint):
+            handler.negotiate_context = None
+            handler.reply_unauthorized(auth.challenge())
+            return None
+        handler.negotiated = True
+        auth.completed()
+        if out:
+            handler.auth_headers = {"WWW-Authenticate": token_header(out)}
+    elif handler.negotiate_context is None or not handler.negotiated:
+        handler.reply_unauthorized(auth.challenge())
+        return None
+    context = handler.negotiate_context
+    content_type = handler.headers.get("Content-Type", "")
+    if message_encryption.is_encrypted(content_type):
+        try:
+            plain, protocol = message_encryption.unwrap(body, content_type, context)
+        except message_encryption.EnvelopeError as exc:
+            handler.reply(400, str(exc).encode(), "text/plain")
+            return None
+        handler.seal = lambda answer: message_encryption.wrap(answer, context, protocol)
+        return plain
+    if body and handler.server.ssl_context is None:
+        _fault(handler, wsman.generic(fqdn, UNENCRYPTED_REFUSED), None)
+        return None
+    return body
 
 
 def _fault(

@@ -45,6 +45,7 @@ from workers.status.collect import collect, org_clock
 from workers.status.findings import is_auth_subject, iso, short
 from workers.status.observation import OrgObs
 from workers.status.report import build_status, checked_at
+from workers.status.report_model import AuthCert, AuthStatus, BackendProblem, OrgStatus
 
 log = logging.getLogger(__name__)
 
@@ -87,46 +88,48 @@ class Outcome:
 
 
 def observe(org: OrgSettings, client: ExchangeClient, *, clock: Clock = SYSTEM_CLOCK
-            ) -> tuple[OrgObs, dict[str, Any]]:
-    """A fresh read of the org (observation and status JSON), on the org's clock (`clock`
+            ) -> tuple[OrgObs, OrgStatus]:
+    """A fresh read of the org (observation and status), on the org's clock (`clock`
     when the writer cannot say)."""
     obs = collect(org, client=client, clock=clock)
     return obs, build_status(obs)
 
 
-def _thumb(cert: dict[str, Any] | None) -> str | None:
-    return (cert or {}).get("thumbprint")
+def _thumb(cert: AuthCert | None) -> str | None:
+    return cert.thumbprint if cert is not None else None
 
 
-def fingerprint(status: dict[str, Any], op: dict[str, Any]) -> dict[str, Any]:
+def fingerprint(status: OrgStatus, op: dict[str, Any]) -> dict[str, Any]:
     """The facts an approval is given on: AuthConfig thumbprints plus, per kind, the state
     of the certificate or binding the operation is about on each of its target servers."""
-    auth = status.get("auth") or {}
+    auth = status.auth
     out: dict[str, Any] = {
-        "current": _thumb(auth.get("current")),
-        "next": _thumb(auth.get("next")),
-        "previous": _thumb(auth.get("previous")),
+        "current": _thumb(auth.current),
+        "next": _thumb(auth.next),
+        "previous": _thumb(auth.previous),
     }
     targets = op.get("targets") or []
     if op["kind"] in ("import_current", "import_next"):
-        present = set(_imported(op, auth).get("present_on") or [])
+        imported = _imported(op, auth)
+        present = set(imported.present_on if imported else [])
         out["present"] = {server: server in present for server in targets}
     if op["kind"] == "repair_backend":
-        out["backend"] = {
-            server: [_backend(status, server).get(k) for k in ("thumbprint", "problem")]
-            for server in targets
-        }
+        out["backend"] = {server: _binding(status, server) for server in targets}
     return out
 
 
-def _imported(op: dict[str, Any], auth: dict[str, Any]) -> dict[str, Any]:
+def _binding(status: OrgStatus, server: str) -> list[str | None]:
+    """[thumbprint, problem] of the back end binding of `server`, as the fingerprint stores it."""
+    entry = status.backend_of(server)
+    if entry is None:
+        return [None, None]
+    return [entry.thumbprint, entry.problem.value if entry.problem else None]
+
+
+def _imported(op: dict[str, Any], auth: AuthStatus) -> AuthCert | None:
     """The AuthConfig certificate an import operation is about (current or next)."""
-    return auth.get(op["kind"].removeprefix("import_")) or {}
-
-
-def _backend(status: dict[str, Any], server: str) -> dict[str, Any]:
-    """The status's back end binding entry of `server` ({} when it has none)."""
-    return next((b for b in status.get("backend") or [] if b["server"] == server), {})
+    cert: AuthCert | None = getattr(auth, op["kind"].removeprefix("import_"))
+    return cert
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -210,7 +213,7 @@ def resolve(
     conn: redis.Redis,
     op: dict[str, Any],
     step: dict[str, Any],
-    status: dict[str, Any],
+    status: OrgStatus,
     client: ExchangeClient,
 ) -> list[tuple[str | None, Any]]:
     """Bound parameters with every placeholder filled in ("" names become positional)."""
@@ -230,15 +233,14 @@ def resolve(
     return out
 
 
-def _effective(op: dict[str, Any], status: dict[str, Any]) -> datetime:
+def _effective(op: dict[str, Any], status: OrgStatus) -> datetime:
     """Recomputed when the step runs: it must lie in the future then (DOMAIN 5.3, 6), on
     the clock Exchange will judge it by."""
     moment = checked_at(status)
     if op["kind"] != "stage_new":
         return moment + timedelta(minutes=1)
-    current = (status.get("auth") or {}).get("current") or {}
-    not_after = current.get("not_after")
-    when = effective_date(datetime.fromisoformat(not_after) if not_after else None, moment)
+    current = status.auth.current
+    when = effective_date(current.expires if current else None, moment)
     if when is None:
         raise StepRefused("the current certificate has 61 h or less left: too late to stage; "
                           "start the emergency replacement instead (`/exauth fix`)")
@@ -246,7 +248,7 @@ def _effective(op: dict[str, Any], status: dict[str, Any]) -> datetime:
 
 
 def _export(
-    conn: redis.Redis, op: dict[str, Any], status: dict[str, Any], client: ExchangeClient
+    conn: redis.Redis, op: dict[str, Any], status: OrgStatus, client: ExchangeClient
 ) -> bytes:
     """The PFX of the certificate being imported, exported again just now (memory only)."""
     export = next(s for s in op["steps"] if kind_of(s) is StepKind.EXPORT_CERT)
@@ -319,40 +321,40 @@ def adoptable(op: dict[str, Any], step: dict[str, Any], obs: OrgObs) -> str | No
     return None
 
 
-def already_done(op: dict[str, Any], step: dict[str, Any], status: dict[str, Any]) -> str | None:
+def already_done(op: dict[str, Any], step: dict[str, Any], status: OrgStatus) -> str | None:
     """Why running this step again would be pointless (its effect is there), or None."""
-    auth = status.get("auth") or {}
+    auth = status.auth
     kind = kind_of(step)
     new = recorded_thumbprint(op, step) if kind is not StepKind.REMOVE_OLD_AUTH_CERT else None
-    if kind is StepKind.STAGE_NEXT and new in (
-            _thumb(auth.get("next")), _thumb(auth.get("current"))):
+    if kind is StepKind.STAGE_NEXT and new in (_thumb(auth.next), _thumb(auth.current)):
         return f"{short(new)} is already staged"
-    if kind is StepKind.PUBLISH_NEXT and new and _thumb(auth.get("current")) == new:
+    if kind is StepKind.PUBLISH_NEXT and new and _thumb(auth.current) == new:
         return f"{short(new)} is already current"
-    if kind is StepKind.CLEAR_PREVIOUS and not auth.get("previous"):
+    if kind is StepKind.CLEAR_PREVIOUS and not auth.previous:
         return "no previous certificate is set"
     if kind is StepKind.IMPORT_CERT:
         which = _imported(op, auth)
-        if str(param(step, "Server")) in (which.get("present_on") or []):
-            return f"{param(step, 'Server')} already has {short(which.get('thumbprint') or '')}"
+        if which is not None and str(param(step, "Server")) in which.present_on:
+            return f"{param(step, 'Server')} already has {short(which.thumbprint)}"
     if kind is StepKind.REMOVE_OLD_AUTH_CERT:
         thumbprint = str(param(step, "Thumbprint") or "")
         holders = _holders(status, thumbprint)
         if holders is not None and str(param(step, "Server")) not in holders:
             return f"{short(thumbprint)} is no longer on {param(step, 'Server')}"
     if kind in (StepKind.BIND_BACKEND_CERT, StepKind.REMOVE_BACKEND_BINDING):
-        backend = _backend(status, step["server"])
-        if new and (backend.get("thumbprint") or "").upper() == new.upper():
+        backend = status.backend_of(step["server"])
+        thumbprint, problem = (backend.thumbprint, backend.problem) if backend else (None, None)
+        if new and (thumbprint or "").upper() == new.upper():
             return f"the back end of {step['server']} is already bound to {short(new)}"
-        if kind is StepKind.REMOVE_BACKEND_BINDING and backend.get("problem") == "no_binding":
+        if kind is StepKind.REMOVE_BACKEND_BINDING and problem == BackendProblem.NO_BINDING:
             return f"{step['server']} has no https *:444: binding to remove"
     return None
 
 
-def _holders(status: dict[str, Any], thumbprint: str) -> list[str] | None:
-    for cert in (status.get("auth") or {}).values():
-        if cert and cert.get("thumbprint") == thumbprint:
-            return list(cert.get("present_on") or [])
+def _holders(status: OrgStatus, thumbprint: str) -> list[str] | None:
+    for cert in status.auth.named():
+        if cert.thumbprint == thumbprint:
+            return list(cert.present_on)
     return None
 
 
@@ -363,13 +365,13 @@ def read_step(
     conn: redis.Redis,
     op: dict[str, Any],
     step: dict[str, Any],
-    status: dict[str, Any],
+    status: OrgStatus,
     client: ExchangeClient,
 ) -> Outcome:
     """Verification, watching and waiting steps: judged from the fresh status when it says
     what the step asks, otherwise the cmdlet is run (it only reads)."""
-    auth = status.get("auth") or {}
-    current, nxt = _thumb(auth.get("current")), _thumb(auth.get("next"))
+    auth = status.auth
+    current, nxt = _thumb(auth.current), _thumb(auth.next)
     new = (op.get("recorded") or {}).get(NEW_THUMBPRINT_KEY)
     moment = checked_at(status)
     kind = kind_of(step)
@@ -385,14 +387,13 @@ def read_step(
         if new and current == new:
             operation.record(conn, op["id"], PUBLISHED_AT_KEY, iso(moment))
             return Outcome("done", f"{short(new)} is the current Auth Certificate")
-        effective = (auth.get("next") or {}).get("effective") if nxt == new else None
+        effective = auth.next.effective if auth.next is not None and nxt == new else None
         due = datetime.fromisoformat(effective) if effective else moment
         resume = max(due + timedelta(minutes=5), moment + timedelta(hours=3))
         return Outcome("wait", f"waiting for the AuthAdmin servicelet to publish "
                                f"{short(new or '')} (effective {effective or 'now'})", resume)
     if kind is StepKind.WATCH_CURRENT_SPREAD:
-        cert = auth.get("current") or {}
-        missing = cert.get("missing_on") or []
+        missing = auth.current.missing_on if auth.current is not None else []
         tail = f"; still missing on {', '.join(missing)}" if missing else ""
         return Outcome("done", f"{short(current or '')} is current{tail}. Publication can take "
                                "up to an hour to reach all servers.")
@@ -401,22 +402,22 @@ def read_step(
     if kind is StepKind.REREAD_IMPORT_SOURCE:
         which = _imported(op, auth)
         planned = param(step, "Thumbprint")
-        if which.get("thumbprint") != planned:
+        if _thumb(which) != planned:
             return Outcome("failed", f"{WORLD_CHANGED}: AuthConfig no longer names {planned}")
-        if step["server"] not in (which.get("present_on") or []):
+        if which is None or step["server"] not in which.present_on:
             return Outcome("failed", f"{WORLD_CHANGED}: {step['server']} no longer has it")
         return Outcome("done", f"{short(planned)} is still in AuthConfig and on {step['server']}")
     if kind is StepKind.VERIFY_IMPORTED:
         which = _imported(op, auth)
-        if step["server"] in (which.get("present_on") or []):
+        if which is not None and step["server"] in which.present_on:
             return Outcome("done", f"{step['server']} has it")
         return Outcome("failed", f"{step['server']} still lacks it after the import")
     if kind is StepKind.VERIFY_BACKEND_BINDING:
-        backend = _backend(status, step["server"])
-        if backend.get("problem") in (None, "expiring"):
+        thumbprint, problem = _binding(status, step["server"])
+        if problem in (None, BackendProblem.EXPIRING):
             return Outcome("done", f"{step['server']}: *:444: bound to "
-                                   f"{short(backend.get('thumbprint') or '')}")
-        return Outcome("failed", f"{step['server']}: back end still {backend.get('problem')}")
+                                   f"{short(thumbprint or '')}")
+        return Outcome("failed", f"{step['server']}: back end still {problem}")
     if kind is StepKind.REREAD_BACKEND_BINDING:
         return Outcome("done", "read")
     if kind is StepKind.CHECK_REPLICATION:
@@ -428,23 +429,23 @@ def read_step(
     return Outcome("done", "ok")
 
 
-def _reread(op: dict[str, Any], auth: dict[str, Any], moment: datetime) -> Outcome:
-    current, nxt = auth.get("current") or {}, auth.get("next") or {}
+def _reread(op: dict[str, Any], auth: AuthStatus, moment: datetime) -> Outcome:
+    current, nxt = auth.current, auth.next
     ours = (op.get("recorded") or {}).get(NEW_THUMBPRINT_KEY)
-    if op["kind"] == "stage_new" and nxt and nxt.get("thumbprint") != ours and _usable(nxt, moment):
-        return Outcome("skipped", f"a usable next certificate {short(nxt['thumbprint'])} is "
+    if op["kind"] == "stage_new" and nxt and nxt.thumbprint != ours and _usable(nxt, moment):
+        return Outcome("skipped", f"a usable next certificate {short(nxt.thumbprint)} is "
                                   "already staged; nothing to do")
     if op["kind"] == "replace_now" and current and not ours and _usable(current, moment):
-        return Outcome("skipped", f"the current certificate {short(current['thumbprint'])} is "
+        return Outcome("skipped", f"the current certificate {short(current.thumbprint)} is "
                                   "usable again; nothing to do")
-    return Outcome("done", f"current {short(current.get('thumbprint') or '-')}, next "
-                           f"{short(nxt.get('thumbprint') or '-')}")
+    return Outcome("done", f"current {short(_thumb(current) or '-')}, next "
+                           f"{short(_thumb(nxt) or '-')}")
 
 
-def _usable(cert: dict[str, Any], moment: datetime) -> bool:
-    not_after = cert.get("not_after")
-    return (bool(cert.get("present_on")) and not cert.get("missing_on")
-            and bool(not_after) and datetime.fromisoformat(not_after) > moment)
+def _usable(cert: AuthCert, moment: datetime) -> bool:
+    expires = cert.expires
+    return (bool(cert.present_on) and not cert.missing_on
+            and expires is not None and expires > moment)
 
 
 # --- one approved state-changing step ----------------------------------------------------
@@ -547,7 +548,7 @@ def _before_record(op_id: str, index: int) -> None:
 
 def own_effect(
     conn: redis.Redis, op: dict[str, Any], step: dict[str, Any], obs: OrgObs,
-    status: dict[str, Any], *, clock: Clock = SYSTEM_CLOCK,
+    status: OrgStatus, *, clock: Clock = SYSTEM_CLOCK,
 ) -> Outcome | None:
     """Done, when this step's effect is already there (recorded, adoptable or visible in the
     status); None when it still has to run. Shared by a run and the recovery path."""

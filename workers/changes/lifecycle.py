@@ -34,6 +34,7 @@ from workers.exchange.client import ExchangeClient
 from workers.jobs.queues import CHANGE_TIMEOUT
 from workers.status.observation import OrgObs
 from workers.status.report import checked_at
+from workers.status.report_model import Action, ActionKind, OrgStatus
 
 CHANGE_KINDS = operation.KINDS
 OLD_CERT_GRACE = timedelta(hours=24)  # DOMAIN 5.7: the new cert current for 24 h first
@@ -49,43 +50,45 @@ class NothingToDo(ExauthError):
 
 
 def choose_action(
-    status: dict[str, Any], kind: str | None = None, servers: list[str] | None = None
-) -> dict[str, Any]:
+    status: OrgStatus, kind: str | None = None, servers: list[str] | None = None
+) -> Action:
     """The action to start: the named kind, else the first changing action of the status."""
-    actions = status.get("actions") or []
+    actions = status.actions
     servers = _fqdns(status, servers) if servers else None
     if kind is None:
         for item in actions:
-            if item["kind"] == "blocked":
-                raise NothingToDo("blocked: " + item["reason"])
-            if item["kind"] in CHANGE_KINDS:
+            if item.kind == ActionKind.BLOCKED:
+                raise NothingToDo("blocked: " + item.reason)
+            if item.kind in CHANGE_KINDS:
                 return item
-        reasons = "; ".join(a.get("reason", "") for a in actions) or "nothing to do"
+        reasons = "; ".join(a.reason for a in actions) or "nothing to do"
         raise NothingToDo(reasons)
     if kind not in CHANGE_KINDS:
         raise NothingToDo(f"{kind} is not an operation (one of {', '.join(CHANGE_KINDS)})")
-    blocked = [a for a in actions if a["kind"] == "blocked"]
+    wanted = ActionKind(kind)
+    blocked = [a for a in actions if a.kind == ActionKind.BLOCKED]
     if blocked:
-        raise NothingToDo("blocked: " + blocked[0]["reason"])
+        raise NothingToDo("blocked: " + blocked[0].reason)
     for item in actions:
-        if item["kind"] == kind and (not servers or set(servers) <= set(item["servers"])):
-            return {**item, "servers": servers or item["servers"]}
-    if kind == "stage_new":
-        writer = [s["fqdn"] for s in status.get("servers") or []]
-        return {"kind": "stage_new", "servers": writer[:1],
-                "reason": "Rotation requested by an operator (staged, 30-day effective date)."}
-    if kind == "repair_backend" and servers:
-        return {"kind": kind, "servers": servers,
-                "reason": "Back end renewal requested by an operator for " + ", ".join(servers)}
+        if item.kind == wanted and (not servers or set(servers) <= set(item.servers)):
+            return item.model_copy(update={"servers": servers or item.servers})
+    if wanted == ActionKind.STAGE_NEW:
+        writer = [s.fqdn for s in status.servers]
+        return Action(kind=wanted, servers=writer[:1],
+                      reason="Rotation requested by an operator (staged, 30-day effective date).")
+    if wanted == ActionKind.REPAIR_BACKEND and servers:
+        return Action(kind=wanted, servers=servers,
+                      reason="Back end renewal requested by an operator for "
+                      + ", ".join(servers))
     raise NothingToDo(f"the status does not call for {kind} now")
 
 
-def _fqdns(status: dict[str, Any], names: list[str]) -> list[str]:
+def _fqdns(status: OrgStatus, names: list[str]) -> list[str]:
     """Server names or fqdns as typed -> the fqdns Exchange knows (unknown ones refused)."""
     known = {}
-    for server in status.get("servers") or []:
-        known[str(server["fqdn"]).lower()] = server["fqdn"]
-        known[str(server["name"]).lower()] = server["fqdn"]
+    for server in status.servers:
+        known[server.fqdn.lower()] = server.fqdn
+        known[server.name.lower()] = server.fqdn
     out = []
     for name in names:
         fqdn = known.get(name.strip().lower())
@@ -99,8 +102,8 @@ def start(
     conn: redis.Redis,
     org: OrgSettings,
     obs: OrgObs,
-    status: dict[str, Any],
-    action: dict[str, Any],
+    status: OrgStatus,
+    action: Action,
     requester: str,
     *,
     override: bool = False,
@@ -109,10 +112,11 @@ def start(
     """Persist a new operation for `action` (OperationBusy when the org has one open)."""
     moment = clock.now()
     built = plan_steps(status, action, writer=org.writer, now=checked_at(status))
-    targets = list(action.get("servers") or [])
-    watched = targets if action["kind"] == "repair_backend" else [_writer_fqdn(status, org)]
+    targets = list(action.servers)
+    watched = (targets if action.kind == ActionKind.REPAIR_BACKEND
+               else [_writer_fqdn(status, org)])
     op = operation.create(
-        conn, org.name, action["kind"], requester,
+        conn, org.name, action.kind.value, requester,
         [{**_stored(s), "fingerprint": None, "request_id": None, "expires_at": None}
          for s in built],
         moment,
@@ -121,15 +125,15 @@ def start(
     def extra(doc: dict[str, Any]) -> None:
         doc.update(
             targets=targets,
-            reason=action.get("reason", ""),
+            reason=action.reason,
             override=override,
-            status_checked_at=status.get("checked_at"),
+            status_checked_at=status.checked_at,
             fingerprint=execute.fingerprint(status, {**doc, "targets": targets}),
             stores_before={
                 s.fqdn.lower(): [c.thumbprint for c in s.certificates or ()]
                 for s in obs.servers if s.fqdn.lower() in watched
             },
-            hybrid=bool(status.get("hybrid")),
+            hybrid=status.hybrid,
         )
 
     op = operation.update(conn, op["id"], extra, now=moment)
@@ -160,11 +164,9 @@ def command(op: dict[str, Any], step: dict[str, Any]) -> str:
                 tuple(params), bool(step["changes_state"]), kind=StepKind.COMMAND).render()
 
 
-def _writer_fqdn(status: dict[str, Any], org: OrgSettings) -> str:
-    for server in status.get("servers") or []:
-        if org.writer.lower() in (server["fqdn"].lower(), server["name"].lower()):
-            return str(server["fqdn"]).lower()
-    return org.writer.lower()
+def _writer_fqdn(status: OrgStatus, org: OrgSettings) -> str:
+    server = status.server(org.writer) if org.writer else None
+    return server.fqdn.lower() if server is not None else org.writer.lower()
 
 
 # --- following up ------------------------------------------------------------------------
@@ -185,7 +187,7 @@ def advance(
     events of this run (for the card's thread)."""
     client = client or ExchangeClient(org)
     events: list[dict[str, Any]] = []
-    status: dict[str, Any] | None = None
+    status: OrgStatus | None = None
     for _ in range(MAX_READ_STEPS):
         op = operation.require(conn, op_id)
         if op["state"] not in operation.OPEN_STATES:
@@ -234,7 +236,7 @@ def advance(
 
 
 def request(
-    conn: redis.Redis, org: OrgSettings, op_id: str, index: int, status: dict[str, Any], *,
+    conn: redis.Redis, org: OrgSettings, op_id: str, index: int, status: OrgStatus, *,
     clock: Clock = SYSTEM_CLOCK,
 ) -> dict[str, Any]:
     """Ask for the approval of one state-changing step, on the facts of `status`."""
@@ -274,13 +276,13 @@ def batch(op: dict[str, Any], index: int) -> list[int]:
     return out
 
 
-def _gate(op: dict[str, Any], step: dict[str, Any], status: dict[str, Any]
+def _gate(op: dict[str, Any], step: dict[str, Any], status: OrgStatus
           ) -> execute.Outcome | None:
     """A state-changing step that must not be asked for yet (or is pointless)."""
     if kind_of(step) is not StepKind.REMOVE_OLD_AUTH_CERT:
         return None
     thumbprint = execute.param(step, "Thumbprint")
-    current = ((status.get("auth") or {}).get("current") or {}).get("thumbprint")
+    current = status.auth.current.thumbprint if status.auth.current else None
     if thumbprint == current:
         return execute.Outcome("skipped", "never remove the current Auth Certificate")
     published = (op.get("recorded") or {}).get(execute.PUBLISHED_AT_KEY)

@@ -1,10 +1,10 @@
 """The exact steps an action would run: cmdlet, endpoint, server, bound parameters.
 
-Pure: from the status JSON and one of its actions to a list of `Step`s (DOMAIN.md sections
-5, 6 and 7). The executor binds each parameter with `add_cmdlet` + `add_parameter`
-(a `None` value is a switch; an empty name is a positional argument), never building script
-text; `Step.render()` is only the line an admin would type to do the same by hand, quoted
-so that no value can break out of its argument.
+Pure: from the status (workers.status.report_model.OrgStatus) and one of its actions to a
+list of `Step`s (DOMAIN.md sections 5, 6 and 7). The executor binds each parameter with
+`add_cmdlet` + `add_parameter` (a `None` value is a switch; an empty name is a positional
+argument), never building script text; `Step.render()` is only the line an admin would type
+to do the same by hand, quoted so that no value can break out of its argument.
 
 Values not known when planning are placeholders the executor fills in: `NEW_THUMBPRINT`
 (the certificate the New-ExchangeCertificate step created), `EXPORTED_FILE_DATA` (the bytes
@@ -16,14 +16,22 @@ strings and are recomputed when a step runs.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from workers.changes.step_kind import StepKind
 from workers.exchange.parsing import BACKEND_BINDING, BACKEND_SITE, CERT_STORE
-from workers.status.findings import is_in_scope, iso, short
+from workers.status.findings import iso, short
+from workers.status.report_model import (
+    Action,
+    ActionKind,
+    AuthCert,
+    AuthStatus,
+    BackendProblem,
+    OrgStatus,
+)
 
 NEW_THUMBPRINT = "<new thumbprint>"
 EXPORTED_FILE_DATA = "<file data from the export step>"
@@ -158,34 +166,34 @@ def _jsonable(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class _Org:
-    """The parts of the status JSON the steps need."""
+    """The parts of the status the steps need."""
 
     writer: str
     in_scope: tuple[str, ...]
     hybrid: bool
-    auth: dict[str, Any]
-    backend: dict[str, str | None]
+    auth: AuthStatus
+    backend: dict[str, BackendProblem | None]
 
-    def cert(self, which: str) -> dict[str, Any] | None:
-        return self.auth.get(which)
+    def cert(self, which: str) -> AuthCert | None:
+        """AuthConfig's `current`, `next` or `previous` certificate (None when not set)."""
+        cert: AuthCert | None = getattr(self.auth, which)
+        return cert
 
 
-def _org(status: dict[str, Any], writer: str) -> _Org:
-    servers = status.get("servers") or []
-    in_scope = tuple(
-        s["fqdn"] for s in servers if is_in_scope(s.get("roles") or [], s.get("version") or "")
-    )
-    wanted = writer.lower()
-    resolved = next(
-        (s["fqdn"] for s in servers if wanted and wanted in (s["fqdn"].lower(), s["name"].lower())),
-        writer,
-    )
+def _org(status: OrgStatus, writer: str) -> _Org:
+    in_scope = tuple(s.fqdn for s in status.in_scope())
+    found = status.server(writer) if writer else None
+    resolved = found.fqdn if found is not None else writer
     if not resolved:
         # No writer configured: show the first reachable in-scope server, never "".
-        reachable = [s["fqdn"] for s in servers if s.get("reachable") and s["fqdn"] in in_scope]
+        reachable = [s.fqdn for s in status.servers if s.reachable and s.fqdn in in_scope]
         resolved = (reachable or list(in_scope) or ["<writer>"])[0]
-    backend = {entry["server"]: entry.get("problem") for entry in status.get("backend") or []}
-    return _Org(resolved, in_scope, bool(status.get("hybrid")), status.get("auth") or {}, backend)
+    backend = {entry.server: entry.problem for entry in status.backend}
+    return _Org(resolved, in_scope, status.hybrid, status.auth, backend)
+
+
+def _thumbprint(cert: AuthCert | None) -> str | None:
+    return cert.thumbprint if cert is not None else None
 
 
 def effective_date(current_not_after: datetime | None, now: datetime) -> datetime | None:
@@ -198,10 +206,6 @@ def effective_date(current_not_after: datetime | None, now: datetime) -> datetim
     if left > timedelta(hours=61):
         return now + timedelta(hours=49)
     return None
-
-
-def _when(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
 
 
 # --- building blocks ---------------------------------------------------------------------
@@ -312,53 +316,47 @@ def _remove_cert(server: str, thumbprint: str, note: str) -> Step:
 # --- the steps of each action ------------------------------------------------------------
 
 
-def steps(status: dict[str, Any], action: dict[str, Any], *, writer: str,
-          now: datetime) -> list[Step]:
+def steps(status: OrgStatus, action: Action, *, writer: str, now: datetime) -> list[Step]:
     """The steps of one action of `status`, in order."""
     org = _org(status, writer)
-    kind = action.get("kind")
-    servers = list(action.get("servers") or [])
-    reason = str(action.get("reason") or "")
-    builders = {
-        "stage_new": lambda: _stage_new(org, now),
-        "replace_now": lambda: _replace_now(org, now),
-        "publish_next": lambda: _publish_next(org),
-        "import_current": lambda: _import(org, "current", servers),
-        "import_next": lambda: _import(org, "next", servers),
-        "repair_backend": lambda: _repair_backend(org, servers),
-        "cleanup": lambda: _cleanup(org, servers),
-        "wait_replication": lambda: _wait_replication(org, servers, reason),
-        "wait_for_publish": lambda: _wait_for_publish(org, reason),
-        "blocked": lambda: _blocked(org, servers, reason),
-        "none": lambda: [_reread(org, reason or "Nothing to do.")],
+    servers = list(action.servers)
+    reason = action.reason
+    builders: dict[ActionKind, Callable[[], list[Step]]] = {
+        ActionKind.STAGE_NEW: lambda: _stage_new(org, now),
+        ActionKind.REPLACE_NOW: lambda: _replace_now(org, now),
+        ActionKind.PUBLISH_NEXT: lambda: _publish_next(org),
+        ActionKind.IMPORT_CURRENT: lambda: _import(org, "current", servers),
+        ActionKind.IMPORT_NEXT: lambda: _import(org, "next", servers),
+        ActionKind.REPAIR_BACKEND: lambda: _repair_backend(org, servers),
+        ActionKind.CLEANUP: lambda: _cleanup(org, servers),
+        ActionKind.WAIT_REPLICATION: lambda: _wait_replication(org, servers, reason),
+        ActionKind.WAIT_FOR_PUBLISH: lambda: _wait_for_publish(org, reason),
+        ActionKind.BLOCKED: lambda: _blocked(org, servers, reason),
+        ActionKind.NONE: lambda: [_reread(org, reason or "Nothing to do.")],
     }
-    if kind not in builders:
-        raise ValueError(f"unknown action kind {kind!r}")
-    return builders[kind]()
+    return builders[action.kind]()
 
 
-def plan(status: dict[str, Any], *, writer: str, now: datetime) -> list[dict[str, Any]]:
+def plan(status: OrgStatus, *, writer: str, now: datetime) -> list[dict[str, Any]]:
     """Every action of the status with its steps, JSON-able (`exauth plan --json`)."""
     return [
         {
-            "kind": item["kind"],
-            "servers": list(item.get("servers") or []),
-            "reason": item.get("reason", ""),
+            **item.model_dump(mode="json"),
             "steps": [step.to_dict() for step in steps(status, item, writer=writer, now=now)],
         }
-        for item in status.get("actions") or []
+        for item in status.actions
     ]
 
 
 def _stage_new(org: _Org, now: datetime) -> list[Step]:
-    current = org.cert("current") or {}
-    effective = effective_date(_when(current.get("not_after")), now)
+    current = org.cert("current")
+    effective = effective_date(current.expires if current else None, now)
     if effective is None:
         first, *rest = _replace_now(org, now)
         too_late = ("The current certificate has 61 h or less left: too late to stage, so "
                     "this is the emergency replacement. ")
         return [replace(first, note=too_late + first.note), *rest]
-    old = current.get("thumbprint")
+    old = current.thumbprint if current else None
     cleanup_after = iso(effective + timedelta(hours=24))
     out = [
         _reread(org, "Stop if a usable next Auth Certificate is already staged."),
@@ -382,7 +380,7 @@ def _stage_new(org: _Org, now: datetime) -> list[Step]:
         out += [
             _remove_cert(server, old, f"Not before {cleanup_after}: the new certificate must "
                                       "have been current for 24 h.")
-            for server in current.get("present_on") or []
+            for server in (current.present_on if current else [])
         ]
     return out
 
@@ -414,8 +412,8 @@ def _replace_now(org: _Org, now: datetime) -> list[Step]:
 
 
 def _publish_next(org: _Org) -> list[Step]:
-    nxt = org.cert("next") or {}
-    thumbprint = nxt.get("thumbprint") or "the staged next certificate"
+    nxt = org.cert("next")
+    thumbprint = (nxt.thumbprint if nxt else "") or "the staged next certificate"
     return [
         _reread(org, f"Stop unless the next certificate is still {thumbprint} and present on "
                      "every server."),
@@ -425,9 +423,9 @@ def _publish_next(org: _Org) -> list[Step]:
 
 
 def _import(org: _Org, which: str, targets: list[str]) -> list[Step]:
-    cert = org.cert(which) or {}
-    thumbprint = cert.get("thumbprint") or ""
-    have = list(cert.get("present_on") or [])
+    cert = org.cert(which)
+    thumbprint = cert.thumbprint if cert else ""
+    have = list(cert.present_on) if cert else []
     source = org.writer if org.writer in have else (have[0] if have else org.writer)
     password = secret_ref(f"{which}-auth-certificate-export")
     out = [
@@ -479,7 +477,7 @@ def _repair_backend(org: _Org, servers: list[str]) -> list[Step]:
                  "Enable-ExchangeCertificate -Services IIS for this: it binds the front end.",
                  kind=StepKind.CREATE_BACKEND_CERT),
         ]
-        if org.backend.get(server) != "no_binding":
+        if org.backend.get(server) != BackendProblem.NO_BINDING:
             out.append(Step(
                 f"Remove the broken https *:444: binding on {server}", server, "host",
                 "Remove-IISSiteBinding", (*binding, ("Confirm", False)), True,
@@ -500,8 +498,8 @@ def _repair_backend(org: _Org, servers: list[str]) -> list[Step]:
 
 
 def _cleanup(org: _Org, servers: list[str]) -> list[Step]:
-    previous = (org.cert("previous") or {}).get("thumbprint")
-    current = (org.cert("current") or {}).get("thumbprint")
+    previous = _thumbprint(org.cert("previous"))
+    current = _thumbprint(org.cert("current"))
     out = [_reread(org, "Only if the current certificate has been current for at least 24 h "
                         f"and the previous one is still {previous or 'set'}.")]
     out.append(_clear_previous(org))
@@ -515,7 +513,7 @@ def _cleanup(org: _Org, servers: list[str]) -> list[Step]:
 
 
 def _wait_replication(org: _Org, servers: list[str], reason: str) -> list[Step]:
-    thumbprint = (org.cert("next") or {}).get("thumbprint") or NEW_THUMBPRINT
+    thumbprint = _thumbprint(org.cert("next")) or NEW_THUMBPRINT
     return [
         _get_cert(server, thumbprint, f"Check whether the next certificate reached {server}",
                   StepKind.CHECK_REPLICATION, reason)

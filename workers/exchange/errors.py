@@ -17,8 +17,10 @@ from pypsrp.exceptions import (
     WinRMTransportError,
     WSManFaultError,
 )
+from spnego.exceptions import SpnegoError
 
 from config.errors import ExauthError
+from workers.exchange import first_contact
 from workers.exchange.target import Endpoint, Target
 
 Kind = Literal["missing", "unreachable", "auth", "endpoint_broken", "nolanguage", "error"]
@@ -45,9 +47,12 @@ class ExchangeError(ExauthError):
         endpoint: Endpoint | None = None,
         error_id: str | None = None,
         started: bool = False,
+        hinted: bool = True,
     ) -> None:
         if type(self) is ExchangeError:
             raise TypeError("raise a subclass of ExchangeError: callers decide by its class")
+        if not hinted:  # the detail already names the cause and its fix (first contact)
+            self.hint = None
         self.server = server
         self.what = what
         self.detail = one_line(detail)
@@ -142,21 +147,36 @@ def classify(
     """Turn any failure of pypsrp/requests into the ExchangeError subclass that says what
     it means."""
 
-    def make(cls: type[ExchangeError], detail: str) -> ExchangeError:
-        return cls(target.server, what, detail, endpoint=target.endpoint, started=started)
+    def make(cls: type[ExchangeError], detail: str, *, hinted: bool = True) -> ExchangeError:
+        return cls(target.server, what, detail, endpoint=target.endpoint, started=started,
+                   hinted=hinted)
 
     text = one_line(str(exc))
     if "Cafe-SendFailure" in text:
         return make(ExchangeEndpointBroken, _CAFE_DETAIL)
+    # First contact (first_contact.py): the cause and its fix in the detail, no generic hint.
+    seen = dict(url=target.url, endpoint=target.endpoint)
     if isinstance(exc, AuthenticationError) or (
         isinstance(exc, WinRMTransportError) and exc.code == 401
     ):
+        cause = first_contact.auth_refused_cause(
+            **seen, auth=target.auth, username=target.username,
+            cert_validation=target.cert_validation, timeout=target.connection_timeout)
+        if cause:
+            return make(ExchangeAuthFailed, cause, hinted=False)
         return make(ExchangeAuthFailed, f"access denied for {target.username} ({target.auth})")
+    if isinstance(exc, SpnegoError) or type(exc).__module__.split(".")[0] in ("krb5", "gssapi"):
+        cause = first_contact.kerberos_cause(text, **seen, username=target.username)
+        if cause:
+            return make(ExchangeAuthFailed, cause, hinted=False)
+        return make(ExchangeAuthFailed, f"{target.auth} logon failed: {text}")
     if isinstance(exc, requests.exceptions.SSLError):
-        return make(
-            ExchangeFailed,
-            "TLS certificate not trusted (set ca_bundle, or verify_tls = false for a lab)",
-        )
+        return make(ExchangeFailed, first_contact.tls_cause(
+            text, **seen, cert_validation=target.cert_validation,
+            timeout=target.connection_timeout), hinted=False)
+    unencrypted = first_contact.encryption_cause(text, url=target.url)
+    if unencrypted and isinstance(exc, WinRMTransportError | WSManFaultError):
+        return make(ExchangeFailed, unencrypted, hinted=False)
     if isinstance(exc, requests.exceptions.Timeout):
         return make(ExchangeUnreachable, f"no answer within {target.connection_timeout} s")
     if isinstance(exc, requests.exceptions.ConnectionError | ConnectionError | TimeoutError):

@@ -126,9 +126,10 @@ def _wsman(target: Target) -> WSMan:
         connection_timeout=target.connection_timeout,
         read_timeout=receive_wait + target.connection_timeout,
         operation_timeout=receive_wait,
-        # Plain http to loopback (the lab) has nothing to encrypt against; everything else
-        # keeps pypsrp's default (TLS, or message encryption for Kerberos/NTLM over http).
-        encryption="never" if (not ssl and loopback) else "auto",
+        # Basic has no session key to encrypt with (plain http only reaches loopback, above);
+        # everything else keeps pypsrp's default: TLS, or message encryption for
+        # Kerberos/NTLM over http, which Exchange and WinRM require.
+        encryption="never" if (not ssl and target.auth == "basic") else "auto",
         no_proxy=loopback,
     )
 

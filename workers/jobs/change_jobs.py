@@ -59,7 +59,7 @@ def start_operation_job(
     client = ExchangeClient(org)
     obs, status = execute.observe(org, client, clock=clock)
     if override:
-        status = {**status, "actions": actions(obs, override_unreachable=True)}
+        status = status.model_copy(update={"actions": actions(obs, override_unreachable=True)})
     action = lifecycle.choose_action(status, kind, servers or None)
     op = lifecycle.start(conn, org, obs, status, action, requester, override=override,
                           clock=clock)

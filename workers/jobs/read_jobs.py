@@ -27,11 +27,12 @@ log = logging.getLogger(__name__)
 
 
 def status_job(org_name: str) -> dict[str, Any]:
-    """The status JSON of DESIGN.md for one org."""
+    """The status JSON of DESIGN.md for one org (RQ's JSON serializer stores the document;
+    the callbacks read it back with workers.status.report_model.parse_status)."""
     from workers.status.collect import status
 
     org = _org(org_name)
-    return _guard(status, org)
+    return _guard(status, org).to_json()
 
 
 def plan_job(org_name: str) -> dict[str, Any]:
@@ -48,8 +49,8 @@ def plan_job(org_name: str) -> dict[str, Any]:
     result = _guard(status, org)
     # Plan against the time the org was read, so dates in the steps match the status.
     actions = _guard(plan, result, writer=org.writer or "", now=checked_at(result))
-    return {"org": org.name, "checked_at": result["checked_at"], "actions": actions,
-            "status": result}
+    return {"org": org.name, "checked_at": result.checked_at, "actions": actions,
+            "status": result.to_json()}
 
 
 def rehearse_job(org_name: str) -> dict[str, Any]:

@@ -320,7 +320,9 @@ def _ref(thumb: str, by_thumb: dict[str, _Cert]) -> str:
 
 
 def _q(text: str) -> str:
-    return json.dumps(text)  # a JSON string literal is a valid TOML basic string
+    # A JSON string literal is a valid TOML basic string; non-ASCII stays literal (JSON's
+    # surrogate-pair escapes for it are not TOML).
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _list(values: Iterable[str]) -> str:

@@ -77,7 +77,7 @@ def rehearse(
                           servers=servers, override=override, said=said)
     report["wall_seconds"] = round(time.monotonic() - started, 2)
     report["rehearsed_at"] = clock.now().astimezone(UTC).isoformat()
-    if report.get("kind") in CHANGING:
+    if report.get("kind") in CHANGING and report["steps"]:  # something was tried
         rehearsal_record.save(conn, org.name, report["kind"], at=clock.now(), ok=report["ok"],
                               line=report["verdict"])
     return report

@@ -49,6 +49,7 @@ from workers.exchange.target import Statement
 from workers.status.findings import is_in_scope
 from workers.status.observation import AuthConfigObs, BackendObs, CertFacts, OrgObs, ServerObs
 from workers.status.report import build_status
+from workers.status.report_model import OrgStatus
 
 # What each read needs: the properties `workers.exchange.parsing` reads, nothing else.
 AUTH_CONFIG_PROPERTIES = (
@@ -83,8 +84,8 @@ CLOCK = Statement.of("Get-Date", Format="o")  # ISO 8601 with offset, in PowerSh
 
 
 def status(org: OrgSettings, *, now: datetime | None = None, clock: Clock = SYSTEM_CLOCK
-           ) -> dict[str, Any]:
-    """The status JSON of DESIGN.md for one org, collected now."""
+           ) -> OrgStatus:
+    """The status (DESIGN.md "Status JSON") of one org, collected now."""
     return build_status(collect(org, now=now, clock=clock))
 
 

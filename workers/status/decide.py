@@ -1,7 +1,7 @@
 """What to do about one org: DOMAIN.md section 4, first match wins.
 
-Each action is `{"kind", "servers", "reason"}` (servers are fqdns) and the list is in the
-order to do them:
+Each action is an `Action` (workers.status.report_model: kind, servers as fqdns, reason)
+and the list is in the order to do them:
 
     blocked -> repair_backend (broken) -> the auth-certificate action(s)
             -> repair_backend (expiring) -> cleanup        ... or just `none`.
@@ -32,7 +32,6 @@ Choices where DOMAIN.md is silent or open (also in the lead's report):
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from workers.status.findings import (
     PUBLISH_GRACE,
@@ -44,29 +43,30 @@ from workers.status.findings import (
     short,
 )
 from workers.status.observation import OrgObs, ServerObs
+from workers.status.report_model import Action, ActionKind, BackendProblem
 
 STAGE_CURRENT_DAYS = 60  # rule 4: current has <= 60 days left ...
 STAGE_NEXT_DAYS = 120  # ... and next is absent or has <= 120 days left
 REPLICATION_WAIT = timedelta(hours=24)  # rule 5
-BROKEN_BACKEND = ("no_binding", "no_certificate", "not_in_store", "expired")
 
 
-def action(kind: str, servers: list[str] | tuple[str, ...], reason: str) -> dict[str, Any]:
-    return {"kind": kind, "servers": list(servers), "reason": reason}
+def action(kind: ActionKind, servers: list[str] | tuple[str, ...], reason: str) -> Action:
+    return Action(kind=kind, servers=list(servers), reason=reason)
 
 
-def actions(obs: OrgObs, *, override_unreachable: bool = False) -> list[dict[str, Any]]:
+def actions(obs: OrgObs, *, override_unreachable: bool = False) -> list[Action]:
     """The decision for one org (see the module docstring for the order)."""
     scope = in_scope_servers(obs)
     if not scope:
-        return [action("blocked", [], "No in-scope Exchange server (Mailbox/Client Access, "
-                                     "Version 15.x) was found; nothing can be judged.")]
+        return [action(ActionKind.BLOCKED, [],
+                       "No in-scope Exchange server (Mailbox/Client Access, "
+                       "Version 15.x) was found; nothing can be judged.")]
     decision = _decide(obs, scope)
     unreachable = [server.fqdn for server in scope if not server.reachable]
     if unreachable and not override_unreachable:
-        would = ", ".join(item["kind"] for item in decision)
+        would = ", ".join(item.kind for item in decision)
         return [action(
-            "blocked", unreachable,
+            ActionKind.BLOCKED, unreachable,
             f"{len(unreachable)} in-scope server(s) could not be asked ("
             + ", ".join(unreachable) + "); no org-wide change until they answer or an "
             f"operator overrides. Otherwise the decision would be: {would}.",
@@ -74,15 +74,15 @@ def actions(obs: OrgObs, *, override_unreachable: bool = False) -> list[dict[str
     return decision
 
 
-def _decide(obs: OrgObs, scope: list[ServerObs]) -> list[dict[str, Any]]:
+def _decide(obs: OrgObs, scope: list[ServerObs]) -> list[Action]:
     """The actions in order, were the org not blocked by an unreachable server."""
     now = obs.checked_at
     broken, expiring = _backend(scope, now)
     auth = _auth(obs, scope, now)
-    out: list[dict[str, Any]] = []
+    out: list[Action] = []
     if broken:
         out.append(action(
-            "repair_backend", [fqdn for fqdn, _ in broken],
+            ActionKind.REPAIR_BACKEND, [fqdn for fqdn, _ in broken],
             "Back end certificate broken ("
             + ", ".join(f"{fqdn}: {problem}" for fqdn, problem in broken)
             + "): new self-signed certificate, bind it to \"Exchange Back End\" https *:444:, "
@@ -91,7 +91,7 @@ def _decide(obs: OrgObs, scope: list[ServerObs]) -> list[dict[str, Any]]:
     out += auth
     if expiring:
         out.append(action(
-            "repair_backend", expiring,
+            ActionKind.REPAIR_BACKEND, expiring,
             "Back end certificate expires within 30 days on " + ", ".join(expiring)
             + ": renew it the same way (new self-signed certificate, rebind, iisreset).",
         ))
@@ -100,19 +100,21 @@ def _decide(obs: OrgObs, scope: list[ServerObs]) -> list[dict[str, Any]]:
         if cleanup is not None:
             out.append(cleanup)
     if not out:
-        out.append(action("none", [], "Auth Certificate and back end certificates are "
+        out.append(action(ActionKind.NONE, [], "Auth Certificate and back end certificates are "
                                       "healthy; nothing to do."))
     return out
 
 
-def _backend(scope: list[ServerObs], now: datetime) -> tuple[list[tuple[str, str]], list[str]]:
-    broken: list[tuple[str, str]] = []
+def _backend(
+    scope: list[ServerObs], now: datetime
+) -> tuple[list[tuple[str, BackendProblem]], list[str]]:
+    broken: list[tuple[str, BackendProblem]] = []
     expiring: list[str] = []
     for server in scope:
         problem = backend_problem(server, now)
-        if problem in BROKEN_BACKEND:
+        if problem is not None and problem.broken:
             broken.append((server.fqdn, problem))
-        elif problem == "expiring":
+        elif problem == BackendProblem.EXPIRING:
             expiring.append(server.fqdn)
     return broken, expiring
 
@@ -127,7 +129,7 @@ def _writer(obs: OrgObs, scope: list[ServerObs]) -> ServerObs | None:
     return None
 
 
-def _auth(obs: OrgObs, scope: list[ServerObs], now: datetime) -> list[dict[str, Any]]:
+def _auth(obs: OrgObs, scope: list[ServerObs], now: datetime) -> list[Action]:
     """Rules 1-6 for the auth certificate."""
     current = cert_view(obs, obs.auth.current)
     nxt = cert_view(obs, obs.auth.next)
@@ -142,7 +144,7 @@ def _auth(obs: OrgObs, scope: list[ServerObs], now: datetime) -> list[dict[str, 
     if dead is not None:
         if nxt is not None and nxt.usable(now):
             return [action(
-                "publish_next", everywhere,
+                ActionKind.PUBLISH_NEXT, everywhere,
                 f"{dead}; the staged next {short(nxt.thumbprint)} is on every server: publish "
                 "it now (faster than creating another).",
             )]
@@ -150,16 +152,16 @@ def _auth(obs: OrgObs, scope: list[ServerObs], now: datetime) -> list[dict[str, 
             _why_unusable(nxt, now)
         )
         return [action(
-            "replace_now", everywhere,
+            ActionKind.REPLACE_NOW, everywhere,
             f"{dead}{why_not}: emergency replacement (new cert on the writer, publish at once).",
         )]
 
     assert current is not None and current.facts is not None
-    out: list[dict[str, Any]] = []
+    out: list[Action] = []
     # Rule 3: valid but missing on some servers; import, then go on as if present.
     if current.missing_on:
         out.append(action(
-            "import_current", current.missing_on,
+            ActionKind.IMPORT_CURRENT, current.missing_on,
             f"Current Auth Certificate {short(current.thumbprint)} is missing on "
             + ", ".join(current.missing_on)
             + ": export it with its private key from a server that has it and import it there.",
@@ -193,13 +195,13 @@ def _why_unusable(nxt: CertView, now: datetime) -> str:
 
 def _stage(
     current: CertView, nxt: CertView | None, now: datetime, stage_on: list[str]
-) -> dict[str, Any] | None:
+) -> Action | None:
     """Rule 4, plus replacing a staged next that could never work."""
     left = current.days_left(now)
     assert left is not None
     if nxt is not None and not nxt.valid(now):
         return action(
-            "stage_new", stage_on,
+            ActionKind.STAGE_NEW, stage_on,
             f"The staged next Auth Certificate {short(nxt.thumbprint)} {_why_unusable(nxt, now)}"
             "; stage a new one before the servicelet publishes it.",
         )
@@ -210,7 +212,7 @@ def _stage(
             else f"the staged next {short(nxt.thumbprint)} has only {next_left} days left"
         )
         return action(
-            "stage_new", stage_on,
+            ActionKind.STAGE_NEW, stage_on,
             f"Current Auth Certificate {short(current.thumbprint)} has {left} days left and "
             f"{about_next}: create and stage a successor on the writer.",
         )
@@ -219,7 +221,7 @@ def _stage(
 
 def _replicate(
     obs: OrgObs, nxt: CertView | None, now: datetime, writer: ServerObs | None
-) -> dict[str, Any] | None:
+) -> Action | None:
     """Rule 5: a valid staged next that has not reached every server."""
     if nxt is None or not nxt.valid(now) or not nxt.missing_on:
         return None
@@ -234,13 +236,13 @@ def _replicate(
     ):
         ready = iso(staged + REPLICATION_WAIT)
         return action(
-            "wait_replication", missing,
+            ActionKind.WAIT_REPLICATION, missing,
             f"Next Auth Certificate {short(nxt.thumbprint)} was staged less than 24 h ago "
             f"and the servers still missing it are all in another AD site than the writer; "
             f"cross-site replication can take a day. Import it if still missing at {ready}.",
         )
     return action(
-        "import_next", missing,
+        ActionKind.IMPORT_NEXT, missing,
         f"Staged next Auth Certificate {short(nxt.thumbprint)} is missing on "
         + ", ".join(missing) + ": export it from a server that has it and import it there.",
     )
@@ -248,35 +250,35 @@ def _replicate(
 
 def _publish(
     current: CertView, nxt: CertView | None, obs: OrgObs, now: datetime, everywhere: list[str]
-) -> dict[str, Any] | None:
+) -> Action | None:
     """Rule 6: a usable next waits for its effective date, or is published when overdue."""
     if nxt is None or not nxt.usable(now):
         return None
     effective = obs.auth.next_effective
     label = f"Next Auth Certificate {short(nxt.thumbprint)}"
     if effective is None:
-        return action("publish_next", everywhere,
+        return action(ActionKind.PUBLISH_NEXT, everywhere,
                       f"{label} is staged without an effective date, so the servicelet will "
                       "never publish it: publish it.")
     assert current.facts is not None
     if effective >= current.facts.not_after:
-        return action("publish_next", everywhere,
+        return action(ActionKind.PUBLISH_NEXT, everywhere,
                       f"{label} becomes effective {iso(effective)}, after the current "
                       f"certificate expires ({iso(current.facts.not_after)}): publish it now.")
     if effective > now:
-        return action("wait_for_publish", [],
+        return action(ActionKind.WAIT_FOR_PUBLISH, [],
                       f"{label} is on every server; the AuthAdmin servicelet publishes it "
                       f"after {iso(effective)}.")
     if now - effective > PUBLISH_GRACE:
-        return action("publish_next", everywhere,
+        return action(ActionKind.PUBLISH_NEXT, everywhere,
                       f"{label} was due at {iso(effective)} (more than 12 h ago) and is still "
                       "not current: the servicelet seems stuck; publish it now.")
-    return action("wait_for_publish", [],
+    return action(ActionKind.WAIT_FOR_PUBLISH, [],
                   f"{label} is due since {iso(effective)}; the AuthAdmin servicelet runs every "
                   f"12 h and should publish it by {iso(effective + PUBLISH_GRACE)}.")
 
 
-def _cleanup(obs: OrgObs) -> dict[str, Any] | None:
+def _cleanup(obs: OrgObs) -> Action | None:
     auth = obs.auth
     if not auth.previous or auth.next:
         return None
@@ -286,7 +288,7 @@ def _cleanup(obs: OrgObs) -> dict[str, Any] | None:
     view = cert_view(obs, previous)
     assert view is not None
     return action(
-        "cleanup", view.present_on,
+        ActionKind.CLEANUP, view.present_on,
         f"Rotation complete but AuthConfig still names previous {short(previous)}: clear it and "
         "remove the old certificate from the servers (not before the current one has been "
         "current for 24 h).",

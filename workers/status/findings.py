@@ -5,7 +5,7 @@ where a certificate is, how many whole days it has left, what is wrong with a ba
 binding); `workers.status.decide` and `workers.status.report` share these readings so the status
 JSON,
 the findings and the decision can never disagree. The second half turns them into
-findings, each `{"code", "severity", "server", "message"}` (DESIGN.md "Status JSON"),
+`Finding`s (workers.status.report_model, DESIGN.md "Status JSON"),
 with thresholds from DOMAIN.md section 3 and HealthChecker's colours.
 """
 
@@ -16,9 +16,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from workers.status.observation import CertFacts, OrgObs, ServerObs
+from workers.status.report_model import BackendProblem, Finding, FindingCode, Severity
 
 AUTH_SUBJECT = "CN=Microsoft Exchange Server Auth Certificate"
 WARNING_DAYS = 60  # HealthChecker yellow below this
@@ -27,8 +27,6 @@ BACKEND_WARNING_DAYS = 30
 PUBLISH_GRACE = timedelta(hours=12)  # the AuthAdmin servicelet runs every 12 hours
 WEAK_HASHES = frozenset({"sha1", "md5", "md2", "md4"})
 MIN_KEY_SIZE = 2048
-
-SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 
 _VERSION_15 = re.compile(r"^\s*Version\s+15\.\d+", re.IGNORECASE)
 _IN_SCOPE_ROLES = frozenset({"mailbox", "clientaccess"})
@@ -126,35 +124,35 @@ def cert_view(obs: OrgObs, thumbprint: str | None) -> CertView | None:
     return CertView(wanted, find_facts(obs, wanted), tuple(present), tuple(missing), tuple(unknown))
 
 
-def backend_problem(server: ServerObs, now: datetime) -> str | None:
-    """DOMAIN section 7 for one server: None when healthy, else the DESIGN problem word."""
+def backend_problem(server: ServerObs, now: datetime) -> BackendProblem | None:
+    """DOMAIN section 7 for one server: None when healthy, else what is wrong."""
     backend = server.backend
     if backend is None or backend.error:
-        return "unknown"
+        return BackendProblem.UNKNOWN
     if not backend.has_binding:
-        return "no_binding"
+        return BackendProblem.NO_BINDING
     if not backend.thumbprint:
-        return "no_certificate"
+        return BackendProblem.NO_CERTIFICATE
     if backend.cert is None:
-        return "not_in_store"
+        return BackendProblem.NOT_IN_STORE
     if backend.cert.not_after <= now:
-        return "expired"
+        return BackendProblem.EXPIRED
     if days_left(backend.cert.not_after, now) < BACKEND_WARNING_DAYS:
-        return "expiring"
+        return BackendProblem.EXPIRING
     return None
 
 
 # --- findings ----------------------------------------------------------------------------
 
 
-def finding(code: str, severity: str, server: str | None, message: str) -> dict[str, Any]:
-    return {"code": code, "severity": severity, "server": server, "message": message}
+def finding(code: FindingCode, severity: Severity, server: str | None, message: str) -> Finding:
+    return Finding(code=code, severity=severity, server=server, message=message)
 
 
-def findings(obs: OrgObs) -> list[dict[str, Any]]:
+def findings(obs: OrgObs) -> list[Finding]:
     """Every finding for the org, most severe first (stable within a severity)."""
     now = obs.checked_at
-    found: list[dict[str, Any]] = []
+    found: list[Finding] = []
     found += _unreachable(obs)
     found += _current(obs, now)
     found += _next(obs, now)
@@ -163,11 +161,11 @@ def findings(obs: OrgObs) -> list[dict[str, Any]]:
     found += _backend(obs, now)
     if obs.hybrid:
         found.append(finding(
-            "HYBRID_DETECTED", "info", None,
+            FindingCode.HYBRID_DETECTED, Severity.INFO, None,
             "Hybrid is configured: after the Auth Certificate changes, re-run the Hybrid "
             "Configuration Wizard (hybrid Free/Busy and archive policies break until then).",
         ))
-    return sorted(found, key=lambda item: SEVERITY_RANK[item["severity"]])
+    return sorted(found, key=lambda item: item.severity.rank)
 
 
 def _names(obs: OrgObs) -> dict[str, str]:
@@ -178,18 +176,18 @@ def _date(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d")
 
 
-def _unreachable(obs: OrgObs) -> list[dict[str, Any]]:
+def _unreachable(obs: OrgObs) -> list[Finding]:
     out = []
     for server in in_scope_servers(obs):
         if not server.reachable:
             why = f" ({server.error})" if server.error else ""
             out.append(finding(
-                "SERVER_UNREACHABLE", "critical", server.fqdn,
+                FindingCode.SERVER_UNREACHABLE, Severity.CRITICAL, server.fqdn,
                 f"{server.name} could not be asked{why}; no change runs until it answers.",
             ))
         elif server.backend is not None and server.backend.error:
             out.append(finding(
-                "SERVER_UNREACHABLE", "warning", server.fqdn,
+                FindingCode.SERVER_UNREACHABLE, Severity.WARNING, server.fqdn,
                 f"{server.name}: its host endpoint (WinRM) could not be asked "
                 f"({server.backend.error}); back end binding not checked and app pools "
                 "cannot be recycled there.",
@@ -197,11 +195,11 @@ def _unreachable(obs: OrgObs) -> list[dict[str, Any]]:
     return out
 
 
-def _current(obs: OrgObs, now: datetime) -> list[dict[str, Any]]:
+def _current(obs: OrgObs, now: datetime) -> list[Finding]:
     view = cert_view(obs, obs.auth.current)
     if view is None:
         return [finding(
-            "AUTH_CURRENT_NOT_SET", "critical", None,
+            FindingCode.AUTH_CURRENT_NOT_SET, Severity.CRITICAL, None,
             "AuthConfig names no current Auth Certificate: server-to-server OAuth, OWA/ECP "
             "and hybrid cannot work.",
         )]
@@ -210,7 +208,7 @@ def _current(obs: OrgObs, now: datetime) -> list[dict[str, Any]]:
     names = _names(obs)
     for fqdn in view.missing_on:
         out.append(finding(
-            "AUTH_CURRENT_MISSING_ON_SERVER", "critical", fqdn,
+            FindingCode.AUTH_CURRENT_MISSING_ON_SERVER, Severity.CRITICAL, fqdn,
             f"{label} is not in the certificate store of {names.get(fqdn, fqdn)}: OWA/ECP "
             "there fail after login.",
         ))
@@ -218,7 +216,7 @@ def _current(obs: OrgObs, now: datetime) -> list[dict[str, Any]]:
     return out
 
 
-def _validity(view: CertView, label: str, now: datetime) -> list[dict[str, Any]]:
+def _validity(view: CertView, label: str, now: datetime) -> list[Finding]:
     facts = view.facts
     if facts is None:
         return []
@@ -228,41 +226,41 @@ def _validity(view: CertView, label: str, now: datetime) -> list[dict[str, Any]]
         ago = (now - facts.not_after).days
         age = "today" if ago == 0 else f"{ago} day{'s' if ago != 1 else ''} ago"
         return [finding(
-            "AUTH_CURRENT_EXPIRED", "critical", None,
+            FindingCode.AUTH_CURRENT_EXPIRED, Severity.CRITICAL, None,
             f"{label} expired {age} ({when}): OWA/ECP fail after login, hybrid Free/Busy "
             "breaks and the Exchange Management Shell may fail.",
         )]
     if left < WARNING_DAYS:
-        severity = "critical" if left < CRITICAL_DAYS else "warning"
+        severity = Severity.CRITICAL if left < CRITICAL_DAYS else Severity.WARNING
         return [finding(
-            "AUTH_CURRENT_EXPIRING", severity, None,
+            FindingCode.AUTH_CURRENT_EXPIRING, severity, None,
             f"{label} expires in {left} day{'s' if left != 1 else ''} ({when}); stage its "
             "successor now (it needs time to replicate).",
         )]
     return []
 
 
-def _strength(view: CertView, label: str, advice: str) -> list[dict[str, Any]]:
+def _strength(view: CertView, label: str, advice: str) -> list[Finding]:
     facts = view.facts
     if facts is None:
         return []
     out = []
     if facts.signature_hash.lower() in WEAK_HASHES:
         out.append(finding(
-            "AUTH_WEAK_SIGNATURE", "warning", None,
+            FindingCode.AUTH_WEAK_SIGNATURE, Severity.WARNING, None,
             f"{label} is signed with {facts.signature_hash.upper()}; move to SHA-2 at the "
             f"next rotation ({advice}).",
         ))
     if 0 < facts.key_size < MIN_KEY_SIZE:
         out.append(finding(
-            "AUTH_WEAK_KEY", "warning", None,
+            FindingCode.AUTH_WEAK_KEY, Severity.WARNING, None,
             f"{label} has a {facts.key_size}-bit key; {MIN_KEY_SIZE} bits is the minimum "
             "(the rotation creates a 2048-bit key).",
         ))
     return out
 
 
-def _next(obs: OrgObs, now: datetime) -> list[dict[str, Any]]:
+def _next(obs: OrgObs, now: datetime) -> list[Finding]:
     auth = obs.auth
     if not auth.next or (auth.current and auth.next.upper() == auth.current.upper()):
         return []
@@ -272,7 +270,7 @@ def _next(obs: OrgObs, now: datetime) -> list[dict[str, Any]]:
     out = []
     if view.facts is not None and view.expired(now):
         out.append(finding(
-            "AUTH_NEXT_EXPIRED", "critical", None,
+            FindingCode.AUTH_NEXT_EXPIRED, Severity.CRITICAL, None,
             f"{label} expired on {_date(view.facts.not_after)}; publishing it would break "
             "OAuth. Stage a new one.",
         ))
@@ -280,7 +278,8 @@ def _next(obs: OrgObs, now: datetime) -> list[dict[str, Any]]:
     names = _names(obs)
     for fqdn in view.missing_on:
         out.append(finding(
-            "AUTH_NEXT_MISSING_ON_SERVER", "critical" if due else "warning", fqdn,
+            FindingCode.AUTH_NEXT_MISSING_ON_SERVER,
+            Severity.CRITICAL if due else Severity.WARNING, fqdn,
             f"{label} has not reached {names.get(fqdn, fqdn)}"
             + (" and is already due for publication." if due else " yet."),
         ))
@@ -288,7 +287,7 @@ def _next(obs: OrgObs, now: datetime) -> list[dict[str, Any]]:
     if effective is not None and now - effective > PUBLISH_GRACE:
         hours = math.floor((now - effective) / timedelta(hours=1))
         out.append(finding(
-            "AUTH_NEXT_PUBLISH_OVERDUE", "warning", None,
+            FindingCode.AUTH_NEXT_PUBLISH_OVERDUE, Severity.WARNING, None,
             f"{label} was due {hours} h ago ({iso(effective)}) and is still not current: "
             "the AuthAdmin servicelet (MSExchangeServiceHost) seems stuck; publish it.",
         ))
@@ -296,7 +295,7 @@ def _next(obs: OrgObs, now: datetime) -> list[dict[str, Any]]:
     return out
 
 
-def _duplicates(obs: OrgObs) -> list[dict[str, Any]]:
+def _duplicates(obs: OrgObs) -> list[Finding]:
     """Auth-subject certificates that AuthConfig does not name, next to others."""
     named = {t.upper() for t in (obs.auth.current, obs.auth.next, obs.auth.previous) if t}
     out = []
@@ -306,7 +305,7 @@ def _duplicates(obs: OrgObs) -> list[dict[str, Any]]:
         if len(auth_certs) > 1 and unnamed:
             listed = ", ".join(short(t) for t in unnamed)
             out.append(finding(
-                "AUTH_DUPLICATE_ON_SERVER", "warning", server.fqdn,
+                FindingCode.AUTH_DUPLICATE_ON_SERVER, Severity.WARNING, server.fqdn,
                 f"{server.name} holds {len(auth_certs)} Auth Certificates; {listed} "
                 f"{'is' if len(unnamed) == 1 else 'are'} not named by AuthConfig (was the "
                 "procedure run twice?). Remove unnamed ones once the rotation is settled.",
@@ -314,12 +313,12 @@ def _duplicates(obs: OrgObs) -> list[dict[str, Any]]:
     return out
 
 
-def _previous(obs: OrgObs) -> list[dict[str, Any]]:
+def _previous(obs: OrgObs) -> list[Finding]:
     previous = obs.auth.previous
     if not previous or (obs.auth.current and previous.upper() == obs.auth.current.upper()):
         return []
     return [finding(
-        "PREVIOUS_NOT_CLEARED", "info", None,
+        FindingCode.PREVIOUS_NOT_CLEARED, Severity.INFO, None,
         f"AuthConfig still names previous Auth Certificate {short(previous.upper())}; clear it "
         "(and remove it from the servers) once the current one has served for 24 h.",
     )]
@@ -328,43 +327,43 @@ def _previous(obs: OrgObs) -> list[dict[str, Any]]:
 _BACKEND_HARM = "OWA/ECP, ActiveSync and remote PowerShell through this server fail"
 
 
-def _backend(obs: OrgObs, now: datetime) -> list[dict[str, Any]]:
+def _backend(obs: OrgObs, now: datetime) -> list[Finding]:
     out = []
     for server in in_scope_servers(obs):
         problem = backend_problem(server, now)
         backend = server.backend
-        if problem in (None, "unknown") or backend is None:
+        if problem in (None, BackendProblem.UNKNOWN) or backend is None:
             continue
         name = server.name
         thumb = short(backend.thumbprint or "")
-        if problem == "no_binding":
+        if problem == BackendProblem.NO_BINDING:
             out.append(finding(
-                "BACKEND_NO_BINDING", "critical", server.fqdn,
+                FindingCode.BACKEND_NO_BINDING, Severity.CRITICAL, server.fqdn,
                 f"{name}: the \"Exchange Back End\" site has no https binding on *:444:; "
                 f"{_BACKEND_HARM}.",
             ))
-        elif problem == "no_certificate":
+        elif problem == BackendProblem.NO_CERTIFICATE:
             out.append(finding(
-                "BACKEND_NO_CERTIFICATE", "critical", server.fqdn,
+                FindingCode.BACKEND_NO_CERTIFICATE, Severity.CRITICAL, server.fqdn,
                 f"{name}: the \"Exchange Back End\" https *:444: binding names no certificate; "
                 f"{_BACKEND_HARM}.",
             ))
-        elif problem == "not_in_store":
+        elif problem == BackendProblem.NOT_IN_STORE:
             out.append(finding(
-                "BACKEND_CERT_NOT_IN_STORE", "critical", server.fqdn,
+                FindingCode.BACKEND_CERT_NOT_IN_STORE, Severity.CRITICAL, server.fqdn,
                 f"{name}: the back end binding names certificate {thumb}, which is not in "
                 f"Cert:\\LocalMachine\\My; {_BACKEND_HARM}.",
             ))
-        elif problem == "expired" and backend.cert is not None:
+        elif problem == BackendProblem.EXPIRED and backend.cert is not None:
             out.append(finding(
-                "BACKEND_EXPIRED", "critical", server.fqdn,
+                FindingCode.BACKEND_EXPIRED, Severity.CRITICAL, server.fqdn,
                 f"{name}: back end certificate {thumb} expired on "
                 f"{_date(backend.cert.not_after)}; renew it (never replace it with a public one).",
             ))
-        elif problem == "expiring" and backend.cert is not None:
+        elif problem == BackendProblem.EXPIRING and backend.cert is not None:
             left = days_left(backend.cert.not_after, now)
             out.append(finding(
-                "BACKEND_EXPIRING", "warning", server.fqdn,
+                FindingCode.BACKEND_EXPIRING, Severity.WARNING, server.fqdn,
                 f"{name}: back end certificate {thumb} expires in {left} day"
                 f"{'s' if left != 1 else ''} ({_date(backend.cert.not_after)}); renew it.",
             ))

@@ -39,6 +39,18 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from workers.status.report_model import (
+    ActionKind,
+    AuthCert,
+    BackendProblem,
+    BackendStatus,
+    Finding,
+    FindingCode,
+    NextAuthCert,
+    OrgStatus,
+    Severity,
+)
+
 Kind = Literal["new", "repeat", "thread", "resolved"]
 
 DEFAULT_BANDS = (60, 30, 14, 7, 3, 1, 0)
@@ -118,52 +130,51 @@ class Notice:
 # --- 1. subjects -------------------------------------------------------------------------
 
 
-def subjects(status: Mapping[str, Any]) -> list[Subject]:
-    """Every subject in one status JSON (DESIGN.md), in a stable order."""
-    names = {
-        str(s.get("fqdn") or ""): str(s.get("name") or "") for s in status.get("servers") or []
-    }
-    org = str(status.get("org") or "?")
-    auth = status.get("auth") or {}
-    current, nxt = auth.get("current"), auth.get("next")
-    if nxt and current and nxt.get("thumbprint") == current.get("thumbprint"):
+def subjects(status: OrgStatus) -> list[Subject]:
+    """Every subject in one status (DESIGN.md "Status JSON"), in a stable order."""
+    names = {s.fqdn: s.name for s in status.servers}
+    org = status.org or "?"
+    current: AuthCert | None = status.auth.current
+    nxt: NextAuthCert | None = status.auth.next
+    if nxt and current and nxt.thumbprint == current.thumbprint:
         nxt = None
-    findings = list(status.get("findings") or [])
+    findings = status.findings
     waiting = {
         server
-        for action in status.get("actions") or []
-        if action.get("kind") == "wait_replication"
-        for server in action.get("servers") or []
+        for action in status.actions
+        if action.kind == ActionKind.WAIT_REPLICATION
+        for server in action.servers
     }
     out: list[Subject] = []
-    if current and current.get("days_left") is not None:
+    if current and current.days_left is not None:
         out.append(_auth_current(org, current, nxt))
-    if nxt and nxt.get("days_left") is not None:
+    if nxt and nxt.days_left is not None:
         out.append(_auth_next(org, nxt))
-    for entry in status.get("backend") or []:
-        if entry.get("thumbprint") and entry.get("days_left") is not None:
+    for entry in status.backend:
+        if entry.thumbprint and entry.days_left is not None:
             out.append(_backend(org, entry, names))
     out += _broken_backend(org, findings, names)
     if nxt:
-        for item in _with_code(findings, "AUTH_NEXT_PUBLISH_OVERDUE"):
-            thumb = str(nxt["thumbprint"])
+        for item in _with_code(findings, FindingCode.AUTH_NEXT_PUBLISH_OVERDUE):
+            thumb = nxt.thumbprint
             out.append(Subject(
                 key=f"overdue:{thumb}", kind="overdue",
                 title=f"Publication of Auth Certificate `{short(thumb)}`",
-                message=f"*{org}*: {item['message']} Run `/exauth plan {org}` for the steps.",
-                severity=str(item.get("severity") or "warning"),
-                repeats=item.get("severity") == "critical",
+                message=f"*{org}*: {item.message} Run `/exauth plan {org}` for the steps.",
+                severity=str(item.severity),
+                repeats=item.severity == Severity.CRITICAL,
             ))
-    out += _missing(org, current, "AUTH_CURRENT_MISSING_ON_SERVER", findings, names, set())
-    out += _missing(org, nxt, "AUTH_NEXT_MISSING_ON_SERVER", findings, names, waiting)
-    for item in _with_code(findings, "SERVER_UNREACHABLE"):
-        server = str(item.get("server") or ORG_SERVER)
-        severity = str(item.get("severity") or "critical")
+    out += _missing(org, current, FindingCode.AUTH_CURRENT_MISSING_ON_SERVER, findings, names,
+                    set())
+    out += _missing(org, nxt, FindingCode.AUTH_NEXT_MISSING_ON_SERVER, findings, names, waiting)
+    for item in _with_code(findings, FindingCode.SERVER_UNREACHABLE):
+        server = item.server or ORG_SERVER
+        severity = str(item.severity)
         out.append(Subject(
             key=f"unreachable:{server}", kind="unreachable",
             title=f"Server {names.get(server) or server}",
-            message=f"*{org}*: {item['message']}", severity=severity, server=server,
-            repeats=severity == "critical",
+            message=f"*{org}*: {item.message}", severity=severity, server=server,
+            repeats=item.severity == Severity.CRITICAL,
         ))
     return out
 
@@ -178,35 +189,33 @@ def org_unreachable(org: str, reason: str) -> Subject:
     )
 
 
-def unknown_servers(status: Mapping[str, Any]) -> set[str]:
+def unknown_servers(status: OrgStatus) -> set[str]:
     """Servers whose certificates could not be read this time (their subjects are unknown)."""
-    unknown = {
-        str(s.get("fqdn")) for s in status.get("servers") or [] if not s.get("reachable")
-    }
-    unknown |= {str(b.get("server")) for b in status.get("backend") or []
-                if b.get("problem") == "unknown"}
+    unknown = {s.fqdn for s in status.servers if not s.reachable}
+    unknown |= {b.server for b in status.backend if b.problem == BackendProblem.UNKNOWN}
     return unknown
 
 
-def _auth_current(org: str, cert: Mapping[str, Any], nxt: Mapping[str, Any] | None) -> Subject:
-    thumb = str(cert["thumbprint"])
-    days = int(cert["days_left"])
+def _auth_current(org: str, cert: AuthCert, nxt: NextAuthCert | None) -> Subject:
+    thumb = cert.thumbprint
+    days = int(cert.days_left or 0)
     title = f"Auth Certificate `{short(thumb)}`"
     harm = ("OWA/ECP fail after login, hybrid Free/Busy breaks and the Exchange Management "
             "Shell may fail")
     on_track = _successor_on_track(cert, nxt)
     if days < 0:
-        what = f"*{org}*: the current {title} {_expiry(days, cert)}: {harm}."
+        what = f"*{org}*: the current {title} {_expiry(days, cert.not_after)}: {harm}."
     else:
-        what = f"*{org}*: the current {title} {_expiry(days, cert)}. When it expires, {harm}."
+        what = (f"*{org}*: the current {title} {_expiry(days, cert.not_after)}. When it "
+                f"expires, {harm}.")
     if on_track and nxt is not None:
-        news = f"successor {nxt['thumbprint']} effective {nxt.get('effective')}"
-        todo = (f" Its successor `{short(str(nxt['thumbprint']))}` is staged on every server "
-                f"and publishes on {_date(nxt.get('effective'))}; nothing to do unless that "
+        news = f"successor {nxt.thumbprint} effective {nxt.effective}"
+        todo = (f" Its successor `{short(nxt.thumbprint)}` is staged on every server "
+                f"and publishes on {_date(nxt.effective)}; nothing to do unless that "
                 "date passes.")
         severity = "info"
     else:
-        news = f"successor {nxt['thumbprint']}" if nxt else ""
+        news = f"successor {nxt.thumbprint}" if nxt else ""
         todo = (f" Stage its successor now (it needs time to replicate): `/exauth plan {org}`."
                 if days >= 0 else f" Replace it now: `/exauth plan {org}`.")
         severity = "critical" if days < AUTH_CRITICAL_DAYS else "warning"
@@ -216,12 +225,12 @@ def _auth_current(org: str, cert: Mapping[str, Any], nxt: Mapping[str, Any] | No
     )
 
 
-def _auth_next(org: str, cert: Mapping[str, Any]) -> Subject:
-    thumb = str(cert["thumbprint"])
-    days = int(cert["days_left"])
+def _auth_next(org: str, cert: NextAuthCert) -> Subject:
+    thumb = cert.thumbprint
+    days = int(cert.days_left or 0)
     title = f"staged next Auth Certificate `{short(thumb)}`"
-    what = (f"*{org}*: the {title} {_expiry(days, cert)}; publishing an expired certificate "
-            f"breaks OAuth. Stage a new one: `/exauth plan {org}`.")
+    what = (f"*{org}*: the {title} {_expiry(days, cert.not_after)}; publishing an expired "
+            f"certificate breaks OAuth. Stage a new one: `/exauth plan {org}`.")
     return Subject(
         key=f"auth:next:{thumb}", kind="auth_next", title=title[0].upper() + title[1:],
         message=what, severity="critical" if days < AUTH_CRITICAL_DAYS else "warning",
@@ -229,17 +238,17 @@ def _auth_next(org: str, cert: Mapping[str, Any]) -> Subject:
     )
 
 
-def _backend(org: str, entry: Mapping[str, Any], names: Mapping[str, str]) -> Subject:
-    thumb = str(entry["thumbprint"])
-    server = str(entry["server"])
+def _backend(org: str, entry: BackendStatus, names: Mapping[str, str]) -> Subject:
+    thumb = str(entry.thumbprint)
+    server = entry.server
     name = names.get(server) or server
-    days = int(entry["days_left"])
+    days = int(entry.days_left or 0)
     title = f"Back end certificate `{short(thumb)}` on {name}"
     harm = "OWA/ECP, ActiveSync and remote PowerShell through this server fail"
     when = "Now" if days < 0 else "When it lapses"
-    what = (f"*{org}*: the {title[0].lower() + title[1:]} {_expiry(days, entry)}. {when}, "
-            f"{harm}. Renew it (a new self-signed certificate bound to \"Exchange Back End\" "
-            "*:444:; never a public one, never delete the old one first).")
+    what = (f"*{org}*: the {title[0].lower() + title[1:]} {_expiry(days, entry.not_after)}. "
+            f"{when}, {harm}. Renew it (a new self-signed certificate bound to \"Exchange "
+            "Back End\" *:444:; never a public one, never delete the old one first).")
     return Subject(
         key=f"backend:{server}:{thumb}", kind="backend", title=title, message=what,
         severity="critical" if days <= BACKEND_CRITICAL_DAYS else "warning",
@@ -247,20 +256,20 @@ def _backend(org: str, entry: Mapping[str, Any], names: Mapping[str, str]) -> Su
     )
 
 
-def _missing(org: str, cert: Mapping[str, Any] | None, code: str,
-             findings: Sequence[Mapping[str, Any]], names: Mapping[str, str],
+def _missing(org: str, cert: AuthCert | None, code: FindingCode,
+             findings: Sequence[Finding], names: Mapping[str, str],
              waiting: Collection[str]) -> list[Subject]:
     if not cert:
         return []
-    thumb = str(cert["thumbprint"])
-    said = {str(f.get("server")): f for f in _with_code(findings, code)}
+    thumb = cert.thumbprint
+    said = {str(f.server): f for f in _with_code(findings, code)}
     out = []
-    for server in cert.get("missing_on") or []:
+    for server in cert.missing_on:
         if server in waiting:
             continue  # cross-site replication still has time (decision: wait_replication)
         item = said.get(server)
-        severity = str(item["severity"]) if item else "critical"
-        message = str(item["message"]) if item else (
+        severity = str(item.severity) if item else "critical"
+        message = item.message if item else (
             f"Auth Certificate `{short(thumb)}` is not on {names.get(server) or server}.")
         out.append(Subject(
             key=f"missing:{thumb}:{server}", kind="missing",
@@ -271,43 +280,43 @@ def _missing(org: str, cert: Mapping[str, Any] | None, code: str,
     return out
 
 
-BROKEN_BACKEND_CODES = ("BACKEND_NO_BINDING", "BACKEND_NO_CERTIFICATE",
-                        "BACKEND_CERT_NOT_IN_STORE")
+BROKEN_BACKEND_CODES = (FindingCode.BACKEND_NO_BINDING, FindingCode.BACKEND_NO_CERTIFICATE,
+                        FindingCode.BACKEND_CERT_NOT_IN_STORE)
 
 
-def _broken_backend(org: str, findings: Sequence[Mapping[str, Any]],
+def _broken_backend(org: str, findings: Sequence[Finding],
                     names: Mapping[str, str]) -> list[Subject]:
     """A back end binding without a (stored) certificate breaks OWA, ECP, ActiveSync and the
     server's remote PowerShell now, not on a date: critical, reminded daily."""
     out = []
     for code in BROKEN_BACKEND_CODES:
         for item in _with_code(findings, code):
-            server = str(item.get("server") or "")
+            server = item.server or ""
             out.append(Subject(
                 key=f"broken:{server}:{code}", kind="broken",
                 title=f"Back end certificate on {names.get(server) or server}",
-                message=f"*{org}*: {item['message']} Run `/exauth backend {org}` to repair it.",
-                severity=str(item.get("severity") or "critical"), server=server,
+                message=f"*{org}*: {item.message} Run `/exauth backend {org}` to repair it.",
+                severity=str(item.severity), server=server,
                 repeats=True,
             ))
     return out
 
 
-def _successor_on_track(cert: Mapping[str, Any], nxt: Mapping[str, Any] | None) -> bool:
-    if not nxt or nxt.get("missing_on") or not nxt.get("present_on"):
+def _successor_on_track(cert: AuthCert, nxt: NextAuthCert | None) -> bool:
+    if not nxt or nxt.missing_on or not nxt.present_on:
         return False
-    if (nxt.get("days_left") or 0) <= 0:
+    if (nxt.days_left or 0) <= 0:
         return False
-    effective, expires = nxt.get("effective"), cert.get("not_after")
-    return bool(effective and expires and str(effective) < str(expires))
+    effective, expires = nxt.effective, cert.not_after
+    return bool(effective and expires and effective < expires)
 
 
-def _with_code(findings: Iterable[Mapping[str, Any]], code: str) -> list[Mapping[str, Any]]:
-    return [f for f in findings if f.get("code") == code]
+def _with_code(findings: Iterable[Finding], code: FindingCode) -> list[Finding]:
+    return [f for f in findings if f.code == code]
 
 
-def _expiry(days: int, cert: Mapping[str, Any]) -> str:
-    when = _date(cert.get("not_after"))
+def _expiry(days: int, not_after: str | None) -> str:
+    when = _date(not_after)
     if days < 0:
         ago = -days
         return f"expired {ago} day{'s' if ago != 1 else ''} ago ({when})"

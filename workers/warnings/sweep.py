@@ -40,6 +40,7 @@ from workers.jobs.queues import (
 )
 from workers.jobs.read_jobs import failure_reason
 from workers.status.report import checked_at
+from workers.status.report_model import OrgStatus
 from workers.warnings import warning_state
 from workers.warnings.rules import (
     ORG_SERVER,
@@ -57,7 +58,7 @@ SWEEP_FUNC = "workers.warnings.sweep.sweep_job"
 NOTIFY_CALLBACK = "bot.callbacks.warning_posts.sweep_done"
 FAILURE_CALLBACK = "bot.callbacks.warning_posts.sweep_failed"
 
-StatusFunc = Callable[..., dict[str, Any]]
+StatusFunc = Callable[..., OrgStatus]
 
 
 def sweep_job(org_name: str, run_id: str | None = None) -> dict[str, Any]:
@@ -86,7 +87,7 @@ def sweep(
     org cannot be read: `clock`); warnings' bands, daily repeats and snoozes all count on it."""
     collect = read_status or _status
     error: str | None = None
-    status: dict[str, Any] | None = None
+    status: OrgStatus | None = None
     try:
         status = collect(org, now=now, clock=clock)
     except Exception as exc:
@@ -133,7 +134,7 @@ def sweep(
     }
 
 
-def follow_up_operations(org: OrgSettings, status: dict[str, Any] | None, conn: redis.Redis,
+def follow_up_operations(org: OrgSettings, status: OrgStatus | None, conn: redis.Redis,
                          *, now: datetime) -> list[dict[str, Any]]:
     """Open operations move on when the world did, and the sweep has just looked at it.
 
@@ -145,7 +146,7 @@ def follow_up_operations(org: OrgSettings, status: dict[str, Any] | None, conn: 
     """
     if status is None:  # Exchange could not be read: nothing to judge by
         return []
-    current = ((status.get("auth") or {}).get("current") or {}).get("thumbprint")
+    current = status.auth.current.thumbprint if status.auth.current else None
     follow_ups = []
     for op in operation.open_ops(conn, org.name):
         index = lifecycle.next_index(op)
@@ -177,7 +178,7 @@ def enqueue_sweep(conn: redis.Redis, org_name: str, *, run_id: str | None = None
     )
 
 
-def _status(org: OrgSettings, *, now: datetime | None, clock: Clock) -> dict[str, Any]:
+def _status(org: OrgSettings, *, now: datetime | None, clock: Clock) -> OrgStatus:
     from workers.status.collect import status
 
     return status(org, now=now, clock=clock)
