@@ -39,11 +39,13 @@ from workers.exchange.client import ExchangeClient
 from workers.rehearsal import rehearsal_record, replica, replica_server
 from workers.status.decide import actions as decide_actions
 from workers.status.report import build_status, checked_at
+from workers.status.report_model import ActionKind, OrgStatus
 
 REHEARSAL_APPROVER = "U0REHEARSAL"  # a Slack-ID-shaped name no person has
 MAX_ROUNDS = 300  # approvals, waits and resumes of one rehearsal; a loop never runs forever
 PAST_DUE = timedelta(minutes=1)  # the clock goes this far past a wait's end
 CHANGING = set(operation.KINDS)
+STILL_TO_DO = CHANGING | {ActionKind.BLOCKED.value}
 # Thumbprints (whole, shortened, or the plan's placeholder for one not yet made) and the
 # quotes around them: a replica's certificates are stand-ins, its new one is not made yet.
 _THUMBPRINT = re.compile(r"'?(?:[0-9A-F]{40}|<new thumbprint>)'?|[0-9A-F]{8}…")
@@ -71,7 +73,7 @@ def rehearse(
         path = Path(folder) / f"{org.name}-replica.toml"
         real_obs = replica.snapshot(org, path, clock=clock)
         real_status = build_status(real_obs)
-        said("snapshot", {"checked_at": real_status["checked_at"]})
+        said("snapshot", {"checked_at": real_status.checked_at})
         with replica_server.serve(path) as info:
             report = _run(org, conn, info, real_status, kind=kind, requester=requester,
                           servers=servers, override=override, said=said)
@@ -84,19 +86,20 @@ def rehearse(
 
 
 def _run(org: OrgSettings, conn: redis.Redis, info: dict[str, Any],
-         real_status: dict[str, Any], *, kind: str | None, requester: str,
+         real_status: OrgStatus, *, kind: str | None, requester: str,
          servers: list[str] | None, override: bool, said: Progress) -> dict[str, Any]:
     twin = replica_org(org, info)
     client = ExchangeClient(twin)
-    virtual = _Virtual(now=datetime.fromisoformat(real_status["checked_at"]))
+    virtual = _Virtual(now=real_status.checked_time)
     books = CallableClock(lambda: virtual.now)
     obs, status = execute.observe(twin, client, clock=books)
     virtual.now = checked_at(status)
     differences = _replica_differences(real_status, status)
     if override:
-        status = {**status, "actions": decide_actions(obs, override_unreachable=True)}
+        status = status.model_copy(
+            update={"actions": decide_actions(obs, override_unreachable=True)})
     report: dict[str, Any] = {
-        "org": org.name, "replica": twin.name, "snapshot_at": real_status["checked_at"],
+        "org": org.name, "replica": twin.name, "snapshot_at": real_status.checked_at,
         "kind": kind, "reason": "", "steps": [], "differences": differences,
         "status_before": _brief(status), "status_after": None,
     }
@@ -105,11 +108,11 @@ def _run(org: OrgSettings, conn: redis.Redis, info: dict[str, Any],
     except lifecycle.NothingToDo as exc:
         report.update(ok=True, state="nothing to do", verdict=f"nothing to rehearse: {exc}")
         return report
-    report.update(kind=action["kind"], reason=action.get("reason", ""))
+    report.update(kind=action.kind.value, reason=action.reason)
     op = lifecycle.start(conn, twin, obs, status, action, requester, override=override,
                          clock=books)
     op_id = str(op["id"])
-    said("started", {"kind": action["kind"], "replica": twin.name})
+    said("started", {"kind": action.kind.value, "replica": twin.name})
     begun = virtual.now
     planned = [(s["title"], lifecycle.command(op, s)) for s in op["steps"]]
     tracker = _StepTimes(begun)
@@ -229,16 +232,18 @@ def _close_if_open(conn: redis.Redis, op_id: str, books: Clock) -> None:
 # --- what the report says --------------------------------------------------------------
 
 
-def _brief(status: dict[str, Any]) -> dict[str, Any]:
-    return {"checked_at": status["checked_at"], "findings": status["findings"],
-            "actions": status["actions"]}
+def _brief(status: OrgStatus) -> dict[str, Any]:
+    document = status.to_json()
+    return {"checked_at": document["checked_at"], "findings": document["findings"],
+            "actions": document["actions"]}
 
 
 def _aside(value: Any) -> str:
     return _THUMBPRINT.sub("…", json.dumps(value, sort_keys=True, ensure_ascii=False))
 
 
-def _replica_differences(real: dict[str, Any], twin: dict[str, Any]) -> list[str]:
+def _replica_differences(real_status: OrgStatus, twin_status: OrgStatus) -> list[str]:
+    real, twin = real_status.to_json(), twin_status.to_json()
     out = []
     if _aside(real["findings"]) != _aside(twin["findings"]):
         out.append("the replica's findings differ from the org's: "
@@ -252,7 +257,7 @@ def _replica_differences(real: dict[str, Any], twin: dict[str, Any]) -> list[str
 
 
 def _plan_differences(planned: list[tuple[str, str]], steps: list[dict[str, Any]],
-                      state: str, after: dict[str, Any]) -> list[str]:
+                      state: str, after: OrgStatus) -> list[str]:
     out = []
     for (title, command), step in zip(planned, steps, strict=False):
         if step["state"] == "skipped":
@@ -268,7 +273,7 @@ def _plan_differences(planned: list[tuple[str, str]], steps: list[dict[str, Any]
         out.append(f"the operation has {len(steps)} steps; the plan had {len(planned)}")
     if state != "done":
         out.append(f"the operation ended {state}, not done")
-    left = [a["kind"] for a in after["actions"] if a["kind"] in CHANGING or a["kind"] == "blocked"]
+    left = [a.kind.value for a in after.actions if a.kind.value in STILL_TO_DO]
     if left:
         out.append(f"afterwards the status still recommends {', '.join(left)}")
     return out
