@@ -60,42 +60,41 @@ def run(
         out(f"exauth fix: {exc.line()}")
         return 2
     op = lifecycle.start(conn, org, obs, status, action, user, clock=clock)
-    out(f"Operation {op['id']}: {op['kind']} on {org.name}. {action.reason}")
-    while True:
-        summary = lifecycle.advance(conn, org, op["id"], client=client, clock=clock)
+    out(f"Operation {op.id}: {op.kind} on {org.name}. {action.reason}")
+    while True:  # `op` is loaded once and kept current by the calls that change it
+        summary = lifecycle.advance(conn, org, op, client=client, clock=clock)
         for event in summary["events"]:
             out(f"  step {_n(event.get('step'))}: {event['state']}: {event['detail']}")
-        op = operation.load(conn, op["id"]) or op
-        if op["state"] in operation.CLOSED_STATES:
-            out(f"Operation {op['id']} {op['state']}.")
-            return 0 if op["state"] == "done" else 1
-        if op["state"] == "waiting":
-            out(f"Waiting until {op['resume_at']}: {op.get('waiting_for', '')}. The worker's "
+        if op.state in operation.CLOSED_STATES:
+            out(f"Operation {op.id} {op.state}.")
+            return 0 if op.state == "done" else 1
+        if op.state == "waiting":
+            out(f"Waiting until {op.resume_at}: {op.waiting_for or ''}. The worker's "
                 "sweep resumes it; or run `exauth fix` again later.")
             return 0
-        index = lifecycle.next_index(op)
+        index = op.next_index()
         assert index is not None
-        step = op["steps"][index]
-        members = step.get("batch") or [index]
-        out(f"\nStep {index + 1}: {step['title']}")
+        step = op.step(index)
+        members = step.batch or [index]
+        out(f"\nStep {index + 1}: {step.title}")
         for member in members:
-            out("  " + lifecycle.command(op, op["steps"][member]))
+            out("  " + lifecycle.command(op, op.step(member)))
         answer = ask("Run this now? Type yes to run: ").strip().lower()
         decision = approval.decide(
-            conn, op["id"], index, user=user, decision="approve" if answer == "yes" else "deny",
+            conn, op.id, index, user=user, decision="approve" if answer == "yes" else "deny",
             reason="declined at the terminal", approvers=[user], allow_self_approval=True,
-            request_id=step.get("request_id"))
+            request_id=step.request_id)
         audit.record(conn, org=org.name, actor=user, action=f"breakglass.{decision.code}",
-                     target=operation.step_ref(op["id"], index), outcome=decision.code)
+                     target=operation.step_ref(op.id, index), outcome=decision.code)
         if answer != "yes":
-            lifecycle.deny(conn, org, op["id"], index, user=user,
+            lifecycle.deny(conn, org, op.id, index, user=user,
                             reason="declined at the terminal", clock=clock)
-            out(f"Declined; operation {op['id']} cancelled.")
+            out(f"Declined; operation {op.id} cancelled.")
             return 1
         if not decision.ok:
             out(f"exauth fix: {decision.message}")
             return 1
-        result = execute.run_step(conn, org, op["id"], index, str(step.get("request_id")),
+        result = execute.run_step(conn, org, op, index, str(step.request_id),
                                   client=client, clock=clock)
         out(f"  -> {result['state']}: {result['detail']}")
 

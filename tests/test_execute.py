@@ -14,7 +14,9 @@ import redis
 from config.lab_settings import settings_for_lab
 from lab.serve import LabHandle
 from workers.changes import execute, lifecycle
+from workers.changes.operation import Operation, Step
 from workers.changes.plan import NEW_THUMBPRINT
+from workers.changes.step_kind import StepKind
 from workers.clock import CallableClock, FixedClock
 from workers.exchange.client import ExchangeClient
 from workers.exchange.errors import ExchangeError
@@ -53,9 +55,18 @@ def status(current: str | None = T1, nxt: str | None = None, previous: str | Non
     })
 
 
-def op(kind: str = "stage_new", **fields: Any) -> dict[str, Any]:
-    return {"id": "op1", "kind": kind, "targets": ["ex2.contoso.lab"], "recorded": {},
-            "steps": [], **fields}
+def op(kind: str = "stage_new", **fields: Any) -> Operation:
+    """Just the fields these checks read (not a whole, valid document)."""
+    return Operation.model_construct(**{"id": "op1", "kind": kind,
+                                        "targets": ["ex2.contoso.lab"], "recorded": {},
+                                        "steps": [], **fields})
+
+
+def stored(**fields: Any) -> Step:
+    """A stored step with just the fields these checks read."""
+    if "kind" in fields:
+        fields["kind"] = StepKind(fields["kind"])
+    return Step.model_construct(**fields)
 
 
 def test_fingerprint_names_what_changed() -> None:
@@ -81,10 +92,10 @@ def test_fingerprint_of_backend_and_import_covers_the_target_servers() -> None:
 def test_resolve_fills_placeholders_and_binds_bools_and_positionals(redis_url: str) -> None:
     conn = redis.Redis.from_url(redis_url)
     doc = op(recorded={"new_thumbprint": T2})
-    step = {"kind": "bind_backend_cert",
-            "cmdlet": "New-IISSiteBinding", "server": "ex2.contoso.lab", "parameters": [
+    step = stored(kind="bind_backend_cert",
+                  cmdlet="New-IISSiteBinding", server="ex2.contoso.lab", parameters=[
         ["CertificateThumbPrint", NEW_THUMBPRINT], ["", "/noforce"],
-        ["PrivateKeyExportable", True], ["Confirm", False], ["Password", "<secret:pfx>"]]}
+        ["PrivateKeyExportable", True], ["Confirm", False], ["Password", "<secret:pfx>"]])
     bound = execute.resolve(conn, doc, step, status(), None)  # type: ignore[arg-type]
     names = [name for name, _ in bound]
     assert names == ["CertificateThumbPrint", None, "PrivateKeyExportable", "Confirm", "Password"]
@@ -103,8 +114,8 @@ def test_resolve_fills_placeholders_and_binds_bools_and_positionals(redis_url: s
 
 def test_a_step_without_a_recorded_thumbprint_is_refused(redis_url: str) -> None:
     conn = redis.Redis.from_url(redis_url)
-    step = {"kind": "stage_next", "cmdlet": "Set-AuthConfig", "server": "ex1", "parameters": [
-        ["NewCertificateThumbprint", NEW_THUMBPRINT]]}
+    step = stored(kind="stage_next", cmdlet="Set-AuthConfig", server="ex1", parameters=[
+        ["NewCertificateThumbprint", NEW_THUMBPRINT]])
     with pytest.raises(execute.StepRefused):
         execute.resolve(conn, op(), step, status(), None)  # type: ignore[arg-type]
 
@@ -133,8 +144,8 @@ def test_a_step_without_a_recorded_thumbprint_is_refused(redis_url: str) -> None
 ])
 def test_already_done_recognises_our_own_effects(step: dict[str, Any], world: OrgStatus,
                                                   done: bool) -> None:
-    step = {"server": "ex1.contoso.lab", **step}
-    assert (execute.already_done(op(recorded={"new_thumbprint": T2}), step, world)
+    assert (execute.already_done(op(recorded={"new_thumbprint": T2}),
+                                 stored(server="ex1.contoso.lab", **step), world)
             is not None) is done
 
 
@@ -163,8 +174,8 @@ def test_hostile_text_reaches_the_lab_only_as_literal_values(
     for endpoint, cmdlet, name in (("exchange", "Get-ExchangeServer", "Identity"),
                                    ("host", "Get-IISSiteBinding", "Name"),
                                    ("host", "Restart-WebAppPool", "Name")):
-        step = {"server": handle.writer, "endpoint": endpoint, "cmdlet": cmdlet,
-                "parameters": [[name, HOSTILE]]}
+        step = stored(server=handle.writer, endpoint=endpoint, cmdlet=cmdlet,
+                      parameters=[[name, HOSTILE]])
         with pytest.raises(ExchangeError):
             execute.invoke(client, step, [(name, HOSTILE)])
         call = handle.org.calls()[-1]

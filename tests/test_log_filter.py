@@ -19,6 +19,7 @@ from config.lab_settings import settings_for_lab
 from lab.serve import LabHandle
 from workers import log_filter
 from workers.changes import execute
+from workers.changes.operation import Step
 from workers.exchange.client import ExchangeClient
 from workers.exchange.parsing import prop
 from workers.exchange.session import Secret
@@ -103,10 +104,10 @@ def test_pypsrp_debug_logs_of_an_export_are_kept_without_the_pfx_or_its_password
     client = ExchangeClient(org)
     thumbprint = prop(client.exchange(handle.writer, "Get-AuthConfig", [])[0],
                       "CurrentCertificateThumbprint")
-    step = {"server": handle.writer, "endpoint": "exchange",
-            "cmdlet": "Export-ExchangeCertificate",
-            "parameters": [["Server", handle.writer], ["Thumbprint", thumbprint],
-                           ["BinaryEncoded", None], ["Password", "<secret:export>"]]}
+    step = Step.model_construct(
+        server=handle.writer, endpoint="exchange", cmdlet="Export-ExchangeCertificate",
+        parameters=[["Server", handle.writer], ["Thumbprint", thumbprint],
+                    ["BinaryEncoded", None], ["Password", "<secret:export>"]])
     output = execute.invoke(client, step, [("Server", handle.writer),
                                            ("Thumbprint", thumbprint),
                                            ("BinaryEncoded", None),

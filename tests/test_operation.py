@@ -393,12 +393,12 @@ def test_each_org_s_waits_are_due_on_that_org_s_clock(conn: redis.Redis) -> None
         asked.append(name)
         return T0 + (timedelta(days=3) if name == "lab" else timedelta(hours=1))
 
-    assert [d["id"] for d in due(conn, org_now)] == [lab["id"]]
+    assert [d.id for d in due(conn, org_now)] == [lab["id"]]
     assert sorted(asked) == ["contoso", "lab"]  # once per org with an operation waiting
     operation.close(conn, lab["id"], "done", now=T0)
     asked.clear()
     assert due(conn, org_now) == [] and asked == ["contoso"]
-    assert [d["id"] for d in due(conn, lambda _: T0 + timedelta(hours=49))] == [contoso["id"]]
+    assert [d.id for d in due(conn, lambda _: T0 + timedelta(hours=49))] == [contoso["id"]]
 
 
 def test_close_frees_the_org_and_cannot_be_reopened(conn: redis.Redis) -> None:

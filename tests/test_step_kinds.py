@@ -158,16 +158,17 @@ def test_an_operation_stored_before_step_kinds_runs_to_the_same_outcome(
     written: dict[str, Any] = {}
     advance = lifecycle.advance
 
-    def old_format_then_advance(conn: redis.Redis, org: Any, op_id: str,
+    def old_format_then_advance(conn: redis.Redis, org: Any, op: operation.Operation,
                                 **kw: Any) -> dict[str, Any]:
-        """Between creating the operation and running anything of it."""
+        """Between creating the operation and running anything of it: the job carries on
+        with the document as stored in the old format, loaded again."""
         if not written:
-            written["kinds"] = [s["kind"] for s in operation.require(conn, op_id)["steps"]]
-            _as_written_before_kinds(conn, op_id)
-            written["raw"] = json.loads(conn.get(operation.op_key(op_id)) or b"null")
-            loaded = operation.load(conn, op_id)
-            written["loaded"] = [s["kind"] for s in (loaded or {}).get("steps") or []]
-        return advance(conn, org, op_id, **kw)
+            written["kinds"] = [s["kind"] for s in operation.require(conn, op.id)["steps"]]
+            _as_written_before_kinds(conn, op.id)
+            written["raw"] = json.loads(conn.get(operation.op_key(op.id)) or b"null")
+            op = operation.Operation.require(conn, op.id)
+            written["loaded"] = [s.kind.value for s in op.steps]
+        return advance(conn, org, op, **kw)
 
     monkeypatch.setattr(lifecycle, "advance", old_format_then_advance)
     op_id = start(env)

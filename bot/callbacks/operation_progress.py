@@ -20,6 +20,7 @@ from slack_sdk.errors import SlackApiError
 from bot.render import messages, operation_card
 from bot.slack import callback_client
 from workers.changes import operation
+from workers.changes.operation import Operation
 from workers.jobs.read_jobs import failure_reason
 from workers.rehearsal import rehearsal_record
 
@@ -49,13 +50,13 @@ def operation_job_failed(
     command came from when there is no card; no traceback."""
     reason = failure_reason(exc_type, exc_value, job.timeout)
     meta = job.meta or {}
-    op = operation.load(connection, str(meta["op_id"])) if meta.get("op_id") else None
-    card = (op or {}).get("card") or {}
+    op = Operation.fetch(connection, str(meta["op_id"])) if meta.get("op_id") else None
+    card = (op.card if op is not None else None) or {}
     channel = card.get("channel") or _reply_channel(job)
     if not channel:
         log.warning("job %s failed with no Slack target: %s", job.id, reason)
         return
-    open_id = op["id"] if op is not None and op["state"] in operation.OPEN_STATES else None
+    open_id = op.id if op is not None and op.is_open else None
     text = messages.operation_failure_text(str(meta.get("what") or "operation"), reason, open_id)
     _safe(lambda: callback_client().chat_postMessage(
         channel=channel, thread_ts=card.get("ts"), text=text))
@@ -70,32 +71,32 @@ def publish(conn: Redis, summary: dict[str, Any], *, reply_channel: str | None =
     (`user`, else the operation's requester) hears it ephemerally, with the command that
     posts it later. The operation itself is in Redis and waits.
     """
-    op = operation.load(conn, summary["op_id"])
+    op = Operation.fetch(conn, summary["op_id"])
     if op is None:
         return
     message = operation_card.operation_card(
-        op, rehearsal_record.for_operation(conn, op["org"], op["kind"]))
-    card = op.get("card")
+        op, rehearsal_record.for_operation(conn, op.org, op.kind))
+    card = op.card
     slack = callback_client()
     if card is None:
         channel = reply_channel
         if not channel:
-            log.warning("operation %s has no card and no channel to post it in", op["id"])
+            log.warning("operation %s has no card and no channel to post it in", op.id)
             return
         try:
             posted = slack.chat_postMessage(channel=channel, text=message["text"],
                                             blocks=message["blocks"])
         except Exception as exc:
             error = _error(exc)
-            log.warning("the card of %s was not posted: %s", op["id"], error)
-            who = user or op.get("requester")
+            log.warning("the card of %s was not posted: %s", op.id, error)
+            who = user or op.requester
             if who:
                 _safe(lambda: slack.chat_postEphemeral(
                     channel=channel, user=who,
-                    text=messages.card_not_posted_text(op["id"], op["org"], error)))
+                    text=messages.card_not_posted_text(op.id, op.org, error)))
             return
         card = {"channel": str(posted["channel"]), "ts": str(posted["ts"])}
-        _remember(conn, op["id"], card)
+        _remember(conn, op, card)
     else:
         _safe(lambda: slack.chat_update(channel=card["channel"], ts=card["ts"],
                                         text=message["text"], blocks=message["blocks"]))
@@ -105,14 +106,16 @@ def publish(conn: Redis, summary: dict[str, Any], *, reply_channel: str | None =
             channel=card["channel"], thread_ts=card["ts"], text=line))
 
 
-def _remember(conn: Redis, op_id: str, card: dict[str, str]) -> None:
-    def mutate(doc: dict[str, Any]) -> None:
-        doc["card"] = doc.get("card") or card
+def _remember(conn: Redis, op: Operation, card: dict[str, str]) -> None:
+    """Keep the posted card on the operation just loaded (a card another callback posted
+    first is kept)."""
+    def mutate(draft: Operation) -> None:
+        draft.card = draft.card or card
 
     try:
-        operation.update(conn, op_id, mutate)
+        op.change(conn, mutate)
     except operation.OperationError as exc:
-        log.warning("could not remember the card of %s: %s", op_id, exc)
+        log.warning("could not remember the card of %s: %s", op.id, exc)
 
 
 def _reply_channel(job: Job) -> str | None:

@@ -38,6 +38,7 @@ from bot.render.messages import escape
 from config.schema import OrgSettings, Settings
 from workers import audit
 from workers.changes import approval, lifecycle, operation
+from workers.changes.operation import Operation
 from workers.jobs import change_jobs
 from workers.jobs.queues import ANSWER_TIMEOUT, connect
 from workers.rehearsal import rehearsal_record
@@ -79,11 +80,11 @@ class Approvals:
         except (ValueError, TypeError):
             return approval.Decision(False, "invalid", "this button is not an exauth approval",
                                      None)
-        op = operation.load(self.conn, op_id)
+        op = Operation.fetch(self.conn, op_id)
         if op is None:
             return approval.Decision(False, "not_found",
                                      f"operation {escape(op_id)} does not exist", None)
-        org = self.settings.org(op["org"])
+        org = self.settings.org(op.org)
         if decision == "approve" and channel != org.channel:
             result = approval.Decision(False, "wrong_channel", f"steps of {escape(org.name)} "
                                        f"are approved in its own channel, <#{org.channel}>",
@@ -100,21 +101,22 @@ class Approvals:
                      target=operation.step_ref(op_id, index), outcome=result.code,
                      detail={"reason": reason} if reason else {})
         if result.ok and decision == "approve":
-            card = op.get("card") or {}
+            card = op.card or {}
             change_jobs.enqueue_step(self.conn, result.record or {},
                                   meta={"reply": {"channel": card.get("channel") or channel},
                                         "what": "step"})
             self._note(op, f":large_blue_circle: <@{user}> approved step {index + 1}; "
                            "running it now.")
         elif result.ok:
-            lifecycle.deny(self.conn, org, op_id, index, user=user, reason=result.record.get(
-                "reason", reason) if result.record else reason)
-            self._refresh(op_id)
+            denied = lifecycle.deny(self.conn, org, op_id, index, user=user,
+                                    reason=result.record.get("reason", reason)
+                                    if result.record else reason)
+            self._refresh(denied)
             self._note(op, f":no_entry: <@{user}> denied step {index + 1}: {escape(reason)}")
         return result
 
-    def _note(self, op: dict[str, Any], text: str) -> None:
-        card = op.get("card") or {}
+    def _note(self, op: Operation, text: str) -> None:
+        card = op.card or {}
         if card.get("channel"):
             try:
                 self.client.chat_postMessage(channel=card["channel"], thread_ts=card["ts"],
@@ -122,13 +124,13 @@ class Approvals:
             except Exception as exc:
                 log.warning("could not post to the card thread: %s", type(exc).__name__)
 
-    def _refresh(self, op_id: str) -> None:
-        op = operation.load(self.conn, op_id)
-        card = (op or {}).get("card") or {}
-        if op is None or not card.get("channel"):
+    def _refresh(self, op: Operation) -> None:
+        """Show the operation as the deny just saved it."""
+        card = op.card or {}
+        if not card.get("channel"):
             return
         message = operation_card.operation_card(
-            op, rehearsal_record.for_operation(self.conn, op["org"], op["kind"]))
+            op, rehearsal_record.for_operation(self.conn, op.org, op.kind))
         try:
             self.client.chat_update(channel=card["channel"], ts=card["ts"],
                                     text=message["text"], blocks=message["blocks"])
@@ -163,10 +165,10 @@ def start(conn: Redis, handlers: Approvals, org: OrgSettings, user: str, channel
                           f"Only the operators of {escape(org.name)} may start changes.")
         if refused:
             return refused
-    busy = operation.open_ops(conn, org.name)
+    busy = operation.open_operations(conn, org.name)
     if busy:
-        return (f"{escape(org.name)} already has an open operation (`{busy[0]['id']}`, "
-                f"{busy[0]['kind']}); see `/exauth ops`.")
+        return (f"{escape(org.name)} already has an open operation (`{busy[0].id}`, "
+                f"{busy[0].kind}); see `/exauth ops`.")
     change_jobs.enqueue(conn, "start_operation_job",
                      (org.name, kind, user, list(servers or []), override),
                      meta={"reply": {"channel": channel}, "what": kind or "fix", "user": user})
@@ -195,16 +197,16 @@ def backend(conn: Redis, handlers: Approvals, org: OrgSettings, user: str, chann
 
 def ops(conn: Redis, org: OrgSettings) -> str:
     """`/exauth ops [org]`: the open operations."""
-    found = operation.open_ops(conn, org.name)
+    found = operation.open_operations(conn, org.name)
     if not found:
         return f"No open operation for {escape(org.name)}."
     lines = []
     for op in found:
-        index = lifecycle.next_index(op)
-        step = escape(op["steps"][index]["title"]) if index is not None else "-"
-        lines.append(f"`{op['id']}` {op['kind']} ({op['state']}) by "
-                     f"{operation_card.mention(op['requester'])}, next: {step}"
-                     + (f", resumes {op['resume_at']}" if op.get("resume_at") else ""))
+        index = op.next_index()
+        step = escape(op.step(index).title) if index is not None else "-"
+        lines.append(f"`{op.id}` {op.kind} ({op.state}) by "
+                     f"{operation_card.mention(op.requester)}, next: {step}"
+                     + (f", resumes {op.resume_at}" if op.resume_at else ""))
     return "\n".join(lines)
 
 
@@ -230,12 +232,12 @@ def resume(conn: Redis, handlers: Approvals, settings: Settings, user: str, chan
     there is no such operation is the user's own text (clipped), the only text echoed here.
     """
     try:
-        op = operation.load(conn, op_id)
+        op = Operation.fetch(conn, op_id)
     except operation.OperationError:
         op = None
     if op is None:
         return f"No operation `{escape(op_id[:40])}`."
-    org = settings.org(op["org"])
+    org = settings.org(op.org)
     refused, outcome = None, ""
     if channel != org.channel:
         refused = (f"Operations of {escape(org.name)} are resumed in its own channel, "
@@ -248,12 +250,12 @@ def resume(conn: Redis, handlers: Approvals, settings: Settings, user: str, chan
         outcome = "refused: not an operator or approver"
     if refused:
         audit.record(conn, org=org.name, actor=user, action="operation.resume",
-                     target=op["id"], outcome=outcome)
+                     target=op.id, outcome=outcome)
         return refused
-    change_jobs.enqueue(conn, "resume_job", (op["id"], user),
-                     meta={"reply": {"channel": channel}, "what": "resume", "op_id": op["id"],
+    change_jobs.enqueue(conn, "resume_job", (op.id, user),
+                     meta={"reply": {"channel": channel}, "what": "resume", "op_id": op.id,
                            "user": user})
-    return f"Re-validating operation `{op['id']}`; progress follows in its card's thread."
+    return f"Re-validating operation `{op.id}`; progress follows in its card's thread."
 
 
 # --- bolt wiring ----------------------------------------------------------------------------

@@ -18,7 +18,9 @@ from typing import Any
 
 from bot.render.messages import escape
 from workers.changes.execute import WORLD_CHANGED
-from workers.changes.lifecycle import command, next_index
+from workers.changes.lifecycle import command
+from workers.changes.operation import Operation, Step
+from workers.changes.states import OperationState, StepState
 
 APPROVE_ACTION = "exauth_approve"
 DENY_ACTION = "exauth_deny"
@@ -48,9 +50,9 @@ OP_STATES = {
 }
 
 
-def button_value(op: dict[str, Any], index: int) -> str:
-    step = op["steps"][index]
-    return json.dumps({"op": op["id"], "step": index, "req": step.get("request_id")},
+def button_value(op: Operation | dict[str, Any], index: int) -> str:
+    op = Operation.of(op)
+    return json.dumps({"op": op.id, "step": index, "req": op.steps[index].request_id},
                       separators=(",", ":"))
 
 
@@ -64,12 +66,14 @@ def parse_value(value: str) -> tuple[str, int, str | None]:
     return data["op"], data["step"], req if isinstance(req, str) else None
 
 
-def operation_card(op: dict[str, Any], rehearsed: str | None = None) -> dict[str, Any]:
+def operation_card(op: Operation | dict[str, Any], rehearsed: str | None = None
+                   ) -> dict[str, Any]:
     """{"text", "blocks"} for chat.postMessage / chat.update; `rehearsed` is the line of
     the org's last rehearsal of this kind of change ("rehearsed <when>: ok"), if any."""
-    denied = denied_step(op) if op["state"] == "cancelled" else None
-    state = f"denied {DENIED_MARK}" if denied else OP_STATES.get(op["state"], op["state"])
-    title = f"exauth {op['kind']} on {op['org']}: {state}"  # plain_text: shown as is
+    op = Operation.of(op)
+    denied = denied_step(op) if op.state == OperationState.CANCELLED else None
+    state = f"denied {DENIED_MARK}" if denied else OP_STATES.get(op.state, str(op.state))
+    title = f"exauth {op.kind} on {op.org}: {state}"  # plain_text: shown as is
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _clip(title, MAX_HEADER)}},
     ]
@@ -77,62 +81,63 @@ def operation_card(op: dict[str, Any], rehearsed: str | None = None) -> dict[str
         # A header is plain_text, where Slack shows <@U…> as typed: the mention goes here.
         who, why = _denial(denied)
         blocks.append(_section(f"{DENIED_MARK} *Denied by {who}:* {_clip(why, 2000)}\n"
-                               f"Step {int(denied['index']) + 1} was not run; the operation "
+                               f"Step {denied.index + 1} was not run; the operation "
                                "is cancelled."))
-    if op.get("override"):
+    if op.override:
         blocks.append(_section(
             "*:warning: OPERATOR OVERRIDE: the status was BLOCKED (a server could not be "
             "asked). This operation was started anyway by an operator's explicit override; "
             "changes may not reach the unreachable servers.*"))
     blocks.append(_section(
-        f"*Operation* `{op['id']}` requested by {mention(op['requester'])}\n"
-        f"{_clip(escape(op.get('reason') or ''), 1500)}"))
+        f"*Operation* `{op.id}` requested by {mention(op.requester)}\n"
+        f"{_clip(escape(op.reason or ''), 1500)}"))
     if rehearsed:
         icon = ":performing_arts:" if rehearsed.endswith(": ok") else ":warning:"
         blocks.append({"type": "context", "elements": [
             {"type": "mrkdwn", "text": _clip(f"{icon} {escape(rehearsed)}", 2000)}]})
     blocks.append(_section("*Plan*\n" + _plan(op)))
-    index = next_index(op)
-    step = op["steps"][index] if index is not None else None
-    if op["state"] == "waiting":
-        blocks.append(_section(f"*Waiting* until {_when(op.get('resume_at'))}: "
-                               f"{_clip(escape(op.get('waiting_for') or ''), 1500)}"))
-    if step is not None and step["state"] == "awaiting_approval" and op["state"] == "open":
-        members = step.get("batch") or [index]
-        commands = "\n".join(escape(command(op, op["steps"][i])) for i in members)
+    index = op.next_index()
+    step = op.steps[index] if index is not None else None
+    if op.state == OperationState.WAITING:
+        blocks.append(_section(f"*Waiting* until {_when(op.resume_at)}: "
+                               f"{_clip(escape(op.waiting_for or ''), 1500)}"))
+    if (step is not None and step.state == StepState.AWAITING_APPROVAL
+            and op.state == OperationState.OPEN):
+        members = step.batch or [index]
+        commands = "\n".join(escape(command(op, op.steps[i])) for i in members)
         blocks.append(_section(
-            f"*Next state-changing step needs approval:* {escape(step['title'])}"
+            f"*Next state-changing step needs approval:* {escape(step.title)}"
             + (f" (and {len(members) - 1} more of the same)" if len(members) > 1 else "")
             + f"\n```{_clip(commands, 2400)}```"))
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
-            f"Requested by {mention(op['requester'])} · approval expires "
-            f"{_when(step.get('expires_at'))} · runs on {escape(step['server'])} "
-            f"({step['endpoint']} endpoint)")}]})
-        if step.get("note"):
+            f"Requested by {mention(op.requester)} · approval expires "
+            f"{_when(step.expires_at)} · runs on {escape(step.server)} "
+            f"({step.endpoint} endpoint)")}]})
+        if step.note:
             blocks.append({"type": "context", "elements": [
-                {"type": "mrkdwn", "text": _clip(escape(step["note"]), 2000)}]})
+                {"type": "mrkdwn", "text": _clip(escape(step.note), 2000)}]})
         blocks.append(_buttons(op, int(index)))  # type: ignore[arg-type]
     if denied:
         who, why = _denial(denied)
         state = f"denied by {who}: {why}"
-    text = f"exauth {op['kind']} on {escape(op['org'])}: {state} ({op['id']})"
+    text = f"exauth {op.kind} on {escape(op.org)}: {state} ({op.id})"
     return {"text": _clip(text, MAX_SECTION), "blocks": blocks}
 
 
-def denied_step(op: dict[str, Any]) -> dict[str, Any] | None:
+def denied_step(op: Operation | dict[str, Any]) -> Step | None:
     """The step a Deny stopped (workers.changes.lifecycle.deny records who and why on it)."""
-    for step in op["steps"]:
-        if isinstance(step.get("denied"), dict):
-            return dict(step)
+    for step in Operation.of(op).steps:
+        if isinstance(step.denied, dict):
+            return step
     return None
 
 
-def _buttons(op: dict[str, Any], index: int) -> dict[str, Any]:
-    step = op["steps"][index]
+def _buttons(op: Operation, index: int) -> dict[str, Any]:
+    step = op.steps[index]
     value = button_value(op, index)
     return {
         "type": "actions",
-        "block_id": f"exauth_op_{op['id']}_{index}",
+        "block_id": f"exauth_op_{op.id}_{index}",
         "elements": [
             {
                 "type": "button", "action_id": APPROVE_ACTION, "style": "primary",
@@ -140,7 +145,7 @@ def _buttons(op: dict[str, Any], index: int) -> dict[str, Any]:
                 "confirm": {
                     "title": {"type": "plain_text", "text": "Run this step?"},
                     "text": {"type": "mrkdwn", "text": _clip(
-                        f"{escape(step['title'])} on {escape(step['server'])}. Exchange will "
+                        f"{escape(step.title)} on {escape(step.server)}. Exchange will "
                         "be re-read first; the step is refused if anything changed.", 300)},
                     "confirm": {"type": "plain_text", "text": "Approve and run"},
                     "deny": {"type": "plain_text", "text": "Cancel"},
@@ -173,40 +178,41 @@ def deny_modal(value: str, channel: str, ts: str) -> dict[str, Any]:
     }
 
 
-def progress_line(op: dict[str, Any], event: dict[str, Any]) -> str:
+def progress_line(op: Operation | dict[str, Any], event: dict[str, Any]) -> str:
     """One thread message for one event of a job."""
     index = event.get("step")
     state = str(event.get("state"))
     mark = STATE_MARKS.get(state, ":information_source:")
     raw = str(event.get("detail") or "")
     detail = _clip(escape(raw), 1500)
+    op = Operation.of(op)
     if index is None:
-        return f"{mark} operation `{op['id']}`: {state}. {detail}"
-    step = op["steps"][int(index)]
-    line = f"{mark} step {int(index) + 1} *{escape(step['title'])}*: {state}. {detail}"
+        return f"{mark} operation `{op.id}`: {state}. {detail}"
+    step = op.steps[int(index)]
+    line = f"{mark} step {int(index) + 1} *{escape(step.title)}*: {state}. {detail}"
     if WORLD_CHANGED in raw:
         line += "\nA new plan is needed: run `/exauth plan` to see it, then `/exauth fix`."
     return line
 
 
-def _plan(op: dict[str, Any]) -> str:
+def _plan(op: Operation) -> str:
     lines = []
-    for step in op["steps"]:
-        mark = STATE_MARKS.get(step["state"], "")
-        change = "" if step["changes_state"] else " _(read-only)_"
-        line = f"{mark} {int(step['index']) + 1}. {escape(step['title'])}{change}"
-        if isinstance(step.get("denied"), dict):
+    for step in op.steps:
+        mark = STATE_MARKS.get(step.state, "")
+        change = "" if step.changes_state else " _(read-only)_"
+        line = f"{mark} {int(step.index) + 1}. {escape(step.title)}{change}"
+        if isinstance(step.denied, dict):
             who, why = _denial(step)
-            line = (f"{DENIED_MARK} {int(step['index']) + 1}. {escape(step['title'])} - "
+            line = (f"{DENIED_MARK} {int(step.index) + 1}. {escape(step.title)} - "
                     f"*Denied by {who}:* {_clip(why, 600)}")
         lines.append(line)
     text = "\n".join(lines)
     return _clip(text, MAX_SECTION - 10)
 
 
-def _denial(step: dict[str, Any]) -> tuple[str, str]:
+def _denial(step: Step) -> tuple[str, str]:
     """Who denied a step (a mention) and why (escaped), as mrkdwn."""
-    denied = step["denied"]
+    denied = step.denied or {}
     return mention(str(denied.get("by") or "?")), escape(str(denied.get("reason") or ""))
 
 

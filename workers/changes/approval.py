@@ -33,9 +33,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
+from pydantic import BaseModel, ConfigDict
 
 from config.errors import ExauthError
 from workers import redis_keys
+from workers.changes.states import ApprovalState
 from workers.redis_scripts import LuaScript
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,8 @@ log = logging.getLogger(__name__)
 DECISIONS = ("approve", "deny")
 MAX_TTL_MINUTES = 7 * 24 * 60
 MAX_REASON = 500
-RETRYABLE = ("denied", "expired", "failed")  # states from which a step may be requested again
+# states from which a step may be requested again
+RETRYABLE = (ApprovalState.DENIED, ApprovalState.EXPIRED, ApprovalState.FAILED)
 
 
 class ApprovalError(ExauthError):
@@ -141,6 +144,66 @@ class GroupCache:
                 self._entries.clear()
             else:
                 self._entries.pop(group_id, None)
+
+
+class Approval(BaseModel):
+    """One approval round of one step: the hash at `exauth:approval:<op id>:<step>` as an
+    object. `fetch` loads it and `to_dict` gives the plain record the module functions
+    return. It is written only through its transitions (`request`, `decide`,
+    `mark_enqueued`, `claim_for_run`, `finish`), each a compare-and-set in one Lua call;
+    there is no free-form save, which could undo another click's decision."""
+
+    model_config = ConfigDict(extra="allow")
+
+    op_id: str
+    step: int
+    state: ApprovalState
+    request_id: str = ""
+    requester: str = ""
+    requested_at: str | None = None
+    expires_at: str | None = None
+    expires_ms: int | None = None
+    decided_by: str | None = None
+    decided_at: str | None = None
+    reason: str | None = None
+    job_id: str | None = None
+    enqueued_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    detail: str | None = None
+    expired_at: str | None = None
+
+    @classmethod
+    def fetch(cls, conn: redis.Redis, op_id: str, step: int) -> Approval | None:
+        record = get(conn, op_id, step)
+        return cls.model_validate(record) if record else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    def claim_for_run(self, conn: redis.Redis, *, now: datetime | None = None) -> bool:
+        """approved/enqueued -> running; True for exactly one caller (then this object is
+        the running record)."""
+        return self._move(conn, (ApprovalState.APPROVED, ApprovalState.ENQUEUED),
+                          {"state": "running", "started_at": _utc(now).isoformat()})
+
+    def finish(self, conn: redis.Redis, outcome: str, *, detail: str = "",
+               now: datetime | None = None) -> bool:
+        """running -> done | failed."""
+        if outcome not in ("done", "failed"):
+            raise ValueError("approval: outcome must be 'done' or 'failed'")
+        return self._move(conn, (ApprovalState.RUNNING,),
+                          {"state": outcome, "finished_at": _utc(now).isoformat(),
+                           "detail": detail[:MAX_REASON]})
+
+    def _move(self, conn: redis.Redis, from_states: tuple[str, ...], fields: dict[str, str]
+              ) -> bool:
+        code, record = _move_record(conn, self.op_id, self.step, from_states, fields)
+        if code == "moved":
+            moved = Approval.model_validate(record)
+            for name in ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__"):
+                object.__setattr__(self, name, getattr(moved, name))
+        return code == "moved"
 
 
 def approval_key(op_id: str, step: int) -> str:
@@ -376,13 +439,18 @@ def finish(
 def _move(
     conn: redis.Redis, op_id: str, step: int, from_states: tuple[str, ...], fields: dict[str, str]
 ) -> bool:
+    return _move_record(conn, op_id, step, from_states, fields)[0] == "moved"
+
+
+def _move_record(
+    conn: redis.Redis, op_id: str, step: int, from_states: tuple[str, ...], fields: dict[str, str]
+) -> tuple[str, dict[str, Any]]:
     argv = [
         str(len(from_states)),
         *from_states,
         *(part for pair in fields.items() for part in pair),
     ]
-    code, _ = _run(conn, _MOVE, approval_key(op_id, step), argv)
-    return code == "moved"
+    return _run(conn, _MOVE, approval_key(op_id, step), argv)
 
 
 def _run(conn: redis.Redis, script: LuaScript, key: str, argv: list[str]

@@ -32,9 +32,10 @@ import redis
 from config.errors import ExauthError
 from config.schema import OrgSettings
 from workers import audit, redis_keys
-from workers.changes import approval, operation, writer_lock
+from workers.changes import approval, writer_lock
+from workers.changes.operation import Operation, Step, step_ref
 from workers.changes.plan import EXPORTED_FILE_DATA, NEW_THUMBPRINT, effective_date
-from workers.changes.step_kind import CREATES_CERTIFICATE, StepKind, kind_of
+from workers.changes.step_kind import CREATES_CERTIFICATE, StepKind
 from workers.clock import SYSTEM_CLOCK, Clock
 from workers.exchange.client import ExchangeClient
 from workers.exchange.errors import ExchangeError
@@ -99,21 +100,25 @@ def _thumb(cert: AuthCert | None) -> str | None:
     return cert.thumbprint if cert is not None else None
 
 
-def fingerprint(status: OrgStatus, op: dict[str, Any]) -> dict[str, Any]:
-    """The facts an approval is given on: AuthConfig thumbprints plus, per kind, the state
-    of the certificate or binding the operation is about on each of its target servers."""
+def fingerprint(status: OrgStatus, op: Operation) -> dict[str, Any]:
+    """The facts an approval is given on (see `facts`) for operation `op`."""
+    return facts(status, op.kind, op.targets)
+
+
+def facts(status: OrgStatus, kind: str, targets: list[str]) -> dict[str, Any]:
+    """AuthConfig thumbprints plus, per operation kind, the state of the certificate or
+    binding the operation is about on each of its target servers."""
     auth = status.auth
     out: dict[str, Any] = {
         "current": _thumb(auth.current),
         "next": _thumb(auth.next),
         "previous": _thumb(auth.previous),
     }
-    targets = op.get("targets") or []
-    if op["kind"] in ("import_current", "import_next"):
-        imported = _imported(op, auth)
+    if kind in ("import_current", "import_next"):
+        imported = _imported(kind, auth)
         present = set(imported.present_on if imported else [])
         out["present"] = {server: server in present for server in targets}
-    if op["kind"] == "repair_backend":
+    if kind == "repair_backend":
         out["backend"] = {server: _binding(status, server) for server in targets}
     return out
 
@@ -126,9 +131,10 @@ def _binding(status: OrgStatus, server: str) -> list[str | None]:
     return [entry.thumbprint, entry.problem.value if entry.problem else None]
 
 
-def _imported(op: dict[str, Any], auth: AuthStatus) -> AuthCert | None:
-    """The AuthConfig certificate an import operation is about (current or next)."""
-    cert: AuthCert | None = getattr(auth, op["kind"].removeprefix("import_"))
+def _imported(kind: str, auth: AuthStatus) -> AuthCert | None:
+    """The AuthConfig certificate an import operation (of `kind`) is about: current or
+    next."""
+    cert: AuthCert | None = getattr(auth, kind.removeprefix("import_"))
     return cert
 
 
@@ -178,47 +184,35 @@ def forget_secrets(conn: redis.Redis, op_id: str) -> None:
 # --- parameters ---------------------------------------------------------------------------
 
 
-def _params(step: dict[str, Any]) -> list[tuple[str, Any]]:
-    raw = step.get("parameters") or []
-    return list(raw.items()) if isinstance(raw, dict) else [(p[0], p[1]) for p in raw]
-
-
-def param(step: dict[str, Any], name: str) -> Any:
-    for key, value in _params(step):
-        if key == name:
-            return value
-    return None
-
-
-def new_cert_key(op: dict[str, Any], server: str) -> str:
+def new_cert_key(op: Operation, server: str) -> str:
     """Where the thumbprint created for `server` is recorded."""
-    if op["kind"] == "repair_backend":
+    if op.kind == "repair_backend":
         return f"backend_cert:{server.lower()}"
     return NEW_THUMBPRINT_KEY
 
 
-def recorded_thumbprint(op: dict[str, Any], step: dict[str, Any]) -> str | None:
+def recorded_thumbprint(op: Operation, step: Step) -> str | None:
     """The certificate recorded for this step: the one it created, or the one it uses."""
-    server = _cert_server(step) if kind_of(step) in CREATES_CERTIFICATE else step["server"]
-    return (op.get("recorded") or {}).get(new_cert_key(op, server))
+    server = _cert_server(step) if step.kind in CREATES_CERTIFICATE else step.server
+    return op.recorded.get(new_cert_key(op, server))
 
 
-def _cert_server(step: dict[str, Any]) -> str:
+def _cert_server(step: Step) -> str:
     """The server whose store a New-ExchangeCertificate step creates in (its -Server; it may
     run on another server's endpoint)."""
-    return str(param(step, "Server") or step["server"])
+    return str(step.param("Server") or step.server)
 
 
 def resolve(
     conn: redis.Redis,
-    op: dict[str, Any],
-    step: dict[str, Any],
+    op: Operation,
+    step: Step,
     status: OrgStatus,
     client: ExchangeClient,
 ) -> list[tuple[str | None, Any]]:
     """Bound parameters with every placeholder filled in ("" names become positional)."""
     out: list[tuple[str | None, Any]] = []
-    for name, value in _params(step):
+    for name, value in step.param_pairs():
         if value == NEW_THUMBPRINT:
             value = recorded_thumbprint(op, step)
             if not value:
@@ -226,18 +220,18 @@ def resolve(
         elif name == "NewCertificateEffectiveDate":
             value = iso(_effective(op, status))
         elif isinstance(value, str) and value.startswith("<secret:") and value.endswith(">"):
-            value = Secret(secret(conn, op["id"], value[len("<secret:"):-1]))
+            value = Secret(secret(conn, op.id, value[len("<secret:"):-1]))
         elif value == EXPORTED_FILE_DATA:
             value = _export(conn, op, status, client)
         out.append((name or None, value))
     return out
 
 
-def _effective(op: dict[str, Any], status: OrgStatus) -> datetime:
+def _effective(op: Operation, status: OrgStatus) -> datetime:
     """Recomputed when the step runs: it must lie in the future then (DOMAIN 5.3, 6), on
     the clock Exchange will judge it by."""
     moment = checked_at(status)
-    if op["kind"] != "stage_new":
+    if op.kind != "stage_new":
         return moment + timedelta(minutes=1)
     current = status.auth.current
     when = effective_date(current.expires if current else None, moment)
@@ -248,16 +242,16 @@ def _effective(op: dict[str, Any], status: OrgStatus) -> datetime:
 
 
 def _export(
-    conn: redis.Redis, op: dict[str, Any], status: OrgStatus, client: ExchangeClient
+    conn: redis.Redis, op: Operation, status: OrgStatus, client: ExchangeClient
 ) -> bytes:
     """The PFX of the certificate being imported, exported again just now (memory only)."""
-    export = next(s for s in op["steps"] if kind_of(s) is StepKind.EXPORT_CERT)
+    export = next(s for s in op.steps if s.kind is StepKind.EXPORT_CERT)
     output = invoke(client, export, resolve(conn, op, export, status, client))
     for item in output:
         data = _file_data(item)
         if data:
             return data
-    raise StepRefused(f"{export['server']}: Export-ExchangeCertificate returned no file data")
+    raise StepRefused(f"{export.server}: Export-ExchangeCertificate returned no file data")
 
 
 def _file_data(item: Any) -> bytes | None:
@@ -276,7 +270,7 @@ def _file_data(item: Any) -> bytes | None:
 
 
 def invoke(
-    client: ExchangeClient, step: dict[str, Any], params: list[tuple[str | None, Any]]
+    client: ExchangeClient, step: Step, params: list[tuple[str | None, Any]]
 ) -> list[Any]:
     """One cmdlet with bound parameters on the step's server and endpoint.
 
@@ -286,12 +280,12 @@ def invoke(
     bound: Any = params  # exchange.Params types names as str, but a None name is positional
     # Secrets in the bound parameters (pypsrp logs them at DEBUG) are masked by the
     # process's log filter (workers.log_filter).
-    if step["endpoint"] == "exchange":
-        return client.exchange(step["server"], step["cmdlet"], bound)
-    session = client.session(step["server"], "host")
-    if any(verb in step["cmdlet"] for verb in EXCHANGE_VERBS):
+    if step.endpoint == "exchange":
+        return client.exchange(step.server, step.cmdlet, bound)
+    session = client.session(step.server, "host")
+    if any(verb in step.cmdlet for verb in EXCHANGE_VERBS):
         session.ensure_snapin()
-    return session.run(step["cmdlet"], bound)
+    return session.run(step.cmdlet, bound)
 
 
 def _created_thumbprint(output: list[Any]) -> str:
@@ -306,11 +300,11 @@ def _created_thumbprint(output: list[Any]) -> str:
 # --- what is already done -----------------------------------------------------------------
 
 
-def adoptable(op: dict[str, Any], step: dict[str, Any], obs: OrgObs) -> str | None:
+def adoptable(op: Operation, step: Step, obs: OrgObs) -> str | None:
     """A certificate this operation created but did not record (killed in between)."""
     target = _cert_server(step).lower()
-    before = set((op.get("stores_before") or {}).get(target) or [])
-    auth = op["kind"] != "repair_backend"
+    before = set(op.stores_before.get(target) or [])
+    auth = op.kind != "repair_backend"
     for server in obs.servers:
         if server.fqdn.lower() != target or server.certificates is None:
             continue
@@ -321,10 +315,10 @@ def adoptable(op: dict[str, Any], step: dict[str, Any], obs: OrgObs) -> str | No
     return None
 
 
-def already_done(op: dict[str, Any], step: dict[str, Any], status: OrgStatus) -> str | None:
+def already_done(op: Operation, step: Step, status: OrgStatus) -> str | None:
     """Why running this step again would be pointless (its effect is there), or None."""
     auth = status.auth
-    kind = kind_of(step)
+    kind = step.kind
     new = recorded_thumbprint(op, step) if kind is not StepKind.REMOVE_OLD_AUTH_CERT else None
     if kind is StepKind.STAGE_NEXT and new in (_thumb(auth.next), _thumb(auth.current)):
         return f"{short(new)} is already staged"
@@ -333,21 +327,21 @@ def already_done(op: dict[str, Any], step: dict[str, Any], status: OrgStatus) ->
     if kind is StepKind.CLEAR_PREVIOUS and not auth.previous:
         return "no previous certificate is set"
     if kind is StepKind.IMPORT_CERT:
-        which = _imported(op, auth)
-        if which is not None and str(param(step, "Server")) in which.present_on:
-            return f"{param(step, 'Server')} already has {short(which.thumbprint)}"
+        which = _imported(op.kind, auth)
+        if which is not None and str(step.param("Server")) in which.present_on:
+            return f"{step.param('Server')} already has {short(which.thumbprint)}"
     if kind is StepKind.REMOVE_OLD_AUTH_CERT:
-        thumbprint = str(param(step, "Thumbprint") or "")
+        thumbprint = str(step.param("Thumbprint") or "")
         holders = _holders(status, thumbprint)
-        if holders is not None and str(param(step, "Server")) not in holders:
-            return f"{short(thumbprint)} is no longer on {param(step, 'Server')}"
+        if holders is not None and str(step.param("Server")) not in holders:
+            return f"{short(thumbprint)} is no longer on {step.param('Server')}"
     if kind in (StepKind.BIND_BACKEND_CERT, StepKind.REMOVE_BACKEND_BINDING):
-        backend = status.backend_of(step["server"])
+        backend = status.backend_of(step.server)
         thumbprint, problem = (backend.thumbprint, backend.problem) if backend else (None, None)
         if new and (thumbprint or "").upper() == new.upper():
-            return f"the back end of {step['server']} is already bound to {short(new)}"
+            return f"the back end of {step.server} is already bound to {short(new)}"
         if kind is StepKind.REMOVE_BACKEND_BINDING and problem == BackendProblem.NO_BINDING:
-            return f"{step['server']} has no https *:444: binding to remove"
+            return f"{step.server} has no https *:444: binding to remove"
     return None
 
 
@@ -363,8 +357,8 @@ def _holders(status: OrgStatus, thumbprint: str) -> list[str] | None:
 
 def read_step(
     conn: redis.Redis,
-    op: dict[str, Any],
-    step: dict[str, Any],
+    op: Operation,
+    step: Step,
     status: OrgStatus,
     client: ExchangeClient,
 ) -> Outcome:
@@ -372,20 +366,20 @@ def read_step(
     what the step asks, otherwise the cmdlet is run (it only reads)."""
     auth = status.auth
     current, nxt = _thumb(auth.current), _thumb(auth.next)
-    new = (op.get("recorded") or {}).get(NEW_THUMBPRINT_KEY)
+    new = op.recorded.get(NEW_THUMBPRINT_KEY)
     moment = checked_at(status)
-    kind = kind_of(step)
+    kind = step.kind
     if kind is StepKind.REREAD_AUTH_CONFIG:
         return _reread(op, auth, moment)
     if kind is StepKind.VERIFY_NEW_CERT_REACHED:
         holders = _holders(status, new or "") or []
-        if step["server"] in holders:
-            return Outcome("done", f"{short(new or '')} is on {step['server']}")
-        return Outcome("wait", f"{short(new or '')} has not reached {step['server']} yet; "
+        if step.server in holders:
+            return Outcome("done", f"{short(new or '')} is on {step.server}")
+        return Outcome("wait", f"{short(new or '')} has not reached {step.server} yet; "
                                "checking again in 4 hours", moment + CHECK_EVERY)
     if kind is StepKind.WATCH_PUBLICATION:
         if new and current == new:
-            operation.record(conn, op["id"], PUBLISHED_AT_KEY, iso(moment))
+            op.record(conn, PUBLISHED_AT_KEY, iso(moment))
             return Outcome("done", f"{short(new)} is the current Auth Certificate")
         effective = auth.next.effective if auth.next is not None and nxt == new else None
         due = datetime.fromisoformat(effective) if effective else moment
@@ -398,26 +392,26 @@ def read_step(
         return Outcome("done", f"{short(current or '')} is current{tail}. Publication can take "
                                "up to an hour to reach all servers.")
     if kind is StepKind.HYBRID_WIZARD_REMINDER:
-        return Outcome("done", step.get("note") or "Re-run the Hybrid Configuration Wizard.")
+        return Outcome("done", step.note or "Re-run the Hybrid Configuration Wizard.")
     if kind is StepKind.REREAD_IMPORT_SOURCE:
-        which = _imported(op, auth)
-        planned = param(step, "Thumbprint")
+        which = _imported(op.kind, auth)
+        planned = step.param("Thumbprint")
         if _thumb(which) != planned:
             return Outcome("failed", f"{WORLD_CHANGED}: AuthConfig no longer names {planned}")
-        if which is None or step["server"] not in which.present_on:
-            return Outcome("failed", f"{WORLD_CHANGED}: {step['server']} no longer has it")
-        return Outcome("done", f"{short(planned)} is still in AuthConfig and on {step['server']}")
+        if which is None or step.server not in which.present_on:
+            return Outcome("failed", f"{WORLD_CHANGED}: {step.server} no longer has it")
+        return Outcome("done", f"{short(planned)} is still in AuthConfig and on {step.server}")
     if kind is StepKind.VERIFY_IMPORTED:
-        which = _imported(op, auth)
-        if which is not None and step["server"] in which.present_on:
-            return Outcome("done", f"{step['server']} has it")
-        return Outcome("failed", f"{step['server']} still lacks it after the import")
+        which = _imported(op.kind, auth)
+        if which is not None and step.server in which.present_on:
+            return Outcome("done", f"{step.server} has it")
+        return Outcome("failed", f"{step.server} still lacks it after the import")
     if kind is StepKind.VERIFY_BACKEND_BINDING:
-        thumbprint, problem = _binding(status, step["server"])
+        thumbprint, problem = _binding(status, step.server)
         if problem in (None, BackendProblem.EXPIRING):
-            return Outcome("done", f"{step['server']}: *:444: bound to "
+            return Outcome("done", f"{step.server}: *:444: bound to "
                                    f"{short(thumbprint or '')}")
-        return Outcome("failed", f"{step['server']}: back end still {problem}")
+        return Outcome("failed", f"{step.server}: back end still {problem}")
     if kind is StepKind.REREAD_BACKEND_BINDING:
         return Outcome("done", "read")
     if kind is StepKind.CHECK_REPLICATION:
@@ -429,13 +423,13 @@ def read_step(
     return Outcome("done", "ok")
 
 
-def _reread(op: dict[str, Any], auth: AuthStatus, moment: datetime) -> Outcome:
+def _reread(op: Operation, auth: AuthStatus, moment: datetime) -> Outcome:
     current, nxt = auth.current, auth.next
-    ours = (op.get("recorded") or {}).get(NEW_THUMBPRINT_KEY)
-    if op["kind"] == "stage_new" and nxt and nxt.thumbprint != ours and _usable(nxt, moment):
+    ours = op.recorded.get(NEW_THUMBPRINT_KEY)
+    if op.kind == "stage_new" and nxt and nxt.thumbprint != ours and _usable(nxt, moment):
         return Outcome("skipped", f"a usable next certificate {short(nxt.thumbprint)} is "
                                   "already staged; nothing to do")
-    if op["kind"] == "replace_now" and current and not ours and _usable(current, moment):
+    if op.kind == "replace_now" and current and not ours and _usable(current, moment):
         return Outcome("skipped", f"the current certificate {short(current.thumbprint)} is "
                                   "usable again; nothing to do")
     return Outcome("done", f"current {short(_thumb(current) or '-')}, next "
@@ -454,55 +448,56 @@ def _usable(cert: AuthCert, moment: datetime) -> bool:
 def run_step(
     conn: redis.Redis,
     org: OrgSettings,
-    op_id: str,
+    op: Operation,
     index: int,
     request_id: str,
     *,
     client: ExchangeClient | None = None,
     clock: Clock = SYSTEM_CLOCK,
 ) -> dict[str, Any]:
-    """Run one approved step (or the batch its approval covers) exactly once.
+    """Run one approved step (or the batch its approval covers) exactly once; `op`, loaded
+    by the job, is changed (and saved) as the step goes.
 
     Returns {"op_id", "step", "state", "detail"} of the approved step."""
-    record = approval.get(conn, op_id, index)
-    if record is None or record.get("request_id") != request_id:
-        return _result(op_id, index, "skipped", "this approval is not the step's current one")
-    if not approval.claim_for_run(conn, op_id, index):
-        return _result(op_id, index, "skipped", f"step already {record.get('state')}")
+    record = approval.Approval.fetch(conn, op.id, index)
+    if record is None or record.request_id != request_id:
+        return _result(op.id, index, "skipped", "this approval is not the step's current one")
+    state_before = record.state
+    if not record.claim_for_run(conn):
+        return _result(op.id, index, "skipped", f"step already {state_before}")
     client = client or ExchangeClient(org)
-    actor = str(record.get("decided_by"))
-    op = operation.require(conn, op_id)
-    batch = list(op["steps"][index].get("batch") or [index])
+    actor = str(record.decided_by)
+    batch = list(op.step(index).batch or [index])
     results: list[dict[str, Any]] = []
     try:
-        with writer_lock.held(conn, org.name, f"{op_id}/{index}", CHANGE_TIMEOUT):
+        with writer_lock.held(conn, org.name, f"{op.id}/{index}", CHANGE_TIMEOUT):
             seen: dict[str, Any] = {}
             for member in batch:
-                operation.set_step(conn, op_id, member, "running", now=clock.now())
+                op.set_step(conn, member, "running", now=clock.now())
                 try:
-                    outcome = _run_claimed(conn, org, op_id, member, client, seen, clock)
+                    outcome = _run_claimed(conn, org, op, member, client, seen, clock)
                 except Exception as exc:
-                    if not _fatal(op["steps"][member]):
+                    if not _fatal(op.step(member)):
                         outcome = Outcome("skipped", f"failed (not fatal): {error_line(exc)}")
                     else:
                         raise
-                results.append(finish_step(conn, org, op_id, member, outcome, actor=actor,
+                results.append(finish_step(conn, org, op, member, outcome, actor=actor,
                                            clock=clock))
     except Exception as exc:  # one line for the channel, never a traceback
         failed = next(m for m in batch if m not in {r["step"] for r in results})
-        results.append(finish_step(conn, org, op_id, failed, Outcome("failed", error_line(exc)),
+        results.append(finish_step(conn, org, op, failed, Outcome("failed", error_line(exc)),
                                    actor=actor, clock=clock))
     final = "failed" if any(r["state"] == "failed" for r in results) else "done"
-    approval.finish(conn, op_id, index, final, detail=results[-1]["detail"])
+    record.finish(conn, final, detail=results[-1]["detail"])
     if len(results) == 1:
         return results[0]
     lines = "; ".join(f"{r['step']}: {r['detail']}" for r in results)
-    return _result(op_id, index, final, lines)
+    return _result(op.id, index, final, lines)
 
 
-def _fatal(step: dict[str, Any]) -> bool:
+def _fatal(step: Step) -> bool:
     """A pool recycle that fails is reported, not fatal (DOMAIN 6)."""
-    return kind_of(step) is not StepKind.RECYCLE_APP_POOL
+    return step.kind is not StepKind.RECYCLE_APP_POOL
 
 
 def error_line(exc: BaseException) -> str:
@@ -514,13 +509,12 @@ def error_line(exc: BaseException) -> str:
 
 
 def _run_claimed(
-    conn: redis.Redis, org: OrgSettings, op_id: str, index: int, client: ExchangeClient,
+    conn: redis.Redis, org: OrgSettings, op: Operation, index: int, client: ExchangeClient,
     seen: dict[str, Any], clock: Clock,
 ) -> Outcome:
     """One claimed step; `seen` keeps the fresh read for the later members of a batch
     (approved together on that same read)."""
-    op = operation.require(conn, op_id)
-    step = op["steps"][index]
+    step = op.step(index)
     first = "status" not in seen
     if first:
         seen["obs"], seen["status"] = observe(org, client, clock=clock)
@@ -528,15 +522,14 @@ def _run_claimed(
     done = own_effect(conn, op, step, obs, status, clock=clock)
     if done is not None:
         return done
-    changed = differences(step.get("fingerprint") or {}, fingerprint(status, op))
+    changed = differences(step.fingerprint or {}, fingerprint(status, op))
     if first and changed:
         raise StepRefused(f"{WORLD_CHANGED}: " + "; ".join(changed))
     output = invoke(client, step, resolve(conn, op, step, status, client))
-    if kind_of(step) in CREATES_CERTIFICATE:
+    if step.kind in CREATES_CERTIFICATE:
         created = _created_thumbprint(output)
-        _before_record(op_id, index)
-        kept = operation.record(conn, op_id, new_cert_key(op, _cert_server(step)), created,
-                                now=clock.now())
+        _before_record(op.id, index)
+        kept = op.record(conn, new_cert_key(op, _cert_server(step)), created, now=clock.now())
         return Outcome("done", f"created {created}" + (
             "" if kept == created else f"; {short(kept)} was recorded first and is used"))
     return Outcome("done", "ok")
@@ -547,19 +540,19 @@ def _before_record(op_id: str, index: int) -> None:
 
 
 def own_effect(
-    conn: redis.Redis, op: dict[str, Any], step: dict[str, Any], obs: OrgObs,
+    conn: redis.Redis, op: Operation, step: Step, obs: OrgObs,
     status: OrgStatus, *, clock: Clock = SYSTEM_CLOCK,
 ) -> Outcome | None:
     """Done, when this step's effect is already there (recorded, adoptable or visible in the
     status); None when it still has to run. Shared by a run and the recovery path."""
-    if kind_of(step) in CREATES_CERTIFICATE:
+    if step.kind in CREATES_CERTIFICATE:
         recorded = recorded_thumbprint(op, step)
         if recorded:
             return Outcome("done", f"reused {recorded}, recorded by an earlier attempt")
         found = adoptable(op, step, obs)
         if found:
-            kept = operation.record(conn, op["id"], new_cert_key(op, _cert_server(step)), found,
-                                    now=clock.now())
+            kept = op.record(conn, new_cert_key(op, _cert_server(step)), found,
+                             now=clock.now())
             return Outcome("done", f"adopted {kept}, created by an interrupted attempt")
         return None
     why = already_done(op, step, status)
@@ -567,26 +560,32 @@ def own_effect(
 
 
 def finish_step(
-    conn: redis.Redis, org: OrgSettings, op_id: str, index: int, outcome: Outcome, *,
+    conn: redis.Redis, org: OrgSettings, op: Operation, index: int, outcome: Outcome, *,
     actor: str, clock: Clock = SYSTEM_CLOCK,
 ) -> dict[str, Any]:
-    """Write the outcome to the operation and the audit log; a failure closes the operation."""
+    """Write the outcome to the operation and the audit log; a failure closes the operation
+    (in the same write)."""
     state = outcome.state
-    operation.set_step(conn, op_id, index, state, outcome=outcome.detail, now=clock.now())
-    op = operation.require(conn, op_id)
-    step = op["steps"][index]
-    audit.record(conn, org=org.name, actor=actor, action=f"step:{step['cmdlet']}",
-                 target=f"{operation.step_ref(op_id, index)} {step['server']}", outcome=state,
-                 detail={"title": step["title"], "detail": outcome.detail})
-    if state == "failed" and op["state"] in operation.OPEN_STATES:
-        operation.close(conn, op_id, "failed", now=clock.now())
-        forget_secrets(conn, op_id)
+    closed: list[bool] = []
+
+    def mutate(draft: Operation) -> None:
+        closed.clear()
+        draft.mark_step(index, state, outcome=outcome.detail, now=clock.now())
+        if state == "failed" and draft.is_open:
+            draft.end("failed", now=clock.now())
+            closed.append(True)
+
+    op.change(conn, mutate, now=clock.now())
+    step = op.step(index)
+    audit.record(conn, org=org.name, actor=actor, action=f"step:{step.cmdlet}",
+                 target=f"{step_ref(op.id, index)} {step.server}", outcome=state,
+                 detail={"title": step.title, "detail": outcome.detail})
+    if closed:
+        forget_secrets(conn, op.id)
         audit.record(conn, org=org.name, actor="exauth", action="operation.close",
-                     target=op_id, outcome="failed", detail={"reason": outcome.detail})
-    return _result(op_id, index, state, outcome.detail)
+                     target=op.id, outcome="failed", detail={"reason": outcome.detail})
+    return _result(op.id, index, state, outcome.detail)
 
 
 def _result(op_id: str, index: int, state: str, detail: str) -> dict[str, Any]:
     return {"op_id": op_id, "step": index, "state": state, "detail": detail}
-
-

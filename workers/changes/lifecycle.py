@@ -16,7 +16,7 @@ approval - and the operation continues. No step is ever re-run without a new app
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,9 +26,12 @@ from config.errors import ExauthError
 from config.schema import OrgSettings
 from workers import audit
 from workers.changes import approval, execute, operation, writer_lock
-from workers.changes.plan import NEW_THUMBPRINT, Step
+from workers.changes import plan as plan_module
+from workers.changes.operation import Operation, Step
+from workers.changes.plan import NEW_THUMBPRINT
 from workers.changes.plan import steps as plan_steps
-from workers.changes.step_kind import StepKind, kind_of
+from workers.changes.states import OperationState, StepState
+from workers.changes.step_kind import StepKind
 from workers.clock import SYSTEM_CLOCK, Clock
 from workers.exchange.client import ExchangeClient
 from workers.jobs.queues import CHANGE_TIMEOUT
@@ -108,43 +111,38 @@ def start(
     *,
     override: bool = False,
     clock: Clock = SYSTEM_CLOCK,
-) -> dict[str, Any]:
-    """Persist a new operation for `action` (OperationBusy when the org has one open)."""
+) -> Operation:
+    """Persist a new operation for `action` (OperationBusy when the org has one open), with
+    everything it starts with in the one write that creates it."""
     moment = clock.now()
     built = plan_steps(status, action, writer=org.writer, now=checked_at(status))
     targets = list(action.servers)
     watched = (targets if action.kind == ActionKind.REPAIR_BACKEND
                else [_writer_fqdn(status, org)])
-    op = operation.create(
+    op = Operation.create(
         conn, org.name, action.kind.value, requester,
         [{**_stored(s), "fingerprint": None, "request_id": None, "expires_at": None}
          for s in built],
         moment,
+        targets=targets,
+        reason=action.reason,
+        override=override,
+        status_checked_at=status.checked_at,
+        fingerprint=execute.facts(status, action.kind.value, targets),
+        stores_before={
+            s.fqdn.lower(): [c.thumbprint for c in s.certificates or ()]
+            for s in obs.servers if s.fqdn.lower() in watched
+        },
+        hybrid=status.hybrid,
     )
-
-    def extra(doc: dict[str, Any]) -> None:
-        doc.update(
-            targets=targets,
-            reason=action.reason,
-            override=override,
-            status_checked_at=status.checked_at,
-            fingerprint=execute.fingerprint(status, {**doc, "targets": targets}),
-            stores_before={
-                s.fqdn.lower(): [c.thumbprint for c in s.certificates or ()]
-                for s in obs.servers if s.fqdn.lower() in watched
-            },
-            hybrid=status.hybrid,
-        )
-
-    op = operation.update(conn, op["id"], extra, now=moment)
     audit.record(conn, org=org.name, actor=requester, action="operation.start",
-                 target=op["id"], outcome="open",
-                 detail={"kind": op["kind"], "servers": targets, "override": override,
-                         "reason": op["reason"]})
+                 target=op.id, outcome="open",
+                 detail={"kind": op.kind, "servers": targets, "override": override,
+                         "reason": op.reason})
     return op
 
 
-def _stored(step: Step) -> dict[str, Any]:
+def _stored(step: plan_module.Step) -> dict[str, Any]:
     """A plan step as stored: without its rendered line (a rendered `-Password (Read-Host
     ...)` looks like a secret to the operation's checks); `command(step)` renders it."""
     out = step.to_dict()
@@ -152,16 +150,24 @@ def _stored(step: Step) -> dict[str, Any]:
     return out
 
 
-def command(op: dict[str, Any], step: dict[str, Any]) -> str:
+def command(op: Operation | Mapping[str, Any], step: Step | Mapping[str, Any]) -> str:
     """The exact PowerShell line of a stored step, the recorded thumbprint filled in."""
+    op = _operation(op)
+    if not isinstance(step, Step):
+        step = Operation.of({"steps": [step]}).steps[0]
     params = []
-    for name, value in step.get("parameters") or []:
+    for name, value in step.param_pairs():
         if value == NEW_THUMBPRINT:
             value = execute.recorded_thumbprint(op, step) or value
         params.append((name, tuple(value) if isinstance(value, list) else value))
     # Only rendered: the line depends on the cmdlet and parameters, never on the kind.
-    return Step(step["title"], step["server"], step["endpoint"], step["cmdlet"],
-                tuple(params), bool(step["changes_state"]), kind=StepKind.COMMAND).render()
+    return plan_module.Step(step.title, step.server, step.endpoint, step.cmdlet,
+                            tuple(params), step.changes_state, kind=StepKind.COMMAND).render()
+
+
+def _operation(op: Operation | Mapping[str, Any]) -> Operation:
+    """An operation object (the bot and tests may hold the plain document)."""
+    return Operation.of(op)
 
 
 def _writer_fqdn(status: OrgStatus, org: OrgSettings) -> str:
@@ -172,120 +178,117 @@ def _writer_fqdn(status: OrgStatus, org: OrgSettings) -> str:
 # --- following up ------------------------------------------------------------------------
 
 
-def next_index(op: dict[str, Any]) -> int | None:
-    for step in op["steps"]:
-        if step["state"] not in ("done", "skipped"):
-            return int(step["index"])
-    return None
+def next_index(op: Operation | Mapping[str, Any]) -> int | None:
+    """The first step not done or skipped (of an object or a plain document)."""
+    return _operation(op).next_index()
 
 
 def advance(
-    conn: redis.Redis, org: OrgSettings, op_id: str, *, client: ExchangeClient | None = None,
+    conn: redis.Redis, org: OrgSettings, op: Operation, *, client: ExchangeClient | None = None,
     clock: Clock = SYSTEM_CLOCK,
 ) -> dict[str, Any]:
     """Carry the operation as far as it goes without a person; returns a summary with the
-    events of this run (for the card's thread)."""
+    events of this run (for the card's thread). `op` is changed in place as it goes."""
     client = client or ExchangeClient(org)
     events: list[dict[str, Any]] = []
     status: OrgStatus | None = None
     for _ in range(MAX_READ_STEPS):
-        op = operation.require(conn, op_id)
-        if op["state"] not in operation.OPEN_STATES:
+        if not op.is_open:
             break
-        index = next_index(op)
+        index = op.next_index()
         if index is None:
             _close(conn, org, op, "done", "every step is done", clock)
             events.append({"step": None, "state": "done", "detail": "operation complete"})
             break
-        step = op["steps"][index]
-        if step["state"] == "running":
+        step = op.step(index)
+        if step.state == StepState.RUNNING:
             if not is_stale(step, clock):
                 break
-            events += resume(conn, org, op_id, actor="exauth", client=client,
+            events += resume(conn, org, op, actor="exauth", client=client,
                              clock=clock)["events"]
             continue
-        if step["state"] in ("awaiting_approval", "approved", "failed"):
+        if step.state in (StepState.AWAITING_APPROVAL, StepState.APPROVED, StepState.FAILED):
             break
         if status is None:
             _, status = execute.observe(org, client, clock=clock)
-        if not step["changes_state"]:
+        if not step.changes_state:
             outcome = execute.read_step(conn, op, step, status, client)
             if outcome.state == "wait":
-                _wait(conn, op_id, index, outcome, clock)
+                _wait(conn, op, index, outcome, clock)
                 events.append({"step": index, "state": "waiting", "detail": outcome.detail})
                 break
-            execute.finish_step(conn, org, op_id, index, outcome, actor="exauth", clock=clock)
+            execute.finish_step(conn, org, op, index, outcome, actor="exauth", clock=clock)
             events.append({"step": index, "state": outcome.state, "detail": outcome.detail})
             if outcome.state == "skipped" and index == 0:
-                _close(conn, org, operation.require(conn, op_id), "done", outcome.detail, clock)
+                _close(conn, org, op, "done", outcome.detail, clock)
                 break
             continue
         gate = _gate(op, step, status)
         if gate is not None:
             if gate.state == "skipped":
-                execute.finish_step(conn, org, op_id, index, gate, actor="exauth", clock=clock)
+                execute.finish_step(conn, org, op, index, gate, actor="exauth", clock=clock)
                 events.append({"step": index, "state": "skipped", "detail": gate.detail})
                 continue
-            _wait(conn, op_id, index, gate, clock)
+            _wait(conn, op, index, gate, clock)
             events.append({"step": index, "state": "waiting", "detail": gate.detail})
             break
-        request(conn, org, op_id, index, status, clock=clock)
-        events.append({"step": index, "state": "awaiting_approval", "detail": step["title"]})
+        request(conn, org, op, index, status, clock=clock)
+        events.append({"step": index, "state": "awaiting_approval", "detail": step.title})
         break
-    return summary(operation.require(conn, op_id), events)
+    return summary(op, events)
 
 
 def request(
-    conn: redis.Redis, org: OrgSettings, op_id: str, index: int, status: OrgStatus, *,
+    conn: redis.Redis, org: OrgSettings, op: Operation, index: int, status: OrgStatus, *,
     clock: Clock = SYSTEM_CLOCK,
 ) -> dict[str, Any]:
     """Ask for the approval of one state-changing step, on the facts of `status`."""
-    op = operation.require(conn, op_id)
-    record = approval.request(conn, op_id, index, requester=op["requester"],
+    record = approval.request(conn, op.id, index, requester=op.requester,
                               ttl_minutes=org.approval_ttl_minutes)
     stamp = execute.fingerprint(status, op)
     members = batch(op, index)
 
-    def mutate(doc: dict[str, Any]) -> None:
-        step = doc["steps"][index]
-        step.update(state="awaiting_approval", request_id=record["request_id"],
-                    expires_at=record["expires_at"], fingerprint=stamp, batch=members)
-        doc["state"], doc["resume_at"] = "open", None
+    def mutate(draft: Operation) -> None:
+        step = draft.step(index)
+        step.state = StepState.AWAITING_APPROVAL
+        step.request_id = record["request_id"]
+        step.expires_at = record["expires_at"]
+        step.fingerprint = stamp
+        step.batch = members
+        draft.state, draft.resume_at = OperationState.OPEN, None
 
-    operation.update(conn, op_id, mutate, now=clock.now())
-    audit.record(conn, org=org.name, actor=op["requester"], action="approval.request",
-                 target=operation.step_ref(op_id, index), outcome="pending",
-                 detail={"command": command(op, op["steps"][index]),
+    op.change(conn, mutate, now=clock.now())
+    audit.record(conn, org=org.name, actor=op.requester, action="approval.request",
+                 target=operation.step_ref(op.id, index), outcome="pending",
+                 detail={"command": command(op, op.step(index)),
                          "expires_at": record["expires_at"]})
     return record
 
 
-def batch(op: dict[str, Any], index: int) -> list[int]:
+def batch(op: Operation, index: int) -> list[int]:
     """The steps one approval covers: a run of the same harmless, repeated command (pool
     recycles on every server, removal of the old certificate from every server), each
     still shown with its exact command on the card. Everything else: one step."""
-    first = op["steps"][index]
-    kind = kind_of(first)
+    kind = op.step(index).kind
     if kind not in BATCHED:
         return [index]
     out = [index]
-    for step in op["steps"][index + 1:]:
-        if kind_of(step) is not kind or step["state"] != "pending":
+    for step in op.steps[index + 1:]:
+        if step.kind is not kind or step.state != StepState.PENDING:
             break
-        out.append(int(step["index"]))
+        out.append(step.index)
     return out
 
 
-def _gate(op: dict[str, Any], step: dict[str, Any], status: OrgStatus
-          ) -> execute.Outcome | None:
+def _gate(op: Operation, step: Step, status: OrgStatus) -> execute.Outcome | None:
     """A state-changing step that must not be asked for yet (or is pointless)."""
-    if kind_of(step) is not StepKind.REMOVE_OLD_AUTH_CERT:
+    if step.kind is not StepKind.REMOVE_OLD_AUTH_CERT:
         return None
-    thumbprint = execute.param(step, "Thumbprint")
+    thumbprint = step.param("Thumbprint")
     current = status.auth.current.thumbprint if status.auth.current else None
     if thumbprint == current:
         return execute.Outcome("skipped", "never remove the current Auth Certificate")
-    published = (op.get("recorded") or {}).get(execute.PUBLISHED_AT_KEY)
+    published = op.recorded.get(execute.PUBLISHED_AT_KEY)
     if published:
         ready = datetime.fromisoformat(published) + OLD_CERT_GRACE  # on the org's clock
         if checked_at(status) < ready:
@@ -294,76 +297,73 @@ def _gate(op: dict[str, Any], step: dict[str, Any], status: OrgStatus
     return None
 
 
-def _wait(conn: redis.Redis, op_id: str, index: int, outcome: execute.Outcome,
+def _wait(conn: redis.Redis, op: Operation, index: int, outcome: execute.Outcome,
           clock: Clock) -> None:
-    def mutate(doc: dict[str, Any]) -> None:
-        doc["state"] = "waiting"
-        doc["resume_at"] = (outcome.resume_at or clock.now()).astimezone(UTC).isoformat()
-        doc["steps"][index]["outcome"] = outcome.detail
-        doc["waiting_for"] = outcome.detail
+    def mutate(draft: Operation) -> None:
+        draft.state = OperationState.WAITING
+        draft.resume_at = (outcome.resume_at or clock.now()).astimezone(UTC).isoformat()
+        draft.step(index).outcome = outcome.detail
+        draft.waiting_for = outcome.detail
 
-    operation.update(conn, op_id, mutate, now=clock.now())
+    op.change(conn, mutate, now=clock.now())
 
 
-def _close(conn: redis.Redis, org: OrgSettings, op: dict[str, Any], state: str, why: str,
+def _close(conn: redis.Redis, org: OrgSettings, op: Operation, state: str, why: str,
            clock: Clock) -> None:
-    operation.close(conn, op["id"], state, now=clock.now())
-    execute.forget_secrets(conn, op["id"])
-    audit.record(conn, org=org.name, actor="exauth", action="operation.close", target=op["id"],
+    op.close(conn, state, now=clock.now())
+    execute.forget_secrets(conn, op.id)
+    audit.record(conn, org=org.name, actor="exauth", action="operation.close", target=op.id,
                  outcome=state, detail={"reason": why})
 
 
-def is_stale(step: dict[str, Any], clock: Clock = SYSTEM_CLOCK) -> bool:
+def is_stale(step: Step, clock: Clock = SYSTEM_CLOCK) -> bool:
     """A step `running` for longer than the job timeout: its worker is gone. Measured by
     the later of wall time and `clock` (a lab's virtual clock runs ahead)."""
-    started = step.get("started_at")
-    if not started:
+    if not step.started_at:
         return True
     latest = max(SYSTEM_CLOCK.now(), clock.now())
-    return latest - datetime.fromisoformat(started) > timedelta(seconds=CHANGE_TIMEOUT)
+    return latest - datetime.fromisoformat(step.started_at) > timedelta(seconds=CHANGE_TIMEOUT)
 
 
 # --- resume ------------------------------------------------------------------------------
 
 
 def resume(
-    conn: redis.Redis, org: OrgSettings, op_id: str, *, actor: str,
+    conn: redis.Redis, org: OrgSettings, op: Operation, *, actor: str,
     client: ExchangeClient | None = None, clock: Clock = SYSTEM_CLOCK,
 ) -> dict[str, Any]:
     """Pick an operation up again: a step left running by a dead worker is re-validated,
     an expired approval is requested again; then `advance`. Refused while a worker runs."""
     client = client or ExchangeClient(org)
-    op = operation.require(conn, op_id)
-    if op["state"] not in operation.OPEN_STATES:
-        raise operation.OperationError(f"operation {op_id} is {op['state']}; nothing to resume")
+    if not op.is_open:
+        raise operation.OperationError(f"operation {op.id} is {op.state}; nothing to resume")
     events: list[dict[str, Any]] = []
-    index = next_index(op)
-    step = op["steps"][index] if index is not None else None
-    if step is not None and step["state"] == "running":
-        with writer_lock.held(conn, org.name, f"resume {op_id}", CHANGE_TIMEOUT):
+    index = op.next_index()
+    state = op.step(index).state if index is not None else None
+    if index is not None and state == StepState.RUNNING:
+        with writer_lock.held(conn, org.name, f"resume {op.id}", CHANGE_TIMEOUT):
             obs, status = execute.observe(org, client, clock=clock)
-            outcome = execute.own_effect(conn, op, step, obs, status, clock=clock)
-            approval.finish(conn, op_id, step["index"], "failed",
+            outcome = execute.own_effect(conn, op, op.step(index), obs, status, clock=clock)
+            approval.finish(conn, op.id, index, "failed",
                             detail="the worker stopped mid-step")
             if outcome is not None:
-                execute.finish_step(conn, org, op_id, step["index"], outcome, actor=actor,
-                                    clock=clock)
-                events.append({"step": step["index"], "state": "done", "detail": outcome.detail})
+                execute.finish_step(conn, org, op, index, outcome, actor=actor, clock=clock)
+                events.append({"step": index, "state": "done", "detail": outcome.detail})
             else:
-                operation.set_step(conn, op_id, step["index"], "pending",
-                                   outcome="interrupted; needs a new approval", now=clock.now())
-                events.append({"step": step["index"], "state": "pending",
+                op.set_step(conn, index, "pending",
+                            outcome="interrupted; needs a new approval", now=clock.now())
+                events.append({"step": index, "state": "pending",
                                "detail": "interrupted before its effect was visible; asking "
                                          "for approval again"})
-        audit.record(conn, org=org.name, actor=actor, action="operation.resume", target=op_id,
-                     outcome="resumed", detail={"step": step["index"]})
-    elif step is not None and step["state"] == "awaiting_approval":
-        record = approval.get(conn, op_id, step["index"]) or {}
+        audit.record(conn, org=org.name, actor=actor, action="operation.resume", target=op.id,
+                     outcome="resumed", detail={"step": index})
+    elif index is not None and state == StepState.AWAITING_APPROVAL:
+        record = approval.get(conn, op.id, index) or {}
         if record.get("state") in approval.RETRYABLE or _expired(record):
-            operation.set_step(conn, op_id, step["index"], "pending", now=clock.now())
-            events.append({"step": step["index"], "state": "pending",
+            op.set_step(conn, index, "pending", now=clock.now())
+            events.append({"step": index, "state": "pending",
                            "detail": "the approval lapsed; asking again"})
-    result = advance(conn, org, op_id, client=client, clock=clock)
+    result = advance(conn, org, op, client=client, clock=clock)
     result["events"] = events + result["events"]
     return result
 
@@ -374,46 +374,57 @@ def _expired(record: dict[str, Any]) -> bool:
 
 
 def deny(conn: redis.Redis, org: OrgSettings, op_id: str, index: int, *, user: str,
-         reason: str, clock: Clock = SYSTEM_CLOCK) -> None:
-    """A denied step ends the operation (cancelled); the org is free again. Who denied it
-    and why are kept on the step (`denied`), so the card can say so after any re-render."""
+         reason: str, clock: Clock = SYSTEM_CLOCK) -> Operation:
+    """A denied step ends the operation (cancelled), in the same write; the org is free
+    again. Who denied it and why are kept on the step (`denied`), so the card can say so
+    after any re-render. Returns the operation as saved."""
     moment = clock.now()
     why = audit.scrub_text(reason)
+    closed: list[bool] = []
 
-    def mutate(doc: dict[str, Any]) -> None:
-        doc["steps"][index].update(state="skipped", outcome=f"denied by {user}: {why}",
-                                   finished_at=moment.astimezone(UTC).isoformat(),
-                                   denied={"by": user, "reason": why})
+    def mutate(draft: Operation) -> None:
+        closed.clear()
+        step = draft.step(index)
+        step.state = StepState.SKIPPED
+        step.outcome = f"denied by {user}: {why}"
+        step.finished_at = moment.astimezone(UTC).isoformat()
+        step.denied = {"by": user, "reason": why}
+        if draft.is_open:
+            draft.end("cancelled", now=moment)
+            closed.append(True)
 
-    op = operation.update(conn, op_id, mutate, now=moment)
-    if op["state"] in operation.OPEN_STATES:
-        _close(conn, org, op, "cancelled", f"step {index + 1} denied by {user}: {reason}",
-               clock)
+    op = Operation.require(conn, op_id).change(conn, mutate, now=moment)
+    if closed:
+        execute.forget_secrets(conn, op.id)
+        audit.record(conn, org=org.name, actor="exauth", action="operation.close",
+                     target=op.id, outcome="cancelled",
+                     detail={"reason": f"step {index + 1} denied by {user}: {reason}"})
+    return op
 
 
-def due(conn: redis.Redis, org_now: Callable[[str], datetime]) -> list[dict[str, Any]]:
+def due(conn: redis.Redis, org_now: Callable[[str], datetime]) -> list[Operation]:
     """Open operations whose resume time has come on their org's clock (`org_now(name)`,
     asked once per org that has an operation waiting)."""
     clocks: dict[str, datetime] = {}
     out = []
-    for op in operation.waiting(conn):
-        if op["org"] not in clocks:
-            clocks[op["org"]] = org_now(op["org"])
-        if datetime.fromisoformat(op["resume_at"]) <= clocks[op["org"]]:
+    for op in operation.waiting_operations(conn):
+        if op.org not in clocks:
+            clocks[op.org] = org_now(op.org)
+        if op.resume_at and datetime.fromisoformat(op.resume_at) <= clocks[op.org]:
             out.append(op)
     return out
 
 
-def summary(op: dict[str, Any], events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def summary(op: Operation | Mapping[str, Any], events: list[dict[str, Any]] | None = None
+            ) -> dict[str, Any]:
     """What a callback needs to update the card (no secrets: the op holds none)."""
-    index = next_index(op)
+    op = _operation(op)
     return {
-        "op_id": op["id"],
-        "org": op["org"],
-        "kind": op["kind"],
-        "state": op["state"],
-        "next_step": index,
-        "resume_at": op.get("resume_at"),
+        "op_id": op.id,
+        "org": op.org,
+        "kind": op.kind,
+        "state": str(op.state),
+        "next_step": op.next_index(),
+        "resume_at": op.resume_at,
         "events": events or [],
     }
-

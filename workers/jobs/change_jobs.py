@@ -24,6 +24,8 @@ from config.errors import ConfigError
 from config.load import load_settings
 from config.schema import OrgSettings
 from workers.changes import approval, execute, lifecycle, operation
+from workers.changes.operation import Operation
+from workers.changes.states import StepState
 from workers.clock import SYSTEM_CLOCK, Clock
 from workers.exchange.client import ExchangeClient
 from workers.jobs.queues import (
@@ -37,11 +39,13 @@ ON_FAILURE = "bot.callbacks.operation_progress.operation_job_failed"
 ON_SWEEP = "bot.callbacks.operation_progress.sweep_done"
 
 
-def _op_org(op_id: str) -> tuple[OrgSettings, redis.Redis]:
-    """The settings of the operation's org (the job carries only the id) and a connection."""
+def _op_org(op_id: str) -> tuple[OrgSettings, redis.Redis, Operation]:
+    """The operation (loaded once for the whole job, which changes it as an object), the
+    settings of its org (the job carries only the id) and a connection."""
     settings = load_settings()
     conn = connect(settings.redis.url)
-    return settings.org(operation.require(conn, op_id)["org"]), conn
+    op = Operation.require(conn, op_id)
+    return settings.org(op.org), conn, op
 
 
 # --- jobs -----------------------------------------------------------------------------------
@@ -63,30 +67,30 @@ def start_operation_job(
     action = lifecycle.choose_action(status, kind, servers or None)
     op = lifecycle.start(conn, org, obs, status, action, requester, override=override,
                           clock=clock)
-    return lifecycle.advance(conn, org, op["id"], client=client, clock=clock)
+    return lifecycle.advance(conn, org, op, client=client, clock=clock)
 
 
 def run_step_job(op_id: str, step_index: int, request_id: str, *,
                  clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
     """Run one approved step (exactly once), then carry the operation on."""
-    org, conn = _op_org(op_id)
+    org, conn, op = _op_org(op_id)
     client = ExchangeClient(org)
-    result = execute.run_step(conn, org, op_id, step_index, request_id, client=client,
+    result = execute.run_step(conn, org, op, step_index, request_id, client=client,
                               clock=clock)
-    followed = lifecycle.advance(conn, org, op_id, client=client, clock=clock)
+    followed = lifecycle.advance(conn, org, op, client=client, clock=clock)
     followed["events"] = [{"step": step_index, "state": result["state"],
                            "detail": result["detail"]}, *followed["events"]]
     return followed
 
 
 def advance_job(op_id: str, *, clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
-    org, conn = _op_org(op_id)
-    return lifecycle.advance(conn, org, op_id, clock=clock)
+    org, conn, op = _op_org(op_id)
+    return lifecycle.advance(conn, org, op, clock=clock)
 
 
 def resume_job(op_id: str, actor: str, *, clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
-    org, conn = _op_org(op_id)
-    return lifecycle.resume(conn, org, op_id, actor=actor, clock=clock)
+    org, conn, op = _op_org(op_id)
+    return lifecycle.resume(conn, org, op, actor=actor, clock=clock)
 
 
 def resume_due_job(*, clock: Clock = SYSTEM_CLOCK) -> list[dict[str, Any]]:
@@ -102,21 +106,21 @@ def resume_due_job(*, clock: Clock = SYSTEM_CLOCK) -> list[dict[str, Any]]:
             return clock.now()
 
     out = []
-    ids = {op["id"] for op in lifecycle.due(conn, org_now)}
-    for op in operation.open_ops(conn):
-        index = lifecycle.next_index(op)
-        if index is not None and op["steps"][index]["state"] == "running" and \
-                lifecycle.is_stale(op["steps"][index], clock):
-            ids.add(op["id"])
+    ids = {op.id for op in lifecycle.due(conn, org_now)}
+    for op in operation.open_operations(conn):
+        index = op.next_index()
+        if index is not None and op.step(index).state == StepState.RUNNING and \
+                lifecycle.is_stale(op.step(index), clock):
+            ids.add(op.id)
     for op_id in sorted(ids):
-        op = operation.load(conn, op_id)
-        if op is None:
+        fresh = Operation.fetch(conn, op_id)  # as it is now: an earlier resume took time
+        if fresh is None:
             continue
-        org = settings.org(op["org"])
+        org = settings.org(fresh.org)
         try:
-            out.append(lifecycle.resume(conn, org, op_id, actor="exauth", clock=clock))
+            out.append(lifecycle.resume(conn, org, fresh, actor="exauth", clock=clock))
         except Exception as exc:  # one operation's trouble must not stop the sweep
-            out.append({"op_id": op_id, "org": op["org"], "state": "error",
+            out.append({"op_id": op_id, "org": fresh.org, "state": "error",
                         "events": [{"step": None, "state": "failed",
                                     "detail": execute.error_line(exc)}]})
     return out

@@ -34,6 +34,8 @@ import requests
 from config.lab_settings import settings_for_lab
 from config.schema import OrgSettings
 from workers.changes import approval, execute, lifecycle, operation
+from workers.changes.operation import Operation
+from workers.changes.states import OperationState, StepState
 from workers.clock import SYSTEM_CLOCK, CallableClock, Clock
 from workers.exchange.client import ExchangeClient
 from workers.rehearsal import rehearsal_record, replica, replica_server
@@ -111,33 +113,33 @@ def _run(org: OrgSettings, conn: redis.Redis, info: dict[str, Any],
     report.update(kind=action.kind.value, reason=action.reason)
     op = lifecycle.start(conn, twin, obs, status, action, requester, override=override,
                          clock=books)
-    op_id = str(op["id"])
     said("started", {"kind": action.kind.value, "replica": twin.name})
     begun = virtual.now
-    planned = [(s["title"], lifecycle.command(op, s)) for s in op["steps"]]
+    planned = [(step.title, lifecycle.command(op, step)) for step in op.steps]
     tracker = _StepTimes(begun)
     try:
-        lifecycle.advance(conn, twin, op_id, client=client, clock=books)
-        _drive(conn, twin, info, op_id, client, books, virtual, tracker, said)
+        lifecycle.advance(conn, twin, op, client=client, clock=books)
+        _drive(conn, twin, info, op, client, books, virtual, tracker, said)
     finally:
-        _close_if_open(conn, op_id, books)
-    final = operation.require(conn, op_id)
+        op.reload(conn)
+        if op.is_open:  # no sweep may ever find it: its org exists only for this run
+            op.close(conn, OperationState.CANCELLED, now=books.now())
     report["steps"] = [
-        {"index": s["index"], "title": s["title"], "command": lifecycle.command(final, s),
-         "changes_state": bool(s["changes_state"]), "state": s["state"],
-         "outcome": s.get("outcome") or "",
-         "virtual_seconds": tracker.seconds(int(s["index"]))}
-        for s in final["steps"]]
-    report["operation_state"] = final["state"]
+        {"index": step.index, "title": step.title, "command": lifecycle.command(op, step),
+         "changes_state": step.changes_state, "state": StepState(step.state).value,
+         "outcome": step.outcome or "", "virtual_seconds": tracker.seconds(step.index)}
+        for step in op.steps]
+    final_state = OperationState(op.state).value
+    report["operation_state"] = final_state
     report["virtual_seconds"] = round((virtual.now - begun).total_seconds())
     _, after = execute.observe(twin, client, clock=books)
     report["status_after"] = _brief(after)
-    report["differences"] += _plan_differences(planned, report["steps"], final["state"], after)
+    report["differences"] += _plan_differences(planned, report["steps"], final_state, after)
     # "ok" is the plan kept: every step done, and nothing turned out otherwise.
-    ok = final["state"] == "done" and not any(s["state"] == "failed" for s in report["steps"]) \
-        and not report["differences"]
+    ok = final_state == "done" and not report["differences"] and not any(
+        step["state"] == "failed" for step in report["steps"])
     report["ok"] = ok
-    report["state"] = final["state"]
+    report["state"] = final_state
     report["verdict"] = "ok" if ok else _what_went_wrong(report)
     return report
 
@@ -164,13 +166,12 @@ class _StepTimes:
         self.first: dict[int, datetime] = {}
         self.ended: dict[int, datetime] = {}
 
-    def see(self, op: dict[str, Any], now: datetime) -> None:
-        for step in op["steps"]:
-            index = int(step["index"])
-            if step["state"] in ("done", "skipped", "failed"):
-                self.ended.setdefault(index, now)
-                self.first.setdefault(index, now)
-        nxt = lifecycle.next_index(op)
+    def see(self, op: Operation, now: datetime) -> None:
+        for step in op.steps:
+            if step.state in (StepState.DONE, StepState.SKIPPED, StepState.FAILED):
+                self.ended.setdefault(step.index, now)
+                self.first.setdefault(step.index, now)
+        nxt = op.next_index()
         if nxt is not None:
             self.first.setdefault(nxt, now)
 
@@ -180,38 +181,37 @@ class _StepTimes:
         return round((self.ended[index] - self.first.get(index, self.begun)).total_seconds())
 
 
-def _drive(conn: redis.Redis, twin: OrgSettings, info: dict[str, Any], op_id: str,
+def _drive(conn: redis.Redis, twin: OrgSettings, info: dict[str, Any], op: Operation,
            client: ExchangeClient, books: Clock, virtual: _Virtual, tracker: _StepTimes,
-           said: Progress) -> dict[str, Any]:
-    """Approve, run and wait through the operation until it closes or a step fails."""
+           said: Progress) -> None:
+    """Approve, run and wait through the operation until it closes or a step fails; `op`
+    is carried along (each call below changes and saves it)."""
     for _ in range(MAX_ROUNDS):
-        op = operation.require(conn, op_id)
         tracker.see(op, virtual.now)
-        if op["state"] not in operation.OPEN_STATES:
-            return op
-        if op["state"] == "waiting":
-            due = datetime.fromisoformat(op["resume_at"])
+        if not op.is_open:
+            return
+        if op.state == OperationState.WAITING:
+            due = datetime.fromisoformat(str(op.resume_at))
             ahead = max(due - virtual.now, timedelta(0)) + PAST_DUE
             _advance_clock(info, ahead)
             virtual.now += ahead
-            said("waited", {"for": op.get("waiting_for") or "", "seconds": ahead.total_seconds()})
-            lifecycle.resume(conn, twin, op_id, actor="exauth", client=client, clock=books)
+            said("waited", {"for": op.waiting_for or "", "seconds": ahead.total_seconds()})
+            lifecycle.resume(conn, twin, op, actor="exauth", client=client, clock=books)
             continue
-        index = lifecycle.next_index(op)
-        step = op["steps"][index] if index is not None else None
-        if step is None or step["state"] != "awaiting_approval":
-            return op  # a failed step (or one only a person can carry on): the report says
-        decision = approval.decide(conn, op_id, int(step["index"]), user=REHEARSAL_APPROVER,
+        index = op.next_index()
+        step = op.step(index) if index is not None else None
+        if step is None or step.state != StepState.AWAITING_APPROVAL or not step.request_id:
+            return  # a failed step (or one only a person can carry on): the report says
+        decision = approval.decide(conn, op.id, step.index, user=REHEARSAL_APPROVER,
                                    decision="approve", approvers=twin.approvers,
-                                   request_id=step["request_id"])
+                                   request_id=step.request_id)
         if not decision.ok:
-            return op
-        result = execute.run_step(conn, twin, op_id, int(step["index"]), step["request_id"],
+            return
+        result = execute.run_step(conn, twin, op, step.index, step.request_id,
                                   client=client, clock=books)
-        said("step", {"index": step["index"], "title": step["title"], "state": result["state"]})
-        tracker.see(operation.require(conn, op_id), virtual.now)
-        lifecycle.advance(conn, twin, op_id, client=client, clock=books)
-    return operation.require(conn, op_id)
+        said("step", {"index": step.index, "title": step.title, "state": result["state"]})
+        tracker.see(op, virtual.now)
+        lifecycle.advance(conn, twin, op, client=client, clock=books)
 
 
 def _advance_clock(info: dict[str, Any], delta: timedelta) -> None:
@@ -220,13 +220,6 @@ def _advance_clock(info: dict[str, Any], delta: timedelta) -> None:
                              json={"advance": f"{max(1, int(delta.total_seconds()))}s"},
                              auth=(str(info["username"]), str(info["password"])), timeout=30)
     response.raise_for_status()
-
-
-def _close_if_open(conn: redis.Redis, op_id: str, books: Clock) -> None:
-    """A rehearsal's operation never outlives it (no sweep may find it: its org is gone)."""
-    op = operation.load(conn, op_id)
-    if op is not None and op["state"] in operation.OPEN_STATES:
-        operation.close(conn, op_id, "cancelled", now=books.now())
 
 
 # --- what the report says --------------------------------------------------------------
