@@ -92,14 +92,16 @@ def settings_or_lab(ctx: Context) -> Iterator[Settings]:
     from config.lab_settings import settings_for_lab
     from lab.serve import start
 
-    with start("healthy") as handle:
+    # NTLM with message encryption, as Exchange expects: the first run already takes the
+    # path a real deployment takes (Basic stays an explicit `lab serve --auth basic`).
+    with start("healthy", auth="ntlm") as handle:
         click.echo(
             "exauth: no config file (--config, $EXAUTH_CONFIG or ./exauth.toml); "
             "showing the built-in lab org (scenario 'healthy') served on "
             f"{handle.base_url}",
             err=True,
         )
-        yield settings_for_lab(handle.info, handle.info["password"])
+        yield settings_for_lab(handle.info, handle.info["password"], auth="ntlm")
 
 
 def selected_orgs(settings: Settings, name: str | None) -> list[OrgSettings]:
@@ -222,7 +224,7 @@ def lab_group() -> None:
 @click.option("--write-config", "write_config", default=None, type=click.Path(dir_okay=False),
               help="Write an exauth config with one org named 'lab' pointing at this lab "
                    "(and, with --tls, the lab CA beside it as <PATH>.ca.pem).")
-@click.option("--auth", "auth", default="basic", show_default=True,
+@click.option("--auth", "auth", default="ntlm", show_default=True,
               type=click.Choice(["basic", "ntlm", "kerberos"]),
               help="basic: Basic only (loopback rehearsals); ntlm/kerberos: Negotiate with "
                    "message encryption over http, as Exchange and WinRM expect.")

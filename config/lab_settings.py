@@ -15,7 +15,8 @@ from config.load import settings_from_dict
 from config.schema import Settings
 
 
-def settings_for_lab(info: dict[str, Any], password: str, writer: str | None = None) -> Settings:
+def settings_for_lab(info: dict[str, Any], password: str, writer: str | None = None,
+                     auth: str = "basic") -> Settings:
     """Settings for a running lab (its ready-line dict), built in memory, for the CLI's
     no-config fallback. The writer is the first server unless named."""
     servers = info.get("servers") or []
@@ -36,7 +37,7 @@ def settings_for_lab(info: dict[str, Any], password: str, writer: str | None = N
                 "writer": match["fqdn"],
                 "exchange": {
                     "url": match["exchange_url"],
-                    "auth": "basic",
+                    "auth": auth,
                     "username": info["username"],
                     "verify_tls": False,
                     # The password itself, in memory only: no file or variable to name.

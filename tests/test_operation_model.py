@@ -18,8 +18,8 @@ import redis
 from tests.race import race
 from workers import redis_keys
 from workers.changes import approval, operation
+from workers.changes.change_states import ApprovalState, OperationState, StepState
 from workers.changes.operation import Operation, StaleOperation, Step
-from workers.changes.states import ApprovalState, OperationState, StepState
 from workers.changes.step_kind import StepKind
 
 FIXTURES = Path(__file__).parent / "fixtures" / "operations"

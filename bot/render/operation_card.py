@@ -17,10 +17,10 @@ from datetime import datetime
 from typing import Any
 
 from bot.render.messages import escape
+from workers.changes.change_states import OperationState, StepState
 from workers.changes.execute import WORLD_CHANGED
 from workers.changes.lifecycle import command
 from workers.changes.operation import Operation, Step
-from workers.changes.states import OperationState, StepState
 
 APPROVE_ACTION = "exauth_approve"
 DENY_ACTION = "exauth_deny"

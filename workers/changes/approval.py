@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict
 
 from config.errors import ExauthError
 from workers import redis_keys
-from workers.changes.states import ApprovalState
+from workers.changes.change_states import ApprovalState
 from workers.redis_scripts import LuaScript
 
 log = logging.getLogger(__name__)

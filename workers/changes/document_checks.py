@@ -20,7 +20,7 @@ from typing import Any
 from config.errors import ExauthError
 from workers import redis_keys
 from workers.audit import contains_secret, is_secret_key
-from workers.changes.states import CLOSED_STATES, OPEN_STATES, STEP_STATES
+from workers.changes.change_states import CLOSED_STATES, OPEN_STATES, STEP_STATES
 from workers.changes.step_kind import StepKind
 
 KINDS = (

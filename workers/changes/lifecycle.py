@@ -27,10 +27,10 @@ from config.schema import OrgSettings
 from workers import audit
 from workers.changes import approval, execute, operation, writer_lock
 from workers.changes import plan as plan_module
+from workers.changes.change_states import OperationState, StepState
 from workers.changes.operation import Operation, Step
 from workers.changes.plan import NEW_THUMBPRINT
 from workers.changes.plan import steps as plan_steps
-from workers.changes.states import OperationState, StepState
 from workers.changes.step_kind import StepKind
 from workers.clock import SYSTEM_CLOCK, Clock
 from workers.exchange.client import ExchangeClient

@@ -39,6 +39,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from workers import redis_keys
 from workers.audit import contains_secret, is_secret_key, scrub_text
+from workers.changes.change_states import (
+    CLOSED_STATES,
+    FINISHED_STEP_STATES,
+    OPEN_STATES,
+    STEP_STATES,
+    OperationState,
+    StepState,
+)
 from workers.changes.document_checks import (  # noqa: F401  (the names callers know)
     ATTEMPTS,
     ENDPOINTS,
@@ -57,14 +65,6 @@ from workers.changes.document_checks import (  # noqa: F401  (the names callers 
     op_key,
     org_index,
     step_ref,
-)
-from workers.changes.states import (
-    CLOSED_STATES,
-    FINISHED_STEP_STATES,
-    OPEN_STATES,
-    STEP_STATES,
-    OperationState,
-    StepState,
 )
 from workers.changes.step_kind import StepKind, legacy_kind
 from workers.redis_scripts import LuaScript

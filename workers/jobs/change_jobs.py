@@ -24,8 +24,8 @@ from config.errors import ConfigError
 from config.load import load_settings
 from config.schema import OrgSettings
 from workers.changes import approval, execute, lifecycle, operation
+from workers.changes.change_states import StepState
 from workers.changes.operation import Operation
-from workers.changes.states import StepState
 from workers.clock import SYSTEM_CLOCK, Clock
 from workers.exchange.client import ExchangeClient
 from workers.jobs.queues import (
