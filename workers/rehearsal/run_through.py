@@ -35,8 +35,8 @@ import redis
 from config.lab_settings import settings_for_lab
 from config.schema import OrgSettings
 from workers.changes import approval, execute, lifecycle, operation
+from workers.changes.change_states import OperationState, StepState
 from workers.changes.operation import Operation
-from workers.changes.states import OperationState, StepState
 from workers.clock import SYSTEM_CLOCK, CallableClock, Clock
 from workers.exchange.client import ExchangeClient
 from workers.rehearsal import rehearsal_record, replica, replica_server
