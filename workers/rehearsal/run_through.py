@@ -243,9 +243,10 @@ def _replica_differences(real_status: OrgStatus, twin_status: OrgStatus) -> list
     real, twin = real_status.to_json(), twin_status.to_json()
     out = []
     if _aside(real["findings"]) != _aside(twin["findings"]):
+        codes = sorted({f["code"] for f in twin["findings"]}
+                       ^ {f["code"] for f in real["findings"]})
         out.append("the replica's findings differ from the org's: "
-                   + ", ".join(sorted({f["code"] for f in twin["findings"]}
-                                      ^ {f["code"] for f in real["findings"]})) or "wording")
+                   + (", ".join(codes) or "same codes, other details"))
     if _aside(real["actions"]) != _aside(twin["actions"]):
         out.append("the replica's recommended actions differ from the org's: "
                    f"{[a['kind'] for a in twin['actions']]} vs "
