@@ -27,7 +27,10 @@ FROM python:3.11-slim
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
-    EXAUTH_CONFIG=/etc/exauth/exauth.toml
+    EXAUTH_CONFIG=/etc/exauth/exauth.toml \
+    MPLCONFIGDIR=/tmp/matplotlib
+# MPLCONFIGDIR: matplotlib (the timeline PNG) keeps its font cache there; the container's
+# root is read-only and /tmp is its tmpfs (docker-compose.yml).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         krb5-user libkrb5-3 libgssapi-krb5-2 ca-certificates \
@@ -43,8 +46,9 @@ RUN groupadd --system --gid 10001 exauth \
 USER exauth
 WORKDIR /home/exauth
 
-# HTTP mode only (`exauth bot --http --port 3000`); Socket Mode needs no inbound port.
-EXPOSE 3000
+# HTTP mode only (`exauth bot --http --port 3000`, also GET /metrics); Socket Mode needs no
+# inbound port (Prometheus scrapes `exauth metrics` on 9464 instead).
+EXPOSE 3000 9464
 
 ENTRYPOINT ["exauth"]
 CMD ["bot"]

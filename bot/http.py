@@ -13,9 +13,10 @@ takes the GIL two or three times per request (read; the worker's wake-up; the wr
 accepts one new connection per loop, so a burst on fresh connections waits longest.
 
 Before bolt sees a request, bot.request_check verifies its v0 signature and 5-minute
-timestamp window over the raw bytes (401), and only then that the body is a form as Slack
-sends it (400): bolt parses the body before it verifies, so a body it cannot parse was a 500
-even unsigned. bolt then verifies again with the same secret, and answers.
+timestamp window over the raw bytes (401), and only then that the body is a form or an
+Events API envelope as Slack sends it (400): bolt parses the body before it verifies, so a
+body it cannot parse was a 500 even unsigned. bolt then verifies again with the same secret,
+and answers.
 Each request counts in ACKS_IN_FLIGHT from the moment the WSGI app is called until it
 returns its (already whole) body, so after-ack work (bot.listeners.after_ack) waits for it.
 """
@@ -28,6 +29,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CollectorRegistry
 from slack_bolt import App, BoltRequest
 from slack_bolt.adapter.wsgi.http_request import WsgiHttpRequest
 from slack_bolt.adapter.wsgi.http_response import WsgiHttpResponse
@@ -35,7 +37,8 @@ from waitress import wasyncore
 from waitress.server import create_server
 
 from bot.listeners.after_ack import ACKS_IN_FLIGHT, AcksInFlight
-from bot.request_check import Refusal, form_refusal, signature_refusal
+from bot.metrics import METRICS_PATH, count_refused, render
+from bot.request_check import Refusal, body_refusal, signature_refusal
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -54,15 +57,21 @@ STOP_TIMEOUT_SECONDS = 5
 
 
 def slack_wsgi(app: App, acks: AcksInFlight = ACKS_IN_FLIGHT, *,
-               signing_secret: str | None = None) -> WSGIApplication:
-    """The WSGI app: POST /slack/events to bolt, GET /healthz answers "ok", the rest 404.
+               signing_secret: str | None = None,
+               metrics: CollectorRegistry | None = None) -> WSGIApplication:
+    """The WSGI app: POST /slack/events to bolt, GET /healthz answers "ok", GET /metrics
+    the Prometheus figures (bot.metrics; when given), the rest 404.
 
     `signing_secret` defaults to the one the bolt App verifies with, so both checks agree.
+    A scrape is not an ack: it does not count in `acks`.
     """
     secret = signing_secret if signing_secret is not None else _bolt_secret(app)
 
     def application(environ: WSGIEnvironment,
                     start_response: StartResponse) -> Iterable[bytes]:
+        if metrics is not None and (environ.get("REQUEST_METHOD"),
+                                    environ.get("PATH_INFO")) == ("GET", METRICS_PATH):
+            return _metrics(metrics, start_response)
         with acks:
             route = (environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             try:
@@ -98,7 +107,7 @@ def _to_bolt(app: App, secret: str, environ: WSGIEnvironment,
     refusal = signature_refusal(secret, environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP"),
                                 environ.get("HTTP_X_SLACK_SIGNATURE"), body, time.time())
     if refusal is None:
-        refusal = form_refusal(environ.get("CONTENT_TYPE"), body)
+        refusal = body_refusal(environ.get("CONTENT_TYPE"), body)
     if refusal is not None:
         return _refuse(start_response, refusal)
     try:
@@ -123,7 +132,18 @@ def _read_body(environ: WSGIEnvironment) -> bytes | None:
     return bytes(environ["wsgi.input"].read(length)) if length else b""
 
 
+def _metrics(source: CollectorRegistry, start_response: StartResponse) -> list[bytes]:
+    try:
+        body, content_type = render(source)
+    except Exception as exc:
+        log.warning("metrics failed: %s", type(exc).__name__)
+        return _text(start_response, "500 Internal Server Error", "metrics failed")
+    start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return [body]
+
+
 def _refuse(start_response: StartResponse, refusal: Refusal) -> list[bytes]:
+    count_refused(refusal.status)
     log.info("refused a request to %s: %s (HTTP %d)", EVENTS_PATH, refusal.reason,
              refusal.status)
     status = "401 Unauthorized" if refusal.status == 401 else "400 Bad Request"
@@ -146,13 +166,14 @@ class SlackHttpServer:
     """
 
     def __init__(self, app: App, host: str = "0.0.0.0", port: int = 3000, *,
-                 threads: int = HTTP_THREADS, signing_secret: str | None = None) -> None:
+                 threads: int = HTTP_THREADS, signing_secret: str | None = None,
+                 metrics: CollectorRegistry | None = None) -> None:
         # A few requests waiting for a worker is how this server takes a burst, not news.
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         self._map: dict[int, Any] = {}
         self._server = create_server(
-            slack_wsgi(app, signing_secret=signing_secret), map=self._map, host=host,
-            port=port, threads=threads,
+            slack_wsgi(app, signing_secret=signing_secret, metrics=metrics), map=self._map,
+            host=host, port=port, threads=threads,
             backlog=HTTP_BACKLOG, connection_limit=CONNECTION_LIMIT,
             channel_timeout=CHANNEL_TIMEOUT_SECONDS, max_request_header_size=MAX_HEADER_BYTES,
             max_request_body_size=MAX_BODY_BYTES, asyncore_use_poll=True,

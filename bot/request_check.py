@@ -6,9 +6,10 @@ that is not) made it raise - a 500, not a 401 - and a timestamp header that is n
 made the verifier's int() raise inside the middleware (500, and bolt logs the traceback).
 So the signature is checked here first, over the raw bytes, and nothing of the body is
 decoded until it holds; only then is the body read as the form Slack sends (a slash
-command's fields, or an interactive `payload=` holding a JSON object). A signed request that
-is not such a form is a client error (400): nothing Slack sends, and nothing a listener
-should see half-parsed.
+command's fields, or an interactive `payload=` holding a JSON object), or as an Events API
+envelope (JSON: `event_callback` with an `event` object, e.g. `app_home_opened` for the
+Home tab, or Slack's `url_verification` challenge). A signed request that is neither is a
+client error (400): nothing Slack sends, and nothing a listener should see half-parsed.
 
 bolt verifies again afterwards with the same secret; both agree on every request let
 through, since the timestamp here is a plain decimal number and the text handed on is the
@@ -26,6 +27,8 @@ from urllib.parse import parse_qsl
 
 MAX_AGE_SECONDS = 5 * 60  # Slack's replay window, as bolt's SignatureVerifier
 FORM_TYPE = "application/x-www-form-urlencoded"
+JSON_TYPE = "application/json"
+EVENT_TYPES = ("event_callback", "url_verification")  # the Events API envelopes we take
 MAX_FORM_FIELDS = 100  # a slash command has about a dozen; an interaction one
 
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")  # ASCII digits only: int() would take " 1", "1_0"
@@ -64,6 +67,35 @@ def signature_refusal(secret: str, timestamp: str | None, signature: str | None,
     if not hmac.compare_digest(f"v0={digest}".encode(),
                                signature.encode("latin-1", errors="replace")):
         return Refusal(401, "X-Slack-Signature does not match")
+    return None
+
+
+def body_refusal(content_type: str | None, body: bytes) -> Refusal | None:
+    """400 unless `body` is what Slack sends: an Events API envelope (JSON) or a form;
+    call only once the signature holds."""
+    if (content_type or "").split(";")[0].strip().lower() == JSON_TYPE:
+        return event_refusal(body)
+    return form_refusal(content_type, body)
+
+
+def event_refusal(body: bytes) -> Refusal | None:
+    """400 unless `body` is an Events API envelope bolt can read: a JSON object whose
+    `type` is `event_callback` (with an `event` object that has a text `type`) or
+    `url_verification` (with a text `challenge`)."""
+    try:
+        envelope = json.loads(body.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError included
+        return Refusal(400, "body is not JSON")
+    if not isinstance(envelope, dict) or envelope.get("type") not in EVENT_TYPES:
+        return Refusal(400, "body is not an Events API envelope")
+    if envelope["type"] == "url_verification":
+        return None if isinstance(envelope.get("challenge"), str) else Refusal(
+            400, "url_verification without a challenge")
+    event = envelope.get("event")
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        return Refusal(400, "event_callback without an event")
+    if not all(isinstance(envelope.get(name, ""), str) for name in ("team_id", "api_app_id")):
+        return Refusal(400, "event_callback with an unreadable team_id or api_app_id")
     return None
 
 

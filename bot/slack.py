@@ -9,8 +9,11 @@ slack_sdk's RateLimitErrorRetryHandler waits exactly as asked and tries again.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
+from redis import Redis
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
@@ -19,6 +22,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from config.errors import ExauthError
 from config.load import load_settings
 from config.schema import Settings
+from workers import tallies
 
 DEFAULT_API_URL = "https://slack.com/api/"
 RATE_LIMIT_RETRIES = 3
@@ -41,8 +45,41 @@ def bot_token(settings: Settings) -> str:
     return token.get_secret_value()
 
 
+class CountingWebClient(WebClient):
+    """A WebClient that tallies every Slack API error it raises (workers.tallies, shown by
+    `/metrics` as exauth_slack_api_errors_total), then raises it as before."""
+
+    def api_call(self, api_method: str, **kwargs: Any) -> Any:  # type: ignore[override]
+        try:
+            return super().api_call(api_method, **kwargs)
+        except SlackApiError as exc:
+            _tally(api_method, str(exc.response.get("error") or "unknown"))
+            raise
+
+    @classmethod
+    def like(cls, client: WebClient) -> CountingWebClient:
+        """The same client, counting (bolt makes a plain WebClient per request): a shallow
+        copy of its settings, so whatever bolt set on it (token, team, retry handlers) holds."""
+        counting = cls.__new__(cls)
+        counting.__dict__.update(client.__dict__)
+        return counting
+
+
+_tally_conn: list[Redis] = []
+
+
+def tally_errors_to(conn: Redis) -> None:
+    """The Redis this process tallies Slack errors into (the bot's, or a worker's)."""
+    _tally_conn[:] = [conn]
+
+
+def _tally(method: str, error: str) -> None:
+    if _tally_conn:
+        tallies.count_slack_error(_tally_conn[0], method, error)
+
+
 def web_client(settings: Settings) -> WebClient:
-    return WebClient(
+    return CountingWebClient(
         token=bot_token(settings),
         base_url=api_url(settings),
         timeout=TIMEOUT_SECONDS,
@@ -68,6 +105,10 @@ def callback_client() -> WebClient:
     key = (api_url(settings), bot_token(settings))
     with _callback_clients_lock:
         client = _callback_clients.get(key)
+        if not _tally_conn:
+            from workers.jobs.queues import ANSWER_TIMEOUT, connect
+
+            tally_errors_to(connect(settings.redis.url, timeout=ANSWER_TIMEOUT))
         if client is None:
             client = _callback_clients[key] = web_client(settings)
         return client

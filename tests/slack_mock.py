@@ -51,6 +51,10 @@ class SlackMock:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.usergroups: dict[str, list[str]] = {}
+        self.channel_members: dict[str, list[str]] = {}  # conversations.members, paged by 2
+        self.uploads: dict[str, bytes] = {}  # file id -> bytes posted to its upload URL
+        self.published: dict[str, dict[str, Any]] = {}  # user -> the Home view (views.publish)
+        self._files = 0
         self.users: dict[str, dict[str, Any]] = {}
         self._rate_limits: dict[str, list[int]] = {}
         self._errors: dict[str, list[str]] = {}
@@ -189,6 +193,50 @@ class SlackMock:
             if not params.get("trigger_id") or not isinstance(view, dict):
                 return {"ok": False, "error": "invalid_arguments"}
             return {"ok": True, "view": {**view, "id": "V0EXAUTH"}}
+        if method == "views.publish":
+            view = params.get("view")
+            view = json.loads(view) if isinstance(view, str) else view
+            user = params.get("user_id")
+            if not user or not isinstance(view, dict) or view.get("type") != "home":
+                return {"ok": False, "error": "invalid_arguments"}
+            problem = view_problem(view)
+            if problem:
+                return {"ok": False, "error": "invalid_arguments", "errors": [problem]}
+            self.published[str(user)] = view
+            return {"ok": True, "view": {**view, "id": f"VHOME{user}"}}
+        if method == "views.update":
+            view = params.get("view")
+            view = json.loads(view) if isinstance(view, str) else view
+            if not params.get("view_id") or not isinstance(view, dict):
+                return {"ok": False, "error": "invalid_arguments"}
+            problem = view_problem(view)
+            if problem:
+                return {"ok": False, "error": "invalid_arguments", "errors": [problem]}
+            return {"ok": True, "view": {**view, "id": params["view_id"]}}
+        if method == "conversations.members":
+            channel = str(params.get("channel"))
+            if channel not in self.channel_members:
+                return {"ok": False, "error": "channel_not_found"}
+            members = self.channel_members[channel]
+            start = int(params.get("cursor") or 0)
+            page = members[start:start + 2]  # small pages: the caller must follow cursors
+            cursor = str(start + 2) if start + 2 < len(members) else ""
+            return {"ok": True, "members": page, "response_metadata": {"next_cursor": cursor}}
+        if method == "files.getUploadURLExternal":
+            if not params.get("filename") or not str(params.get("length") or "").isdigit():
+                return {"ok": False, "error": "invalid_arguments"}
+            self._files += 1
+            file_id = f"F0EXAUTH{self._files:04d}"
+            return {"ok": True, "file_id": file_id,
+                    "upload_url": f"{self.url}/upload/{file_id}"}
+        if method == "files.completeUploadExternal":
+            files = params.get("files")
+            files = json.loads(files) if isinstance(files, str) else files
+            if not files or any(f.get("id") not in self.uploads for f in files):
+                return {"ok": False, "error": "file_not_found"}
+            return {"ok": True, "files": [{"id": f["id"], "title": f.get("title"),
+                                           "channels": [params.get("channel_id")]}
+                                          for f in files]}
         if method == "usergroups.users.list":
             group = params.get("usergroup")
             if group not in self.usergroups:
@@ -202,6 +250,19 @@ class SlackMock:
                 return {"ok": False, "error": "user_not_found"}
             return {"ok": True, "user": user}
         return {"ok": False, "error": "unknown_method"}
+
+
+def view_problem(view: dict[str, Any]) -> str | None:
+    """What Slack would reject in a view: over 100 blocks, a modal title over 24
+    characters, or a block text out of bounds."""
+    blocks = view.get("blocks") or []
+    if len(blocks) > 100:
+        return "must be no more than 100 items [json-pointer:/view/blocks]"
+    title = (view.get("title") or {}).get("text", "")
+    if view.get("type") == "modal" and not 0 < len(title) <= 24:
+        return "title must be 1-24 characters [json-pointer:/view/title/text]"
+    limited = {"blocks": blocks[:MAX_BLOCKS]}
+    return block_problem(limited) if blocks else None
 
 
 def block_problem(params: dict[str, Any]) -> str | None:
@@ -241,13 +302,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length).decode("utf-8") if length else ""
+        data = self.rfile.read(length) if length else b""
+        path, _, query = self.path.partition("?")
+        if path.startswith("/upload/"):  # a file upload URL (files.getUploadURLExternal)
+            with self.owner._lock:
+                self.owner.uploads[path[len("/upload/"):]] = data
+                self.owner._record(Call("upload", {"bytes": len(data)}, {}))
+            self._reply(200, {"ok": True}, {})
+            return
+        raw = data.decode("utf-8")
         ctype = self.headers.get("Content-Type", "")
         if "json" in ctype:
             params = json.loads(raw) if raw else {}
         else:
             params = dict(parse_qsl(raw, keep_blank_values=True))
-        path = self.path.split("?", 1)[0]
+        params = {**dict(parse_qsl(query, keep_blank_values=True)), **params}
         if path.startswith("/api/"):
             method = path[len("/api/"):]
         elif path.startswith("/response/"):
@@ -282,6 +351,22 @@ def slack() -> Iterator[SlackMock]:
 
 
 # --- what Slack sends to the bot: signed slash-command requests ----------------------------
+
+
+def app_home_opened_body(user: str, *, tab: str = "home", event_id: str = "Ev0HOME") -> str:
+    """The Events API envelope Slack POSTs (JSON) when a user opens the app's Home tab."""
+    return json.dumps({
+        "token": "legacy-verification-token-unused", "team_id": TEAM_ID,
+        "api_app_id": "A0EXAUTH", "type": "event_callback", "event_id": event_id,
+        "event_time": int(time.time()), "authorizations": [
+            {"team_id": TEAM_ID, "user_id": BOT_USER_ID, "is_bot": True}],
+        "event": {"type": "app_home_opened", "user": user, "channel": "D0EXAUTH",
+                  "tab": tab, "event_ts": f"{time.time():.6f}"},
+    })
+
+
+def signed_json_headers(body: str, **kwargs: Any) -> dict[str, str]:
+    return {**signed_headers(body, **kwargs), "Content-Type": "application/json"}
 
 
 def slash_command(text: str, *, channel_id: str, trigger_id: str, user_id: str = "U0ALICE",

@@ -133,3 +133,37 @@ def rehearsal(org: str, kind: str) -> str:
     on a replica of the org (workers.rehearsal.rehearsal_record: when, ok, what went wrong);
     a string, JSON, expiring after workers.rehearsal.rehearsal_record.RECORD_TTL (7 days)."""
     return f"{ROOT}rehearsal:{org}:{kind}"
+
+
+def last_status(org: str) -> str:
+    """`exauth:status:<org>`: the org's last check (workers.status.last_check): the last
+    status JSON read from Exchange and when, and the last attempt's outcome (ok/failed,
+    one line of why); a hash, no expiry (an org that stopped being checked still shows its
+    last known state, dated). Read by `/metrics` and the Home tab instead of Exchange."""
+    return f"{ROOT}status:{org}"
+
+
+def job_durations(kind: str) -> str:
+    """`exauth:metrics:jobs:<kind>`: a histogram of job run times of one job kind, summed
+    over every worker (workers.tallies): cumulative bucket counts `<outcome>:<le>`, plus
+    `<outcome>:count` and `<outcome>:sum`; a hash, no expiry (Prometheus counters only
+    grow)."""
+    return f"{ROOT}metrics:jobs:{kind}"
+
+
+def job_duration_kinds() -> str:
+    """`exauth:metrics:job_kinds`: the kinds that have a `job_durations` hash; a set."""
+    return f"{ROOT}metrics:job_kinds"
+
+
+def slack_errors() -> str:
+    """`exauth:metrics:slack_errors`: Slack Web API calls that failed, counted by every
+    process (workers.tallies); a hash `<method>|<error>` -> count, no expiry."""
+    return f"{ROOT}metrics:slack_errors"
+
+
+def home_viewers() -> str:
+    """`exauth:home:viewers`: users who opened the app's Home tab, scored by when (epoch
+    seconds); a sorted set, trimmed to HOME_VIEWER_DAYS by bot.home. Their Home tab is
+    published again when an org's stored status changes."""
+    return f"{ROOT}home:viewers"

@@ -21,6 +21,7 @@ from redis import Redis
 from rq.job import Job
 from slack_sdk.errors import SlackApiError
 
+from bot.callbacks import home_tab
 from bot.render import messages
 from bot.slack import callback_client
 from workers.jobs.read_jobs import failure_reason, is_permanent
@@ -46,11 +47,33 @@ def status_ready(job: Job, connection: Redis, result: Any) -> None:
         status = parse_status(result)
         return messages.status_message(status, overall(status))
 
-    _deliver(job, build)
+    delivered = _deliver(job, build)
+    if delivered is not None:
+        upload_timeline(delivered[0], delivered[1], result)
+    home_tab.refresh_if_changed(connection, job.meta or {})
+
+
+def upload_timeline(channel: str, ts: str, status: Any) -> None:
+    """The certificate timeline (bot.render.timeline) as a PNG in the report's thread,
+    beside the report. A failure is logged: the report itself is already there."""
+    try:
+        from bot.render.timeline import alt_text, png_bytes
+
+        org = str(status.get("org") or "org")
+        callback_client().files_upload_v2(
+            channel=channel, thread_ts=ts, file=png_bytes(status),
+            filename=f"exauth-{org}-timeline.png", title=f"{org}: certificate timeline",
+            alt_txt=alt_text(status))
+    except SlackApiError as exc:
+        log.warning("timeline not uploaded: Slack said %s", exc.response.get("error"))
+    except Exception as exc:
+        log.warning("timeline not uploaded: %s: %s", type(exc).__name__,
+                    str(exc).splitlines()[0] if str(exc) else "")
 
 
 def plan_ready(job: Job, connection: Redis, result: Any) -> None:
     _deliver(job, lambda: messages.plan_message(result))
+    home_tab.refresh_if_changed(connection, job.meta or {})
 
 
 def rehearsal_ready(job: Job, connection: Redis, result: Any) -> None:
@@ -88,12 +111,13 @@ def job_failed(job: Job, connection: Redis, exc_type: type[BaseException] | None
         _deliver(job, lambda: messages.failure_message(org, kind, reason))
 
 
-def _deliver(job: Job, build: Callable[[], messages.Message]) -> None:
+def _deliver(job: Job, build: Callable[[], messages.Message]) -> tuple[str, str] | None:
+    """Update the placeholder (or post anew); the (channel, ts) of the message, or None."""
     reply = (job.meta or {}).get("reply") or {}
     channel, ts = reply.get("channel"), reply.get("ts")
     if not channel:
         log.warning("job %s has no Slack reply target; nothing to update", job.id)
-        return
+        return None
     try:
         message = build()
         client = callback_client()
@@ -101,15 +125,18 @@ def _deliver(job: Job, build: Callable[[], messages.Message]) -> None:
             try:
                 client.chat_update(channel=channel, ts=ts, text=message["text"],
                                    blocks=message["blocks"])
-                return
+                return str(channel), str(ts)
             except SlackApiError as exc:
                 if exc.response.get("error") not in REPOST_ERRORS:
                     raise
-        client.chat_postMessage(channel=channel, text=message["text"], blocks=message["blocks"])
+        posted = client.chat_postMessage(channel=channel, text=message["text"],
+                                         blocks=message["blocks"])
+        return str(posted.get("channel") or channel), str(posted.get("ts"))
     except SlackApiError as exc:
         log.warning("job %s: Slack refused the update: %s", job.id, exc.response.get("error"))
     except Exception as exc:
         log.warning("job %s: could not update Slack: %s: %s", job.id, type(exc).__name__,
                     str(exc).splitlines()[0] if str(exc) else "")
+    return None
 
 

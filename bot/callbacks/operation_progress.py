@@ -17,6 +17,7 @@ from redis import Redis
 from rq.job import Job
 from slack_sdk.errors import SlackApiError
 
+from bot.callbacks import home_tab
 from bot.render import messages, operation_card
 from bot.slack import callback_client
 from workers.changes import operation
@@ -34,6 +35,7 @@ def operation_updated(job: Job, connection: Redis, result: Any) -> None:
         if isinstance(summary, dict) and summary.get("op_id"):
             publish(connection, summary, reply_channel=_reply_channel(job),
                     user=(job.meta or {}).get("user"))
+            home_tab.refresh_for_operation(connection, str(summary["op_id"]))
 
 
 def sweep_done(job: Job, connection: Redis, result: Any) -> None:

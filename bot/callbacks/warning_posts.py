@@ -22,6 +22,7 @@ from rq.job import Job
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.callbacks import home_tab
 from bot.render import messages
 from bot.render.messages import escape
 from bot.render.warning_notice import (
@@ -48,6 +49,8 @@ def sweep_done(job: Job, connection: Redis, result: Any) -> None:
         _release_all(connection, result)
         return
     deliver(client, connection, result)
+    home_tab.refresh_if_changed(connection, {"org": (result or {}).get("org")},
+                                changed=bool((result or {}).get("status_changed")))
 
 
 def sweep_failed(job: Job, connection: Redis, exc_type: type[BaseException] | None,

@@ -32,7 +32,7 @@ def status_job(org_name: str) -> dict[str, Any]:
     from workers.status.collect import status
 
     org = _org(org_name)
-    return _guard(status, org).to_json()
+    return _stored(org.name, _guard_read(org.name, status, org).to_json())
 
 
 def plan_job(org_name: str) -> dict[str, Any]:
@@ -46,11 +46,12 @@ def plan_job(org_name: str) -> dict[str, Any]:
     from workers.status.report import checked_at
 
     org = _org(org_name)
-    result = _guard(status, org)
+    result = _guard_read(org.name, status, org)
+    document = _stored(org.name, result.to_json())
     # Plan against the time the org was read, so dates in the steps match the status.
     actions = _guard(plan, result, writer=org.writer or "", now=checked_at(result))
     return {"org": org.name, "checked_at": result.checked_at, "actions": actions,
-            "status": result.to_json()}
+            "status": document}
 
 
 def rehearse_job(org_name: str) -> dict[str, Any]:
@@ -105,6 +106,40 @@ def _guard(func: Any, *args: Any, **kwargs: Any) -> Any:
     except Exception as exc:
         _stop_retries(exc)
         raise
+
+
+def _guard_read(org_name: str, func: Any, *args: Any) -> Any:
+    """_guard for the Exchange read, noting a failed one as the org's last check outcome
+    (workers.status.last_check; the last good status stays)."""
+    try:
+        return _guard(func, *args)
+    except Exception as exc:
+        from workers.status import last_check
+
+        last_check.store_quietly(_job_connection(), org=org_name,
+                                 error=failure_reason(type(exc), exc))
+        raise
+
+
+def _stored(org_name: str, result: dict[str, Any]) -> dict[str, Any]:
+    """Keep a fresh status as the org's last check, for /metrics and the Home tab; when it
+    changed, say so in the job's meta (`status_changed`) so its callback refreshes Home."""
+    from workers.status import last_check
+
+    job = get_current_job()
+    if last_check.store_quietly(_job_connection(), result, org=org_name) and job is not None:
+        try:
+            job.meta["status_changed"] = True
+            job.save_meta()
+        except Exception as exc:
+            log.warning("job %s: meta not saved: %s", job.id, type(exc).__name__)
+    return result
+
+
+def _job_connection() -> Any:
+    """The Redis connection of the RQ job running this code (None inline, e.g. the CLI)."""
+    job = get_current_job()
+    return job.connection if job is not None else None
 
 
 def _stop_retries(exc: BaseException) -> None:

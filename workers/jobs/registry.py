@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +57,10 @@ CALLBACKS: dict[str, str] = {
         "bot.callbacks.operation_progress.sweep_done",
         "bot.callbacks.warning_posts.sweep_done",
         "bot.callbacks.warning_posts.sweep_failed",
+        "bot.callbacks.home_tab.status_checked",
+        "bot.callbacks.home_tab.check_failed",
+        "bot.callbacks.home_tab.plan_ready",
+        "bot.callbacks.home_tab.plan_failed",
     )
 }
 
@@ -105,7 +110,22 @@ def resolve(table: dict[str, str], name: str, what: str) -> Callable[..., Any]:
 
 
 class RegisteredJob(Job):
-    """An RQ job whose function and callbacks come from the registry, never from any path."""
+    """An RQ job whose function and callbacks come from the registry, never from any path.
+
+    Its run time is tallied by kind and outcome for `/metrics` (workers.tallies)."""
+
+    def perform(self) -> Any:
+        from workers import tallies
+
+        started = time.monotonic()
+        outcome = "failed"
+        try:
+            result = super().perform()
+            outcome = "ok"
+            return result
+        finally:
+            tallies.observe_job(self.connection, tallies.job_kind(self.func_name), outcome,
+                                time.monotonic() - started)
 
     @property
     def func(self) -> Callable[..., Any] | None:  # type: ignore[override]

@@ -39,6 +39,7 @@ from workers.jobs.queues import (
     queue,
 )
 from workers.jobs.read_jobs import failure_reason
+from workers.status import last_check
 from workers.status.report import checked_at
 from workers.status.report_model import OrgStatus
 from workers.warnings import warning_state
@@ -93,6 +94,8 @@ def sweep(
     except Exception as exc:
         error = failure_reason(type(exc), exc)
         log.warning("sweep %s: status failed: %s", org.name, error)
+    # The org's last check, for /metrics and the Home tab (workers.status.last_check).
+    changed = last_check.store_quietly(conn, status, org=org.name, error=error)
     if now is None:
         now = clock.now()
         if status is not None:
@@ -131,6 +134,7 @@ def sweep(
         "error": error,
         "notices": [n.to_dict() for n in handed],
         "follow_ups": follow_up_operations(org, status, conn, now=now),
+        "status_changed": changed,
     }
 
 
