@@ -195,7 +195,8 @@ def plan(ctx: Context, org_name: str | None, as_json: bool) -> None:
         for org in selected_orgs(settings, org_name):
             result = guarded(collect_status, org)
             # Plan against the time the org was read, so dates in the steps match the status.
-            steps = make_plan(result, writer=org.writer or "", now=checked_at(result))
+            steps = make_plan(result, writer=org.writer or "", now=checked_at(result),
+                              lifetime_days=org.rotation.lifetime_days)
             documents.append({"org": org.name, "checked_at": result.checked_at,
                               "actions": steps})
     if as_json:

@@ -18,7 +18,8 @@ from config.schema import Settings
 def settings_for_lab(info: dict[str, Any], password: str, writer: str | None = None,
                      auth: str = "basic") -> Settings:
     """Settings for a running lab (its ready-line dict), built in memory, for the CLI's
-    no-config fallback. The writer is the first server unless named."""
+    no-config fallback. The writer is the first server unless named; a lab with a Graph
+    stand-in (ready line "graph") gets `[org.hybrid_app]` pointing at it."""
     servers = info.get("servers") or []
     if not servers:
         raise ConfigError("lab", "servers", "the lab reported no servers")
@@ -29,7 +30,7 @@ def settings_for_lab(info: dict[str, Any], password: str, writer: str | None = N
     match = by_fqdn.get(chosen) or by_name.get(chosen)
     if match is None:
         raise ConfigError("lab", "writer", f'no lab server named "{writer}"')
-    data = {
+    data: dict[str, Any] = {
         "org": [
             {
                 "name": info.get("org", "lab"),
@@ -50,4 +51,15 @@ def settings_for_lab(info: dict[str, Any], password: str, writer: str | None = N
             }
         ]
     }
+    graph = info.get("graph")
+    if graph:  # a lab with an Entra tenant: its Graph stand-in, its lab credentials
+        data["org"][0]["hybrid_app"] = {
+            "tenant_id": graph["tenant_id"],
+            "app_id": graph["app_id"],
+            "client_id": graph["client_id"],
+            "authority": graph["authority"],
+            "graph_url": graph["graph_url"],
+            "ca_bundle": graph["ca_file"],
+            "lab_secret": SecretStr(graph["client_secret"]),
+        }
     return settings_from_dict(data, source="lab")

@@ -15,7 +15,7 @@ from pydantic_core import PydanticCustomError
 from config.network_policy import BASIC_OVER_HTTP, refuses_basic
 
 if TYPE_CHECKING:
-    from config.schema import ExchangeSettings, HostSettings, OrgSettings
+    from config.schema import ExchangeSettings, HostSettings, HybridAppSettings, OrgSettings
 
 # The pydantic error type of a broken rule.
 RULE_BROKEN = "config_rule"
@@ -49,6 +49,8 @@ def check_orgs(orgs: list[OrgSettings]) -> None:
             if bundle and not Path(bundle).expanduser().is_file():
                 raise _broken(f"{at}.{table}.ca_bundle", f"{bundle}: no such file")
         _check_basic_over_http(at, org)
+        if org.hybrid_app is not None:
+            _check_hybrid_app(f"{at}.hybrid_app", org.hybrid_app)
 
 
 def _check_credentials(at: str, creds: ExchangeSettings | HostSettings, *, required: bool) -> None:
@@ -61,6 +63,24 @@ def _check_credentials(at: str, creds: ExchangeSettings | HostSettings, *, requi
         raise _broken(f"{at}.password_env", "missing (set password_env or password_file)")
     if not required and (creds.password_env or creds.password_file) and not creds.username:
         raise _broken(f"{at}.username", "missing (a host password needs a username)")
+
+
+def _check_hybrid_app(at: str, app: HybridAppSettings) -> None:
+    """One credential source; files that must exist when the config is read do."""
+    sources = [k for k in ("certificate_file", "secret_env", "secret_file") if getattr(app, k)]
+    if len(sources) > 1:
+        raise _broken(f"{at}.{sources[1]}", f"set one of certificate_file, secret_env or "
+                      f"secret_file, not {' and '.join(sources)}")
+    if not sources and app.lab_secret is None:
+        raise _broken(f"{at}.secret_env",
+                      "missing (set certificate_file, secret_env or secret_file)")
+    if app.app_id == app.client_id:
+        raise _broken(f"{at}.client_id", "must be exauth's own application, not the "
+                      "dedicated hybrid application itself (app_id)")
+    for key in ("certificate_file", "ca_bundle"):
+        name = getattr(app, key)
+        if name and not Path(name).expanduser().is_file():
+            raise _broken(f"{at}.{key}", f"{name}: no such file")
 
 
 def _check_basic_over_http(at: str, org: OrgSettings) -> None:

@@ -30,17 +30,20 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from config.errors import ConfigError
 from config.place import DEFAULT_FILE, Place
-from config.rules import check_orgs
+from config.rules import RULE_BROKEN, check_orgs
 
 AuthMethod = Literal["kerberos", "negotiate", "ntlm", "basic", "credssp"]
 
 # Slack user IDs (U..., W... on Enterprise Grid) and user group IDs (S...).
 _SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 _CRON_FIELD = re.compile(r"^[0-9*/,\-]+$")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_DOMAIN = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 
 
 class _Strict(BaseModel):
@@ -171,6 +174,143 @@ class WarningSettings(_Strict):
         return sorted(value, reverse=True)
 
 
+# Keys someone may write for the Graph client's secret; the file never holds it.
+_SECRET_KEYS = ("secret", "client_secret", "password", "certificate_password")
+
+
+class HybridAppSettings(_Located):
+    """`[org.hybrid_app]`: the dedicated Exchange hybrid application in Entra ID, whose
+    keyCredentials must hold the current and next Auth Certificate, and the Entra
+    application exauth signs in as to read and update them.
+
+    The sign-in credential is a certificate (`certificate_file`: one PEM with the private
+    key and the certificate) or a secret from `secret_env` / `secret_file`, read when a
+    token is needed, like the Exchange password. `authority` and `graph_url` are the
+    national cloud's (or the lab's) sign-in and Graph hosts.
+    """
+
+    tenant_id: str
+    app_id: str
+    client_id: str
+    certificate_file: str | None = None
+    secret_env: str | None = None
+    secret_file: str | None = None
+    authority: str = "https://login.microsoftonline.com"
+    graph_url: str = "https://graph.microsoft.com"
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+    # Seconds one Graph or sign-in request may take.
+    timeout: int = Field(default=30, ge=1, le=300)
+    # Given only by settings_for_lab (the lab's throwaway client secret), never by a file.
+    lab_secret: InstanceOf[SecretStr] | None = Field(default=None, exclude=True, repr=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secret_in_file(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            place = data.get("place")
+            for key in _SECRET_KEYS:
+                if key in data:
+                    where = place.child(key).key if isinstance(place, Place) else key
+                    raise PydanticCustomError(RULE_BROKEN, "{problem}", {
+                        "key": where,
+                        "problem": "secrets never go in the file: set secret_env or "
+                                   "secret_file (or certificate_file) instead"})
+        return data
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant(cls, value: str) -> str:
+        if not (_GUID.match(value) or _DOMAIN.match(value)):
+            raise ValueError("must be the tenant's ID (a GUID) or its domain like "
+                             f'contoso.onmicrosoft.com (got "{value}")')
+        return value.lower()
+
+    @field_validator("app_id", "client_id")
+    @classmethod
+    def _guid(cls, value: str) -> str:
+        if not _GUID.match(value):
+            raise ValueError(f'must be an application (client) ID, a GUID (got "{value}")')
+        return value.lower()
+
+    @field_validator("authority", "graph_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError(f'must be an https:// URL (got "{value}")')
+        if parts.query or parts.fragment or parts.path.strip("/"):
+            raise ValueError(f'must be the host only, like "https://login.microsoftonline.us"'
+                             f' (got "{value}")')
+        return value.rstrip("/")
+
+    @property
+    def authority_url(self) -> str:
+        """msal's authority: the sign-in host and the tenant."""
+        return f"{self.authority}/{self.tenant_id}"
+
+    @property
+    def scope(self) -> str:
+        """The client-credentials scope: Graph's resource with /.default."""
+        return f"{self.graph_url}/.default"
+
+    def cert_validation(self) -> bool | str:
+        return _cert_validation(self.verify_tls, self.ca_bundle)
+
+    def credential(self) -> str | dict[str, str]:
+        """msal's client_credential, read now: the secret, or the certificate's PEM parts."""
+        if self.lab_secret is not None:
+            return self.lab_secret.get_secret_value()
+        if self.certificate_file:
+            text = _read_secret_file(self.place, "certificate_file", self.certificate_file)
+            key = re.search(r"-----BEGIN (?:RSA |EC )?PRIVATE KEY-----.+?-----END "
+                            r"(?:RSA |EC )?PRIVATE KEY-----", text, re.S)
+            cert = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----",
+                             text, re.S)
+            if key is None or cert is None:
+                raise self.place.error(
+                    "certificate_file", f"{self.certificate_file}: must hold an unencrypted "
+                    "private key and its certificate, both PEM")
+            return {"private_key": key.group(0), "public_certificate": cert.group(0)}
+        if self.secret_env:
+            value = os.environ.get(self.secret_env)
+            if not value:
+                raise self.place.error("secret_env",
+                                       f"environment variable {self.secret_env} is not set")
+            return value
+        if self.secret_file:
+            return _read_secret_file(self.place, "secret_file", self.secret_file).strip()
+        raise self.place.error("secret_env", "no credential: set certificate_file, secret_env "
+                               "or secret_file")
+
+
+def _read_secret_file(place: Place, key: str, name: str) -> str:
+    path = Path(name).expanduser()
+    try:
+        value = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise place.error(key, f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise place.error(key, f"{path}: cannot read ({getattr(exc, 'strerror', exc)})") \
+            from None
+    if not value.strip():
+        raise place.error(key, f"{path}: file is empty")
+    return value
+
+
+class RotationSettings(_Strict):
+    """`[org.rotation]`: how new Auth Certificates are made.
+
+    `lifetime_days` (optional) gives them that lifetime instead of New-ExchangeCertificate's
+    five years, for tenants whose policy refuses longer-lived application keys (README
+    "Auth Certificate lifetime"). At least 180: the decision stages a new certificate while
+    the next one has 120 days or less left (DOMAIN.md section 4, rule 4), so a shorter
+    lifetime would have it stage again the moment it staged.
+    """
+
+    lifetime_days: int | None = Field(default=None, ge=180, le=1826)
+
+
 class OrgSettings(_Located):
     """One `[[org]]`: an Exchange organization and the Slack channel that manages it."""
 
@@ -186,12 +326,15 @@ class OrgSettings(_Located):
     host: HostSettings = Field(default_factory=HostSettings)
     endpoints: dict[str, EndpointOverride] = Field(default_factory=dict)
     warnings: WarningSettings = Field(default_factory=WarningSettings)
+    # The dedicated Exchange hybrid application; None: exauth never calls Graph.
+    hybrid_app: HybridAppSettings | None = None
+    rotation: RotationSettings = Field(default_factory=RotationSettings)
 
     @model_validator(mode="before")
     @classmethod
     def _place_tables(cls, data: Any) -> Any:
-        """Hand this org's place on to its exchange and host tables (host even when absent,
-        as the table of defaults it then is)."""
+        """Hand this org's place on to its exchange, host and hybrid_app tables (host even
+        when absent, as the table of defaults it then is)."""
         place = data.get("place") if isinstance(data, dict) else None
         if not isinstance(place, Place):
             return data
@@ -199,6 +342,8 @@ class OrgSettings(_Located):
         if "exchange" in data:
             data["exchange"] = _placed(data["exchange"], place.child("exchange"))
         data["host"] = _placed(data.get("host", {}), place.child("host"))
+        if "hybrid_app" in data:
+            data["hybrid_app"] = _placed(data["hybrid_app"], place.child("hybrid_app"))
         return data
 
     @field_validator("approvers", "operators")

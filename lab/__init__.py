@@ -29,4 +29,7 @@ protocol apart from I/O):
 - `toml_schema` the scenario file's pydantic models; `toml_checks` their value checks
               and the one-line error ("<file>: <key path>: <what is wrong>").
 - `certs`     real X.509 certificates made with `cryptography`.
+- `graph/`    the Microsoft Graph stand-in's Entra tenant (`directory`: applications,
+              keyCredentials, sign-in, tokens, faults), served over HTTPS with the lab's
+              own CA by `http/graph_listener` and `http/graph_endpoint`.
 """

@@ -14,6 +14,15 @@ not_before = not_after - 5 years (Exchange's validity), installed_on []; `[[faul
 endpoint "any". The private key of a scenario certificate is exportable when its subject is
 the Auth Certificate's (setup creates it with -PrivateKeyExportable), not otherwise.
 
+An `[entra]` table adds the Entra ID tenant behind the lab's Microsoft Graph stand-in
+(`lab.graph`): `[[entra.application]]`s (app_id, display_name, `keys` = certificate ids
+whose public keys they hold, `secret`, `permissions`, `owners`), `hybrid_app_id` (the
+dedicated Exchange hybrid application), `client_id` (the application exauth signs in as),
+`exchange_app_id` (what Exchange's EvoSTS Auth Server records; default hybrid_app_id),
+`max_key_lifetime_days` (a tenant policy) and `[[entra.fault]]`s (kind "forbidden",
+"throttled", "server_error" or "unreachable"; operation "token", "read", "write" or
+"any"; `times`, `retry_after`, `status`, `message`).
+
 Benchmarks and tests build larger orgs with `scaled(servers, sites)`, the healthy scenario
 stretched to N servers spread over S sites.
 
@@ -47,15 +56,40 @@ from lab.toml_schema import (
     MAX_LATENCY_MS,
     ROLES,
     SERVICES,
+    EntraFile,
     FaultFile,
+    GraphFaultFile,
     ScenarioFile,
     in_scope,
 )
 
-__all__ = ["DEFAULT_VERSION", "ENDPOINTS", "FAULT_KINDS", "MAX_LATENCY_MS", "ROLES",
-           "SCENARIO_DIR", "SERVICES", "AuthConfigSpec", "BackendSpec", "CertificateSpec",
-           "FaultSpec", "LabSettings", "Scenario", "ScenarioError", "ServerSpec",
-           "builtin_names", "describe", "from_dict", "load", "scaled", "validate_fault"]
+__all__ = [
+    "DEFAULT_VERSION",
+    "ENDPOINTS",
+    "FAULT_KINDS",
+    "MAX_LATENCY_MS",
+    "ROLES",
+    "SCENARIO_DIR",
+    "SERVICES",
+    "ApplicationSpec",
+    "AuthConfigSpec",
+    "BackendSpec",
+    "CertificateSpec",
+    "EntraSpec",
+    "FaultSpec",
+    "GraphFaultSpec",
+    "LabSettings",
+    "Scenario",
+    "ScenarioError",
+    "ServerSpec",
+    "builtin_names",
+    "describe",
+    "from_dict",
+    "load",
+    "scaled",
+    "validate_fault",
+    "validate_graph_fault",
+]
 
 SCENARIO_DIR = Path(__file__).with_name("built_in_scenarios")
 DEFAULT_SCENARIO = "healthy"
@@ -139,6 +173,45 @@ class FaultSpec:
 
 
 @dataclass(frozen=True)
+class GraphFaultSpec:
+    """A fault of the Graph stand-in; `times` 0 = until cleared."""
+
+    kind: str
+    operation: str = "any"
+    times: int = 0
+    retry_after: int = 0
+    status: int = 503
+    message: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"endpoint": "graph", "kind": self.kind, "operation": self.operation,
+                "times": self.times, "retry_after": self.retry_after, "status": self.status,
+                "message": self.message}
+
+
+@dataclass(frozen=True)
+class ApplicationSpec:
+    app_id: str
+    display_name: str = ""
+    keys: tuple[str, ...] = ()  # certificate ids
+    secret: str = ""
+    permissions: tuple[str, ...] = ()
+    owners: tuple[str, ...] = ()  # app_ids
+
+
+@dataclass(frozen=True)
+class EntraSpec:
+    """The tenant behind the Graph stand-in (`[entra]`)."""
+
+    tenant_id: str
+    hybrid_app_id: str
+    client_id: str
+    applications: tuple[ApplicationSpec, ...] = ()
+    max_key_lifetime_days: int | None = None
+    faults: tuple[GraphFaultSpec, ...] = ()
+    exchange_app_id: str = ""  # what Exchange's EvoSTS Auth Server names
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     source: str
@@ -149,6 +222,7 @@ class Scenario:
     auth_config: AuthConfigSpec = field(default_factory=AuthConfigSpec)
     backends: tuple[BackendSpec, ...] = ()
     faults: tuple[FaultSpec, ...] = ()
+    entra: EntraSpec | None = None
 
     def certificate(self, cert_id: str) -> CertificateSpec:
         for spec in self.certificates:
@@ -292,7 +366,27 @@ def _scenario(checked: ScenarioFile, *, source: str, name: str, description: str
                                    previous=auth.previous, next_effective=auth.next_effective),
         backends=tuple(BackendSpec(server=b.server, certificate=b.certificate)
                        for b in checked.backend),
-        faults=tuple(_fault(f) for f in checked.fault))
+        faults=tuple(_fault(f) for f in checked.fault),
+        entra=None if checked.entra is None else _entra(checked.entra))
+
+
+def _entra(checked: EntraFile) -> EntraSpec:
+    return EntraSpec(
+        tenant_id=checked.tenant_id, hybrid_app_id=checked.hybrid_app_id,
+        client_id=checked.client_id, max_key_lifetime_days=checked.max_key_lifetime_days,
+        exchange_app_id=checked.hybrid_app_id if checked.exchange_app_id is None
+        else checked.exchange_app_id,
+        applications=tuple(ApplicationSpec(
+            app_id=a.app_id, display_name=a.display_name, keys=tuple(a.key_ids),
+            secret=a.secret, permissions=tuple(a.permissions), owners=tuple(a.owners))
+            for a in checked.application),
+        faults=tuple(_graph_fault(f) for f in checked.fault))
+
+
+def _graph_fault(checked: GraphFaultFile) -> GraphFaultSpec:
+    return GraphFaultSpec(kind=checked.kind, operation=checked.operation, times=checked.times,
+                          retry_after=checked.retry_after, status=checked.status,
+                          message=checked.message)
 
 
 def _fault(checked: FaultFile) -> FaultSpec:
@@ -308,3 +402,12 @@ def validate_fault(fault: dict[str, Any], servers: set[str]) -> FaultSpec:
     except ValidationError as error:
         raise ScenarioError(one_line("fault", error, under="fault")) from None
     return _fault(checked)
+
+
+def validate_graph_fault(fault: dict[str, Any]) -> GraphFaultSpec:
+    """One Graph fault given at run time (control API, endpoint "graph")."""
+    try:
+        checked = GraphFaultFile.model_validate(fault, context=Known())
+    except ValidationError as error:
+        raise ScenarioError(one_line("fault", error, under="fault")) from None
+    return _graph_fault(checked)

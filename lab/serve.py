@@ -18,8 +18,11 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+
 from lab import scenario as scenario_module
 from lab.http import LabServer
+from lab.http.graph_listener import GraphServer
 from lab.http.negotiate_auth import AuthMode
 from lab.org import Org
 
@@ -29,8 +32,10 @@ DEFAULT_USERNAME = "LAB\\exadmin"
 class LabHandle:
     """A running lab: where it listens, how to log in, and the org behind it."""
 
-    def __init__(self, server: LabServer, org: Org, info: dict[str, Any], writer: str) -> None:
+    def __init__(self, server: LabServer, org: Org, info: dict[str, Any], writer: str,
+                 graph: GraphServer | None = None) -> None:
         self._server = server
+        self._graph = graph
         self.org = org
         self.info = info
         self.writer = writer  # fqdn of the server that creates certificates
@@ -75,10 +80,17 @@ class LabHandle:
         return write_config(self.info, path, writer=self.writer, auth=self.auth,
                             ca_file=self.ca_file)
 
+    @property
+    def graph(self) -> dict[str, Any] | None:
+        """The ready line's "graph" entry: where the Graph stand-in is and how to sign in."""
+        return self.info.get("graph")
+
     def stop(self) -> None:
         if not self._stopped:
             self._stopped = True
             self._server.stop()
+            if self._graph is not None:
+                self._graph.stop()
 
     def __enter__(self) -> LabHandle:
         return self
@@ -118,8 +130,39 @@ def _info(server: LabServer, org: Org, username: str, password: str) -> dict[str
     }
 
 
+def _graph_info(graph: GraphServer, org: Org) -> dict[str, Any]:
+    """Where the Graph stand-in listens and the client application's lab credentials."""
+    directory = org.directory
+    entra = org.scenario.entra
+    assert directory is not None and entra is not None
+    client = next(a for a in entra.applications if a.app_id == entra.client_id)
+    info: dict[str, Any] = {
+        "authority": graph.base_url,
+        "graph_url": graph.base_url,
+        "ca_file": str(graph.ca_file),
+        "tenant_id": directory.tenant_id,
+        "app_id": entra.hybrid_app_id,
+        "client_id": client.app_id,
+        "client_secret": client.secret or None,
+        "client_certificate_file": None,
+    }
+    for cert_id in client.keys:
+        material = org.scenario_material(cert_id)
+        if material.key is None:
+            continue
+        path = graph.directory_path / "lab-client.pem"
+        path.write_bytes(material.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()) + material.certificate.public_bytes(
+            serialization.Encoding.PEM))
+        path.chmod(0o600)
+        info["client_certificate_file"] = str(path)
+        break
+    return info
+
+
 def start(
-    scenario: str | os.PathLike[str] = "healthy",
+    scenario: str | os.PathLike[str] | scenario_module.Scenario = "healthy",
     *,
     host: str = "127.0.0.1",
     port: int = 0,
@@ -132,7 +175,11 @@ def start(
     keytab: str | None = None,
     url_host: str | None = None,
 ) -> LabHandle:
-    """Load the scenario and serve it on a background thread.
+    """Load the scenario and serve it on a background thread; a scenario with an
+    `[entra]` tenant also gets its Graph stand-in, on its own HTTPS port (ready line "graph").
+
+    `scenario` is a built-in name, a file, or an already loaded `Scenario` (tests build
+    variants with `lab.scenario.from_dict`).
 
     `auth`: "basic" (Basic only), "ntlm" (Negotiate/NTLM, message encryption over http)
     or "kerberos" (Kerberos through `keytab`, default $KRB5_KTNAME, on the URLs' host
@@ -141,7 +188,9 @@ def start(
     Raises `lab.scenario.ScenarioError` for a bad scenario and `OSError` when the port
     cannot be bound.
     """
-    org = Org(scenario_module.load(scenario))
+    loaded = scenario if isinstance(scenario, scenario_module.Scenario) \
+        else scenario_module.load(scenario)
+    org = Org(loaded)
     password = password if password is not None else secrets.token_urlsafe(12)
     server = LabServer(
         org,
@@ -156,8 +205,18 @@ def start(
         keytab=keytab,
         url_host=url_host,
     )
+    info = _info(server, org, username, password)
+    graph = None
+    if org.directory is not None:
+        try:
+            graph = GraphServer(org, host=host)
+        except OSError:
+            server.server_close()
+            raise
+        info["graph"] = _graph_info(graph, org)
+        graph.start()
     server.start()
-    return LabHandle(server, org, _info(server, org, username, password), _writer_fqdn(org))
+    return LabHandle(server, org, info, _writer_fqdn(org), graph)
 
 
 def _toml_string(value: str) -> str:
@@ -171,12 +230,15 @@ def config_toml(
     writer: str | None = None,
     auth: AuthMode = "basic",
     ca_file: str | None = None,
+    graph_secret_file: str | None = None,
+    graph_ca_file: str | None = None,
 ) -> str:
     """An exauth config with one org named "lab" pointing at the lab in `info`.
 
     `writer` is a server name or fqdn; default: the first server (`LabHandle.writer` and
     `write_config` pass the scenario's writer). `auth` is the lab's; with `ca_file` (an
-    https lab) the config verifies TLS against that CA.
+    https lab) the config verifies TLS against that CA. A lab with a Graph stand-in also
+    gets `[org.hybrid_app]` when the files of its client secret and CA are given.
     """
     servers = info["servers"]
     chosen = servers[0]
@@ -202,6 +264,19 @@ def config_toml(
         lines += ["verify_tls = true", f"ca_bundle = {_toml_string(ca_file)}"]
     else:
         lines += ["verify_tls = false"]
+    graph = info.get("graph")
+    if graph and graph_secret_file and graph_ca_file:
+        lines += [
+            "",
+            "[org.hybrid_app]",
+            f"tenant_id = {_toml_string(graph['tenant_id'])}",
+            f"app_id = {_toml_string(graph['app_id'])}",
+            f"client_id = {_toml_string(graph['client_id'])}",
+            f"secret_file = {_toml_string(graph_secret_file)}",
+            f"authority = {_toml_string(graph['authority'])}",
+            f"graph_url = {_toml_string(graph['graph_url'])}",
+            f"ca_bundle = {_toml_string(graph_ca_file)}",
+        ]
     for entry in servers:
         lines += [
             "",
@@ -222,25 +297,40 @@ def write_config(
 ) -> Path:
     """Write the config and its password (`<path>.password`, mode 0600), and for an https
     lab a copy of its CA (`<path>.ca.pem`, outliving the lab's own temporary copy) that the
-    config names as `ca_bundle`; returns the path."""
+    config names as `ca_bundle`; returns the path. A lab with a Graph stand-in also gets
+    its client secret (`<path>.graph-secret`, 0600) and a copy of its CA
+    (`<path>.graph-ca.pem`) beside the config."""
     target = Path(path)
     ca_copy = None
     if ca_file:
         ca_copy = target.with_name(target.name + ".ca.pem")
         shutil.copyfile(ca_file, ca_copy)
     password_path = target.with_name(target.name + ".password")
-    fd = os.open(password_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(str(info["password"]))
-    os.chmod(password_path, 0o600)
+    _write_private(password_path, str(info["password"]))
+    graph = info.get("graph")
+    secret_file = graph_ca = None
+    if graph and graph.get("client_secret"):
+        secret_path = target.with_name(target.name + ".graph-secret")
+        _write_private(secret_path, str(graph["client_secret"]))
+        ca_path = target.with_name(target.name + ".graph-ca.pem")
+        shutil.copyfile(graph["ca_file"], ca_path)
+        secret_file, graph_ca = str(secret_path.resolve()), str(ca_path.resolve())
     target.write_text(
         config_toml(
             info, str(password_path.resolve()), writer=writer, auth=auth,
             ca_file=str(ca_copy.resolve()) if ca_copy else None,
+            graph_secret_file=secret_file, graph_ca_file=graph_ca,
         ),
         encoding="utf-8",
     )
     return target
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
 
 
 def main(

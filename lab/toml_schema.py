@@ -44,11 +44,22 @@ ROLES = ("Mailbox", "ClientAccess", "Edge")
 SERVICES = ("None", "IIS", "SMTP", "IMAP", "POP", "UM", "UMCallRouter", "Federation")
 ENDPOINTS = ("exchange", "host", "any")
 FAULT_KINDS = ("unreachable", "error", "latency", "auth_failure")
+# The Microsoft Graph stand-in (`[entra]`): how its faults answer, which requests they hit,
+# and the application permissions (app roles) a client application may hold.
+GRAPH_FAULT_KINDS = ("forbidden", "throttled", "server_error", "unreachable")
+GRAPH_OPERATIONS = ("token", "read", "write", "any")
+GRAPH_PERMISSIONS = ("Application.Read.All", "Application.ReadWrite.All",
+                     "Application.ReadWrite.OwnedBy", "Directory.Read.All",
+                     "Directory.ReadWrite.All")
+DEFAULT_TENANT_ID = "8a1c3e5f-2b4d-4c6e-9f70-1a2b3c4d5e6f"
+# Graph's Retry-After is a few seconds; a minute already outlasts any sensible job wait.
+MAX_RETRY_AFTER = 3600
 # A fault's added delay; the same bound as `exauth lab serve --latency-ms`: a minute per
 # request already outlasts every client timeout, and a bigger number only hangs the lab.
 MAX_LATENCY_MS = 60_000
 VERSION = re.compile(r"^Version (\d+)\.(\d+) \(Build (\d+)\.(\d+)\)$")
 _THUMBPRINT = re.compile(r"^[0-9A-Fa-f]{40}$")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 def in_scope(version: str, roles: tuple[str, ...] | list[str]) -> bool:
@@ -306,6 +317,202 @@ class FaultFile(_Table):
         return latency_ms
 
 
+def _guid(value: str) -> str:
+    if not _GUID.match(value):
+        raise problem(f"{value!r} is not a GUID like \"{DEFAULT_TENANT_ID}\"")
+    return value.lower()
+
+
+class GraphFaultFile(_Table):
+    """A fault of the Graph stand-in: `[[entra.fault]]`, or `POST /_lab/faults` with
+    endpoint "graph". `times` = how many requests it answers before it is gone (0: until
+    cleared)."""
+
+    keys = ("endpoint", "kind", "operation", "times", "retry_after", "status", "message")
+    endpoint: Str = "graph"
+    kind: Str
+    operation: Str = "any"
+    times: Int = 0
+    retry_after: int = Field(default=None, validate_default=True)
+    status: int = Field(default=None, validate_default=True)
+    message: Str = ""
+
+    @field_validator("endpoint")
+    @classmethod
+    def graph_endpoint(cls, endpoint: str) -> str:
+        if endpoint != "graph":
+            raise problem(f"must be \"graph\" here (got {endpoint!r})")
+        return endpoint
+
+    @field_validator("kind")
+    @classmethod
+    def graph_kind(cls, kind: str) -> str:
+        if kind not in GRAPH_FAULT_KINDS:
+            raise problem(f"unknown kind {kind!r} (use {', '.join(GRAPH_FAULT_KINDS)})")
+        return kind
+
+    @field_validator("operation")
+    @classmethod
+    def graph_operation(cls, operation: str) -> str:
+        if operation not in GRAPH_OPERATIONS:
+            raise problem(f"unknown operation {operation!r} "
+                          f"(use {', '.join(GRAPH_OPERATIONS)})")
+        return operation
+
+    @field_validator("times")
+    @classmethod
+    def some_times(cls, times: int) -> int:
+        if times < 0:
+            raise problem("must not be negative (0: until cleared)")
+        return times
+
+    @field_validator("retry_after", mode="before")
+    @classmethod
+    def seconds_to_wait(cls, value: Any, info: ValidationInfo) -> int:
+        """Seconds in the Retry-After header: "throttled" only (default 1)."""
+        if value is None:
+            return 1 if info.data.get("kind") == "throttled" else 0
+        if info.data.get("kind") != "throttled":
+            raise problem("only a \"throttled\" fault has a Retry-After")
+        seconds = integer(value)
+        if not 0 <= seconds <= MAX_RETRY_AFTER:
+            raise problem(f"must be 0 to {MAX_RETRY_AFTER} seconds (got {seconds})")
+        return seconds
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def http_status(cls, value: Any, info: ValidationInfo) -> int:
+        """The answer's status: 403, 429, or 500-599 for "server_error" (default 503)."""
+        kind = info.data.get("kind")
+        fixed = {"forbidden": 403, "throttled": 429, "unreachable": 0}
+        if value is None:
+            return fixed.get(str(kind), 503)
+        if kind != "server_error":
+            raise problem("only a \"server_error\" fault takes a status")
+        status = integer(value)
+        if not 500 <= status <= 599:
+            raise problem(f"must be 500 to 599 (got {status})")
+        return status
+
+
+class ApplicationFile(_Table):
+    """`[[entra.application]]`: an application registration of the tenant.
+
+    `keys` are certificate ids whose public keys the application holds as keyCredentials
+    (the dedicated Exchange hybrid application holds the Auth Certificate's); a client
+    application signs in with `secret` (lab credentials are not secrets) or with the
+    private key of one of its `keys`; `permissions` are the Graph application permissions
+    granted to it; `owners` the app_ids of applications that own it (what
+    Application.ReadWrite.OwnedBy needs).
+    """
+
+    keys = ("app_id", "display_name", "keys", "secret", "permissions", "owners")
+    app_id: NonEmpty
+    display_name: Str = ""
+    key_ids: Strings = Field(default_factory=list, alias="keys")
+    secret: Str = ""
+    permissions: Strings = Field(default_factory=list)
+    owners: Strings = Field(default_factory=list)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    check_app_id = field_validator("app_id")(_guid)
+
+    @field_validator("key_ids")
+    @classmethod
+    def known_key_ids(cls, key_ids: list[str], info: ValidationInfo) -> list[str]:
+        ids = known(info).ids
+        for i, cert_id in enumerate(key_ids):
+            if ids is not None and cert_id not in ids:
+                raise problem(f"unknown certificate id {cert_id!r}", under=(i,))
+            if cert_id in key_ids[:i]:
+                raise problem(f"certificate {cert_id!r} is listed twice", under=(i,))
+        return key_ids
+
+    @field_validator("permissions")
+    @classmethod
+    def known_permissions(cls, permissions: list[str]) -> list[str]:
+        for i, permission in enumerate(permissions):
+            if permission not in GRAPH_PERMISSIONS:
+                raise problem(f"unknown permission {permission!r} "
+                              f"(use {', '.join(GRAPH_PERMISSIONS)})", under=(i,))
+        return permissions
+
+    @field_validator("owners")
+    @classmethod
+    def owner_ids(cls, owners: list[str]) -> list[str]:
+        for i, owner in enumerate(owners):
+            if not _GUID.match(owner):
+                raise problem(f"{owner!r} is not a GUID", under=(i,))
+        return [owner.lower() for owner in owners]
+
+
+class EntraFile(_Table):
+    """`[entra]`: the Entra ID tenant behind the lab's Microsoft Graph stand-in.
+
+    `hybrid_app_id` names the dedicated Exchange hybrid application, `client_id` the
+    application exauth signs in as (the ready line and `--write-config` hand out its
+    credentials); `exchange_app_id` what Exchange's Auth Server records (default
+    hybrid_app_id); `max_key_lifetime_days` is a tenant policy refusing longer-lived keys.
+    """
+
+    keys = ("tenant_id", "hybrid_app_id", "client_id", "exchange_app_id",
+            "max_key_lifetime_days", "application", "fault")
+    tenant_id: Str = DEFAULT_TENANT_ID
+    application: Annotated[list[ApplicationFile], array_of_tables("entra.application")] = \
+        Field(default_factory=list, validate_default=True)
+    hybrid_app_id: Str
+    client_id: Str
+    # What Exchange's EvoSTS Auth Server names as its application: default hybrid_app_id;
+    # another GUID rehearses a mismatch, "" an Auth Server not yet pointed at one.
+    exchange_app_id: Str | None = None
+    max_key_lifetime_days: int | None = Field(default=None, validate_default=True)
+    fault: Annotated[list[GraphFaultFile], array_of_tables("entra.fault")] = \
+        Field(default_factory=list)
+
+    check_tenant = field_validator("tenant_id")(_guid)
+
+    @field_validator("application", mode="after")
+    @classmethod
+    def unique_apps(cls, apps: list[ApplicationFile]) -> list[ApplicationFile]:
+        if not apps:
+            raise problem("at least one [[entra.application]] is required")
+        ids = [a.app_id for a in apps]
+        for i, app_id in enumerate(ids):
+            if app_id in ids[:i]:
+                raise problem(f"duplicate app_id {app_id!r}", under=(i, "app_id"))
+        for i, app in enumerate(apps):
+            for j, owner in enumerate(app.owners):
+                if owner not in ids:
+                    raise problem(f"no [[entra.application]] has app_id {owner!r}",
+                                  under=(i, "owners", j))
+        return apps
+
+    @field_validator("hybrid_app_id", "client_id")
+    @classmethod
+    def names_an_app(cls, value: str, info: ValidationInfo) -> str:
+        value = _guid(value)
+        apps = info.data.get("application")
+        if apps is not None and value not in {a.app_id for a in apps}:
+            raise problem(f"no [[entra.application]] has app_id {value!r}")
+        return value
+
+    @field_validator("exchange_app_id")
+    @classmethod
+    def recorded_app(cls, value: str | None) -> str | None:
+        return value if not value else _guid(value)
+
+    @field_validator("max_key_lifetime_days", mode="before")
+    @classmethod
+    def lifetime(cls, value: Any) -> int | None:
+        if value is None:
+            return None
+        days = integer(value)
+        if not 1 <= days <= MAX_DAYS:
+            raise problem(f"must be 1 to {MAX_DAYS} days (got {days})")
+        return days
+
+
 class ScenarioFile(_Table):
     """A whole file. Validate with `context=Known()`, so references are checked."""
 
@@ -318,6 +525,7 @@ class ScenarioFile(_Table):
     backend: Annotated[list[BackendFile], array_of_tables("backend")] = \
         Field(default_factory=list)
     fault: Annotated[list[FaultFile], array_of_tables("fault")] = Field(default_factory=list)
+    entra: EntraFile | None = None
 
     @field_validator("server", mode="after")
     @classmethod

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from workers.hybrid_app.key_findings import HybridAppRead
+from workers.hybrid_app.keys import AppKey
 from workers.status.findings import days_left, findings, is_in_scope
 from workers.status.observation import AuthConfigObs, BackendObs, CertFacts, OrgObs, ServerObs
 
@@ -57,7 +59,8 @@ def server(name: str, *certs: CertFacts, site: str = "Site-A", reachable: bool =
 
 def org(*servers: ServerObs, current: str | None = CUR, next: str | None = None,
         effective: datetime | None = None, previous: str | None = None, hybrid: bool = False,
-        writer: str | None = "ex1.contoso.lab", now: datetime = NOW) -> OrgObs:
+        writer: str | None = "ex1.contoso.lab", now: datetime = NOW,
+        app: HybridAppRead | None = None) -> OrgObs:
     return OrgObs(
         org="contoso",
         checked_at=now,
@@ -66,7 +69,17 @@ def org(*servers: ServerObs, current: str | None = CUR, next: str | None = None,
         servers=tuple(servers),
         hybrid=hybrid,
         writer=writer,
+        hybrid_app=app,
     )
+
+
+def app(*thumbprints: str, error: str | None = None) -> HybridAppRead:
+    """A read of the dedicated hybrid application holding these certificates' keys."""
+    if error is not None:
+        return HybridAppRead(app_id="app", keys=None, error=error)
+    return HybridAppRead(app_id="app", keys=tuple(
+        AppKey(key_id=t[:8], thumbprint=t, display_name="", start=None, end=None,
+               type="AsymmetricX509Cert", usage="Verify", der=None) for t in thumbprints))
 
 
 def healthy(**kwargs: Any) -> OrgObs:
@@ -176,7 +189,24 @@ CASES: list[tuple[str, OrgObs, list[tuple[str, str, str | None]]]] = [
      [("BACKEND_EXPIRING", "warning", E1)]),
     ("backend-30-days", org(server("ex1", cert(CUR), back=backend("ex1", 30))), []),
     ("backend-not-checked", org(server("ex1", cert(CUR), back=None)), []),
-    ("hybrid", healthy(hybrid=True), [("HYBRID_DETECTED", "info", None)]),
+    ("hybrid", healthy(hybrid=True, app=app(CUR)), [("HYBRID_DETECTED", "info", None)]),
+    ("hybrid-app-not-configured", healthy(hybrid=True),
+     [("HYBRID_DETECTED", "info", None), ("HYBRID_APP_NOT_CONFIGURED", "info", None)]),
+    ("hybrid-app-current-missing", healthy(hybrid=True, app=app(PREV), previous=PREV),
+     [("HYBRID_DETECTED", "info", None), ("PREVIOUS_NOT_CLEARED", "info", None),
+      ("HYBRID_APP_CURRENT_MISSING", "critical", None)]),
+    ("hybrid-app-next-missing", org(server("ex1", cert(CUR), cert(NXT)), next=NXT,
+                                    effective=NOW + timedelta(days=20), hybrid=True,
+                                    app=app(CUR)),
+     [("HYBRID_DETECTED", "info", None), ("HYBRID_APP_NEXT_MISSING", "warning", None)]),
+    ("hybrid-app-stale-key", healthy(hybrid=True, app=app(CUR, OTHER)),
+     [("HYBRID_DETECTED", "info", None), ("HYBRID_APP_STALE_KEY", "info", None)]),
+    ("hybrid-app-unreadable", healthy(hybrid=True, app=app(error="403 Authorization")),
+     [("HYBRID_DETECTED", "info", None), ("HYBRID_APP_UNREADABLE", "unknown", None)]),
+    ("hybrid-app-id-mismatch", healthy(hybrid=True, app=HybridAppRead(
+        app_id="app", keys=app(CUR).keys, exchange_app_id="other")),
+     [("HYBRID_DETECTED", "info", None), ("HYBRID_APP_ID_MISMATCH", "warning", None)]),
+    ("not-hybrid-never-judges-the-app", healthy(app=app(PREV)), []),
 ]
 
 
@@ -193,6 +223,9 @@ def test_every_design_code_is_produced_by_some_case() -> None:
         "AUTH_DUPLICATE_ON_SERVER", "PREVIOUS_NOT_CLEARED", "SERVER_UNREACHABLE",
         "BACKEND_NO_BINDING", "BACKEND_NO_CERTIFICATE", "BACKEND_CERT_NOT_IN_STORE",
         "BACKEND_EXPIRED", "BACKEND_EXPIRING", "HYBRID_DETECTED",
+        # issue 13: the dedicated hybrid application (README "Status findings")
+        "HYBRID_APP_CURRENT_MISSING", "HYBRID_APP_NEXT_MISSING", "HYBRID_APP_STALE_KEY",
+        "HYBRID_APP_UNREADABLE", "HYBRID_APP_NOT_CONFIGURED", "HYBRID_APP_ID_MISMATCH",
     }
     seen = {code for _, obs, _ in CASES for code, _, _ in codes(obs)}
     assert seen == design
@@ -201,9 +234,9 @@ def test_every_design_code_is_produced_by_some_case() -> None:
 def test_findings_are_sorted_most_severe_first() -> None:
     obs = org(server("ex1", cert(CUR, 45), cert(PREV)), server("ex2", reachable=False,
                                                               listed=False, back=None),
-              previous=PREV, hybrid=True)
+              previous=PREV, hybrid=True, app=app(error="no connection"))
     severities = [f.severity for f in findings(obs)]
-    assert severities == ["critical", "warning", "info", "info"]
+    assert severities == ["critical", "warning", "unknown", "info", "info"]
 
 
 @pytest.mark.parametrize(

@@ -169,3 +169,11 @@ def test_importing_every_module_leaves_logging_signals_and_exit_hooks_as_they_we
             "workers.jobs.cron", "workers.log_filter", "config.load"} <= set(result["modules"])
     for part in result["before"]:
         assert result["after"][part] == result["before"][part], part
+
+
+def test_the_graph_client_secret_is_a_process_secret(make_lab: Callable[..., LabHandle]
+                                                     ) -> None:
+    handle = make_lab("hybrid")
+    settings = settings_for_lab(handle.info, ORG_PASSWORD, writer=handle.writer)
+    assert handle.graph is not None
+    assert handle.graph["client_secret"] in log_filter.secrets_of(settings)

@@ -21,6 +21,7 @@ from workers.changes.plan import (
     steps,
 )
 from workers.changes.step_kind import StepKind
+from workers.status.findings import iso
 from workers.status.observation import BackendObs, OrgObs
 from workers.status.report import build_status
 from workers.status.report_model import Action, ActionKind, OrgStatus, ServerStatus
@@ -362,3 +363,58 @@ def test_missing_writer_falls_back_to_a_reachable_in_scope_server() -> None:
     found = steps(three(50), Action(kind=ActionKind.STAGE_NEW, servers=[], reason=""),
                   writer="", now=NOW)
     assert found[1].server == E1
+
+
+# --- issue 13: the dedicated hybrid application and the certificate's lifetime -----------
+
+
+def _hybrid_app_status(*held: str, **kwargs: Any) -> dict[str, Any]:
+    from tests.test_findings import app
+    return three(45, hybrid=True, app=app(*held), **kwargs)
+
+
+def test_stage_new_uploads_the_next_key_between_staging_and_publication() -> None:
+    found = plan_for(_hybrid_app_status(CUR), "stage_new")
+    kinds = [s.kind for s in found]
+    upload = found[kinds.index(StepKind.UPLOAD_HYBRID_KEY)]
+    assert kinds.index(StepKind.STAGE_NEXT) < kinds.index(StepKind.UPLOAD_HYBRID_KEY) \
+        < kinds.index(StepKind.WATCH_PUBLICATION)
+    assert (upload.endpoint, upload.changes_state) == ("graph", True)
+    assert upload.title == "Upload the next Auth Certificate to the hybrid application"
+    assert upload.render() == ("PATCH /v1.0/applications(appId='app') -Keep 'every key it "
+                               "holds, unchanged' -Add '<new thumbprint>'")
+    assert kinds[-1] is StepKind.REMOVE_STALE_HYBRID_KEYS
+
+
+def test_replace_now_uploads_before_it_publishes() -> None:
+    kinds = [s.kind for s in plan_for(_hybrid_app_status(CUR), "replace_now")]
+    assert kinds.index(StepKind.UPLOAD_HYBRID_KEY) < kinds.index(StepKind.PUBLISH_NEXT)
+
+
+def test_no_graph_step_without_a_configured_hybrid_app() -> None:
+    for status in (three(45, hybrid=True), three(45)):
+        kinds = {s.kind for s in plan_for(status, "stage_new")}
+        assert not kinds & {StepKind.UPLOAD_HYBRID_KEY, StepKind.REMOVE_STALE_HYBRID_KEYS}
+
+
+def test_fix_uploads_what_the_app_lacks() -> None:
+    status = _hybrid_app_status(PREV)
+    assert status.actions[0].kind is ActionKind.UPLOAD_HYBRID_KEY
+    found = plan_for(status, "upload_hybrid_key")
+    assert [(s.kind, dict(s.parameters).get("Add")) for s in found] == [
+        (StepKind.REREAD_AUTH_CONFIG, None), (StepKind.UPLOAD_HYBRID_KEY, CUR)]
+
+
+def test_lifetime_days_creates_with_new_self_signed_certificate_on_the_host() -> None:
+    action = Action(kind=ActionKind.STAGE_NEW, servers=[], reason="test")
+    found = steps(three(45), action, writer="ex1.contoso.lab", now=NOW, lifetime_days=365)
+    create = next(s for s in found if s.kind is StepKind.CREATE_AUTH_CERT_WITH_LIFETIME)
+    assert (create.endpoint, create.cmdlet, create.server) == (
+        "host", "New-SelfSignedCertificate", E1)
+    params = dict(create.parameters)
+    assert params["Subject"] == "CN=Microsoft Exchange Server Auth Certificate"
+    assert params["KeyExportPolicy"] == "Exportable" and params["KeyLength"] == 2048
+    start = NOW - timedelta(minutes=10)
+    assert (params["NotBefore"], params["NotAfter"]) == (
+        iso(start), iso(start + timedelta(days=365)))
+    assert not by_cmdlet(found, "New-ExchangeCertificate")

@@ -28,7 +28,10 @@ def test_exact_top_level_and_nested_keys() -> None:
         next=NXT, effective=NOW + timedelta(days=3), previous=PREV, hybrid=True,
     ))
     assert list(status) == ["org", "checked_at", "hybrid", "sites", "servers", "auth",
-                            "backend", "findings", "actions"]
+                            "backend", "hybrid_app", "findings", "actions"]
+    assert set(status["hybrid_app"]) == {"configured", "app_id", "read", "error",
+                                         "exchange_app_id", "keys", "current_on_app",
+                                         "next_on_app"}
     assert set(status["servers"][0]) == {"name", "fqdn", "site", "version", "roles",
                                          "reachable", "error"}
     assert set(status["auth"]) == {"current", "next", "previous"}

@@ -98,13 +98,17 @@ def test_status_json_of_the_cli_is_the_contract_and_round_trips(
 
 
 def test_enums_are_the_closed_sets_of_design() -> None:
+    # DESIGN's sets, extended by issue 13 (the dedicated hybrid application; README
+    # "Status findings"): upload_hybrid_key, severity unknown, six HYBRID_APP_* codes.
     assert [kind.value for kind in ActionKind] == [
-        "blocked", "replace_now", "publish_next", "import_current", "import_next", "stage_new",
-        "wait_replication", "wait_for_publish", "repair_backend", "cleanup", "none"]
-    assert {s.value for s in Severity} == {"info", "warning", "critical"}
+        "blocked", "upload_hybrid_key", "replace_now", "publish_next", "import_current",
+        "import_next", "stage_new", "wait_replication", "wait_for_publish", "repair_backend",
+        "cleanup", "none"]
+    assert [s.value for s in Severity] == ["critical", "warning", "unknown", "info"]
     assert [p.value for p in BackendProblem] == [
         "no_binding", "no_certificate", "not_in_store", "expired", "expiring", "unknown"]
-    assert len(FindingCode) == 18
+    assert len(FindingCode) == 18 + 6
+    assert len([c for c in FindingCode if c.name.startswith("HYBRID_APP_")]) == 6
     assert all(code.value == code.name for code in FindingCode)
 
 

@@ -100,8 +100,9 @@ def _handlers() -> list[logging.Handler]:
 
 def secrets_of(settings: Settings) -> list[str]:
     """The secrets this process holds by its configuration: Slack tokens and signing
-    secret, the Redis password, each org's Exchange and host passwords (those that can be
-    read now; one that cannot is not in use either)."""
+    secret, the Redis password, each org's Exchange and host passwords and its Graph client
+    secret or certificate key (those that can be read now; one that cannot is not in use
+    either)."""
     found: list[str] = []
     _collect(settings, found)
     password = urlsplit(settings.redis.url).password
@@ -114,10 +115,15 @@ def _collect(value: Any, found: list[str]) -> None:
     if isinstance(value, SecretStr):
         found.append(value.get_secret_value())
     elif isinstance(value, BaseModel):
-        reader = getattr(value, "password", None)
-        if callable(reader):
-            with contextlib.suppress(Exception):  # not readable now: not in use either
-                found.append(str(reader()))
+        for name in ("password", "credential"):  # Exchange passwords, the Graph secret
+            reader = getattr(value, name, None)
+            if callable(reader):
+                with contextlib.suppress(Exception):  # not readable now: not in use either
+                    secret = reader()
+                    if isinstance(secret, str):
+                        found.append(secret)
+                    elif isinstance(secret, dict) and secret.get("private_key"):
+                        found.append(str(secret["private_key"]))
         for name in type(value).model_fields:
             _collect(getattr(value, name, None), found)
     elif isinstance(value, list | tuple):

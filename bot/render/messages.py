@@ -41,7 +41,7 @@ STATE_LABEL = {
     Overall.UNKNOWN: (":grey_question:", "UNKNOWN"),
 }
 SEVERITY_ICON = {Severity.CRITICAL: ":red_circle:", Severity.WARNING: ":warning:",
-                 Severity.INFO: ":information_source:"}
+                 Severity.UNKNOWN: ":grey_question:", Severity.INFO: ":information_source:"}
 PROBLEM_TEXT = {
     BackendProblem.NO_BINDING: "no https binding on *:444:",
     BackendProblem.NO_CERTIFICATE: "binding has no certificate",
@@ -68,6 +68,9 @@ def status_message(status: OrgStatus, state: Overall) -> Message:
         _context(_summary_line(status)),
     ]
     blocks += _sections(_auth_lines(status, names))
+    hybrid_app = _hybrid_app_lines(status)
+    if hybrid_app:
+        blocks += _sections(hybrid_app)
     blocks.append({"type": "divider"})
     blocks += _sections(_backend_lines(status, names))
     findings = _finding_lines(status, names)
@@ -167,6 +170,33 @@ def _backend_lines(status: OrgStatus, names: Mapping[str, str]) -> list[str]:
         lines.append(f":white_check_mark: {len(good)} more servers fine (soonest expiry: "
                      f"`{_name(soonest.server, names)}` in "
                      f"{_days(soonest.days_left)})")
+    return lines
+
+
+def _hybrid_app_lines(status: OrgStatus) -> list[str]:
+    """The dedicated hybrid application's keys, in a few lines (none if not hybrid)."""
+    section = status.hybrid_app
+    if section is None:
+        return []
+    title = "*Hybrid application* (Entra ID)"
+    if not section.configured:
+        return [title, "not checked: configure `[org.hybrid_app]`"]
+    app = f"`{escape(section.app_id or '?')}`"
+    if not section.read:
+        return [title, f":grey_question: {app} could not be read: "
+                       f"{escape(_one_line(section.error or ''))}"]
+    lines = [f"{title} {app}"]
+    for which, held in (("current", section.current_on_app), ("next", section.next_on_app)):
+        if held is None:
+            continue
+        mark = ":white_check_mark:" if held else ":red_circle:"
+        lines.append(f"{mark} {which.capitalize()} Auth Certificate "
+                     f"{'is' if held else 'is *not*'} among its keys")
+    stale = section.stale()
+    if stale:
+        lines.append(f":information_source: {len(stale)} stale key"
+                     f"{'s' if len(stale) != 1 else ''}: " + ", ".join(
+                         f"`{escape(k.thumbprint[:8])}…`" for k in stale))
     return lines
 
 

@@ -96,6 +96,12 @@ def operation_card(op: Operation | dict[str, Any], rehearsed: str | None = None
         blocks.append({"type": "context", "elements": [
             {"type": "mrkdwn", "text": _clip(f"{icon} {escape(rehearsed)}", 2000)}]})
     blocks.append(_section("*Plan*\n" + _plan(op)))
+    failed = next((s for s in op.steps if s.state == StepState.FAILED), None)
+    if failed is not None and op.state == OperationState.FAILED:
+        # Why it ended, on the card itself (e.g. Graph's own reason for a 403).
+        blocks.append(_section(
+            f":x: *Step {failed.index + 1} failed:* {escape(failed.title)}\n"
+            f"{_clip(escape(failed.outcome or ''), 1500)}"))
     index = op.next_index()
     step = op.steps[index] if index is not None else None
     if op.state == OperationState.WAITING:
@@ -109,10 +115,12 @@ def operation_card(op: Operation | dict[str, Any], rehearsed: str | None = None
             f"*Next state-changing step needs approval:* {escape(step.title)}"
             + (f" (and {len(members) - 1} more of the same)" if len(members) > 1 else "")
             + f"\n```{_clip(commands, 2400)}```"))
+        where = (f"runs against Microsoft Graph (certificate read from "
+                 f"{escape(step.server)})" if step.endpoint == "graph" else
+                 f"runs on {escape(step.server)} ({step.endpoint} endpoint)")
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
             f"Requested by {mention(op.requester)} · approval expires "
-            f"{_when(step.expires_at)} · runs on {escape(step.server)} "
-            f"({step.endpoint} endpoint)")}]})
+            f"{_when(step.expires_at)} · {where}")}]})
         if step.note:
             blocks.append({"type": "context", "elements": [
                 {"type": "mrkdwn", "text": _clip(escape(step.note), 2000)}]})

@@ -13,10 +13,17 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from workers.status.report_model import AuthCert, NextAuthCert, OrgStatus, Overall, Severity
+from workers.status.report_model import (
+    AuthCert,
+    KeyRole,
+    NextAuthCert,
+    OrgStatus,
+    Overall,
+    Severity,
+)
 
 SEVERITY_STYLE = {Severity.CRITICAL: "bold red", Severity.WARNING: "yellow",
-                  Severity.INFO: "cyan"}
+                  Severity.UNKNOWN: "magenta", Severity.INFO: "cyan"}
 STATE_STYLE = {Overall.OK: "bold green", Overall.WARNING: "bold yellow",
                Overall.CRITICAL: "bold red", Overall.UNKNOWN: "bold magenta"}
 
@@ -76,6 +83,33 @@ def cert_table(status: OrgStatus) -> Table:
     return table
 
 
+def hybrid_app_table(status: OrgStatus) -> Table | Text | None:
+    """The dedicated hybrid application's keys (None for an org that is not hybrid)."""
+    section = status.hybrid_app
+    if section is None:
+        return None
+    if not section.configured:
+        return Text("Hybrid application: not configured ([org.hybrid_app])", style="dim")
+    if not section.read:
+        return Text(f"Hybrid application {section.app_id}: could not be read: "
+                    f"{section.error}", style="magenta")
+    table = Table(title=f"Hybrid application {section.app_id} (Entra ID keyCredentials)",
+                  title_justify="left")
+    table.add_column("role")
+    table.add_column("thumbprint", no_wrap=True, min_width=40)
+    for column in ("from", "until", "name"):
+        table.add_column(column)
+    for key in section.keys:
+        table.add_row(Text(key.role, style="dim" if key.role is KeyRole.STALE else ""),
+                      key.thumbprint, (key.not_before or "?")[:10],
+                      (key.not_after or "?")[:10], key.display_name)
+    for which, cert in (("current", status.auth.current), ("next", status.auth.next)):
+        if getattr(section, f"{which}_on_app") is False and cert is not None:
+            table.add_row(Text(f"{which}: MISSING", style="bold red"), cert.thumbprint,
+                          "", "", "")
+    return table
+
+
 def server_table(status: OrgStatus) -> Table:
     table = Table(title="Servers and back end certificates (Exchange Back End, *:444:)",
                   title_justify="left")
@@ -115,6 +149,9 @@ def print_status(status: OrgStatus) -> None:
     )
     console.print(header)
     console.print(cert_table(status))
+    hybrid_app = hybrid_app_table(status)
+    if hybrid_app is not None:
+        console.print(hybrid_app)
     console.print(server_table(status))
     if status.findings:
         console.print(Text("Findings", style="bold"))

@@ -1,4 +1,4 @@
-"""Get-ExchangeServer, Get-HybridConfiguration and Get-ExchangeDiagnosticInfo.
+"""Get-ExchangeServer, Get-HybridConfiguration, Get-AuthServer and Get-ExchangeDiagnosticInfo.
 
 What the org says about its servers: their versions and roles, whether it is hybrid, and
 (through the ServiceHost diagnostics) when the AuthAdmin servicelet last ran on a server.
@@ -31,6 +31,16 @@ def get_hybrid_configuration(call: Call) -> list[Any]:
     if not call.org.hybrid():
         return []
     return [objects.hybrid_configuration(call.context(), call.org.servers(), call.org.now())]
+
+
+def get_auth_server(call: Call) -> list[Any]:
+    """A hybrid org with an [entra] tenant has its EvoSTS Auth Server, naming the dedicated
+    hybrid application Exchange uses (`[entra] exchange_app_id`, default hybrid_app_id)."""
+    entra = call.org.scenario.entra
+    if not call.org.hybrid() or entra is None:
+        return []
+    return [objects.evo_sts_auth_server(call.context(), tenant_id=entra.tenant_id,
+                                        app_id=entra.exchange_app_id, changed=call.org.now())]
 
 
 def get_exchange_diagnostic_info(call: Call) -> list[Any]:

@@ -1,4 +1,5 @@
-"""The Windows host commands: certificate store, clock, services and snap-ins.
+"""The Windows host commands: certificate store (listing, New-SelfSignedCertificate),
+clock, services and snap-ins.
 
 Restarting MSExchangeServiceHost runs the AuthAdmin servicelet (the org does that);
 `Add-PSSnapin` makes the Exchange cmdlets available on the host endpoint's session.
@@ -6,11 +7,12 @@ Restarting MSExchangeServiceHost runs the AuthAdmin servicelet (the org does tha
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, timedelta
 from typing import Any
 
 from lab import objects
 from lab.cmdlets.binder import Call, missing_mandatory
+from lab.org import OrgError
 
 SNAPINS = ("Microsoft.Exchange.Management.PowerShell.SnapIn",
            "Microsoft.Exchange.Management.PowerShell.E2010")
@@ -38,6 +40,48 @@ def get_child_item(call: Call) -> list[Any]:
                         category="ObjectNotFound", code="PathNotFound", target=path,
                         exception_type="System.Management.Automation.ItemNotFoundException")
     return out
+
+
+# What New-SelfSignedCertificate takes here: an RSA certificate in the machine store, as
+# Exchange keeps its own (legacy CSP key, exportable), with the dates it is given.
+SELF_SIGNED_HASHES = {"sha256": "sha256", "sha384": "sha384", "sha512": "sha512",
+                      "sha1": "sha1"}
+
+
+def new_self_signed_certificate(call: Call) -> list[Any]:
+    """New-SelfSignedCertificate: how a certificate with a chosen lifetime is made (the
+    lifetime New-ExchangeCertificate cannot set). Lands in Cert:\\LocalMachine\\My, which
+    is Exchange's certificate store, so Exchange and its servicelet see it at once."""
+    location = str(call.get("CertStoreLocation") or "").rstrip("\\")
+    if location.lower() != CERT_STORE.lower():
+        raise call.fail(f"The lab's New-SelfSignedCertificate stores only in {CERT_STORE}, "
+                        f"not '{location}'.", category="InvalidArgument",
+                        code="CertStoreLocation")
+    subject = call.get("Subject")
+    if not subject:
+        raise missing_mandatory(call.command, "Subject")
+    if str(call.get("KeyAlgorithm", "RSA")).upper() != "RSA":
+        raise call.fail("The lab makes RSA keys only.", category="InvalidArgument")
+    digest = SELF_SIGNED_HASHES.get(str(call.get("HashAlgorithm", "sha256")).lower())
+    if digest is None:
+        raise call.fail(f"Unknown hash algorithm '{call.get('HashAlgorithm')}'.",
+                        category="InvalidArgument")
+    now = call.org.now()
+    not_before = call.get("NotBefore") or now - timedelta(minutes=10)
+    not_after = call.get("NotAfter") or now + timedelta(days=365)
+    if not_after <= not_before:
+        raise call.fail("NotAfter must be later than NotBefore.", category="InvalidArgument")
+    export = str(call.get("KeyExportPolicy", "ExportableEncrypted")).lower()
+    try:
+        stored = call.org.new_certificate(
+            call.session.server, subject=str(subject),
+            friendly_name=str(call.get("FriendlyName") or ""),
+            domains=list(call.get("DnsName") or []), key_size=int(call.get("KeyLength", 2048)),
+            exportable=export in ("exportable", "exportableencrypted"), services=[],
+            not_before=not_before, not_after=not_after, signature=digest)
+    except OrgError as error:
+        raise call.org_failure(error) from None
+    return [objects.store_certificate(stored.material)]
 
 
 def get_date(call: Call) -> list[Any]:

@@ -26,6 +26,8 @@ def _commands() -> dict[str, Command]:
                 exchange_servers.get_exchange_server, ("Identity",)),
         Command("Get-HybridConfiguration", on_exchange, {},
                 exchange_servers.get_hybrid_configuration),
+        Command("Get-AuthServer", on_exchange, {"Identity": "str"},
+                exchange_servers.get_auth_server, ("Identity",)),
         Command("Get-ExchangeCertificate", on_exchange, {
             "Identity": "str", "Thumbprint": "str", "Server": "str"},
             certificates.get_exchange_certificate, ("Thumbprint",)),
@@ -69,6 +71,12 @@ def _commands() -> dict[str, Command]:
         Command("Get-ChildItem", on_host, {"Path": "str", "LiteralPath": "str"},
                 host.get_child_item, ("Path",)),
         Command("Get-Date", on_host, {"Format": "str"}, host.get_date),
+        Command("New-SelfSignedCertificate", on_host, {
+            "Subject": "str", "FriendlyName": "str", "CertStoreLocation": "str",
+            "KeyAlgorithm": "str", "KeyLength": "int", "HashAlgorithm": "str",
+            "KeyExportPolicy": "str", "KeySpec": "str", "Provider": "str", "NotBefore": "date",
+            "NotAfter": "date", "KeyUsage": "list", "DnsName": "list", "Type": "str"},
+            host.new_self_signed_certificate, ("Subject",), changes=True),
         Command("Restart-WebAppPool", on_host, {"Name": "str"}, web.restart_web_app_pool,
                 ("Name",), changes=True),
         Command("Restart-Service", on_host, {"Name": "list", "Force": "switch"},

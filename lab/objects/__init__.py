@@ -30,7 +30,7 @@ from lab.objects.certificate_objects import (
     exchange_certificate,
     store_certificate,
 )
-from lab.objects.config_objects import auth_config, hybrid_configuration
+from lab.objects.config_objects import auth_config, evo_sts_auth_server, hybrid_configuration
 from lab.objects.custom_objects import first_type_name, flattened, properties_of, selected
 from lab.objects.iis_objects import site_binding, web_binding
 from lab.objects.psobject_parts import serialization_data
@@ -39,8 +39,9 @@ from lab.objects.templates import STAMP_TEXT, Recipe, clixml_time, derived, reci
 
 __all__ = [
     "STAMP_TEXT", "Context", "Recipe", "auth_config", "binary_file_data",
-    "certificate_to_string", "clixml_time", "derived", "diagnostic_info", "exchange_certificate",
-    "exchange_server", "first_type_name", "flattened", "hybrid_configuration", "properties_of",
+    "certificate_to_string", "clixml_time", "derived", "diagnostic_info",
+    "evo_sts_auth_server", "exchange_certificate", "exchange_server", "first_type_name",
+    "flattened", "hybrid_configuration", "properties_of",
     "recipe_of", "selected", "serialization_data", "site_binding", "store_certificate",
     "web_binding",
 ]

@@ -1,4 +1,5 @@
-"""Org-wide AD configuration objects: Get-AuthConfig and Get-HybridConfiguration output."""
+"""Org-wide AD configuration objects: Get-AuthConfig, Get-HybridConfiguration and
+Get-AuthServer output."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from lab.objects.templates import stamped
 from lab.objects.type_names import (
     ADMVP_ADOBJECTID,
     AUTH_CONFIG_TYPES,
+    AUTH_SERVER_TYPES,
     HYBRID_TYPES,
     MVP_BASE,
     ObjectState,
@@ -98,3 +100,26 @@ def _hybrid_configuration(ctx: Context, servers: list[ServerSpec],
         ("IsValid", True), ("ObjectState", ObjectState.Unchanged),
     ], ctx.ms(HYBRID_TYPES[0]), "Hybrid Configuration")
 
+
+
+def evo_sts_auth_server(ctx: Context, *, tenant_id: str, app_id: str,
+                        changed: datetime) -> PSObject:
+    """The "EvoSts - {tenant}" Auth Server the Hybrid Configuration Wizard creates; since the
+    dedicated hybrid application, its ApplicationIdentifier names that application (set by
+    ConfigureExchangeHybridApplication.ps1 with Set-AuthServer -ApplicationIdentifier)."""
+    name = f"EvoSts - {tenant_id}"
+    dn = f"CN={name},CN=Auth Servers,CN=Auth Configuration,{ctx.exchange_dn}"
+    identity = ctx.ad_object_id(name, f"CN={name}", "Auth Servers", dn, 7, name)
+    return make(AUTH_SERVER_TYPES, [
+        ("Name", name), ("Type", "AzureAD"), ("Realm", tenant_id),
+        ("IssuerIdentifier", "00000001-0000-0000-c000-000000000000"),
+        ("TokenIssuingEndpoint", f"https://login.windows.net/{tenant_id}/oauth2/token"),
+        ("AuthMetadataUrl", f"https://login.windows.net/{tenant_id}/federationmetadata/"
+                            "2007-06/federationmetadata.xml"),
+        ("ApplicationIdentifier", app_id), ("Enabled", True),
+        ("IsDefaultAuthorizationEndpoint", False),
+        ("ExchangeVersion", ctx.exchange_version("0.20 (15.0.0.0)", 0, 20, "15.0.0.0")),
+        *ctx.ad_tail(identity, dn, "ms-Exch-Auth-Auth-Server",
+                     ["top", "msExchAuthAuthServer"], changed),
+        ("IsValid", True), ("ObjectState", ObjectState.Unchanged),
+    ], ctx.ms(AUTH_SERVER_TYPES[0]), name)

@@ -27,6 +27,8 @@ AD_CONFIG_TYPES = [
 ]
 AUTH_CONFIG_TYPES = ["Microsoft.Exchange.Data.Directory.SystemConfiguration.AuthConfig",
                      *AD_CONFIG_TYPES]
+AUTH_SERVER_TYPES = ["Microsoft.Exchange.Data.Directory.SystemConfiguration.AuthServer",
+                     *AD_CONFIG_TYPES]
 HYBRID_TYPES = ["Microsoft.Exchange.Data.Directory.SystemConfiguration.HybridConfiguration",
                 *AD_CONFIG_TYPES]
 EXCHANGE_SERVER_TYPES = [

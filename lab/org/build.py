@@ -2,16 +2,19 @@
 
 Scenario certificates become real certificates once per org (a reset keeps their
 thumbprints), relative times resolve against the clock's start, setup's bindings and
-pools are in place, and the servicelets' first AuthAdmin tick is scheduled.
+pools are in place, the servicelets' first AuthAdmin tick is scheduled, and an `[entra]`
+tenant gets its applications with the scenario certificates' public keys.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from lab.certs import CertMaterial, make_certificate
 from lab.clock import Clock
+from lab.graph import Directory
 from lab.org.auth_thumbprints import AuthConfig
 from lab.org.faults import Faults
 from lab.org.records import (
@@ -39,10 +42,20 @@ class Start:
     auth: AuthConfig
     faults: Faults
     servicelets: Servicelets
+    directory: Directory | None  # the Entra tenant of the Graph stand-in, if any
 
 
-def build(scenario: Scenario, materials: dict[str, CertMaterial]) -> Start:
-    """The org at its start; `materials` caches the certificates made per scenario id."""
+def build(scenario: Scenario, materials: dict[str, CertMaterial],
+          lock: threading.RLock | None = None) -> Start:
+    """The org at its start; `materials` caches the certificates made per scenario id, and
+    `lock` (the org's) guards the tenant too."""
+    begun = _build(scenario, materials)
+    if scenario.entra is not None:
+        begun.directory = Directory.build(scenario.entra, materials, lock or threading.RLock())
+    return begun
+
+
+def _build(scenario: Scenario, materials: dict[str, CertMaterial]) -> Start:
     clock = Clock(scenario.lab.now)
     start = clock.now()
     servers = {spec.name: ServerState(spec=spec) for spec in scenario.servers}
@@ -87,7 +100,7 @@ def build(scenario: Scenario, materials: dict[str, CertMaterial]) -> Start:
         servers=servers, auth=auth, faults=faults, lab=scenario.lab, start=start,
         last_run=start + last if isinstance(last, timedelta) else (last or start))
     return Start(clock=clock, start=start, servers=servers, auth=auth, faults=faults,
-                 servicelets=servicelets)
+                 servicelets=servicelets, directory=None)
 
 
 def _make_scenario_cert(scenario: Scenario, cert: CertificateSpec,

@@ -15,6 +15,7 @@ from typing import Any
 
 from lab.certs import CertMaterial, make_certificate
 from lab.clock import parse_duration
+from lab.graph import Directory
 from lab.org.auth_thumbprints import AuthConfig
 from lab.org.build import build
 from lab.org.faults import Faults
@@ -43,13 +44,14 @@ class Org:
 
     def _build(self) -> None:
         """The org as the scenario describes it (see `build`); the call log starts empty."""
-        begun = build(self.scenario, self._materials)
+        begun = build(self.scenario, self._materials, self.lock)
         self.clock = begun.clock
         self._start = begun.start
         self._servers: dict[str, ServerState] = begun.servers
         self.auth: AuthConfig = begun.auth
         self.injected_faults: Faults = begun.faults
         self.servicelets: Servicelets = begun.servicelets
+        self.directory: Directory | None = begun.directory
         self._calls: list[dict[str, Any]] = []
 
     def _settle(self) -> None:
@@ -114,14 +116,22 @@ class Org:
     # -- faults ------------------------------------------------------------------------
 
     def add_fault(self, fault: dict[str, Any]) -> None:
+        """A server fault, or with endpoint "graph" one of the Graph stand-in's."""
         with self.lock:
             self._settle()
+            if isinstance(fault, dict) and fault.get("endpoint") == "graph":
+                if self.directory is None:
+                    raise ValueError('endpoint "graph": this scenario has no [entra] tenant')
+                self.directory.add_fault(fault)
+                return
             self.injected_faults.add(fault, set(self._servers))
 
     def clear_faults(self) -> None:
         with self.lock:
             self._settle()
             self.injected_faults.clear()
+            if self.directory is not None:
+                self.directory.clear_faults()
             now = self.clock.now()
             for state in self._servers.values():  # back up: replication resumes from now
                 for thumb in list(state.lacking_since):
@@ -129,7 +139,8 @@ class Org:
 
     def faults(self) -> list[dict[str, Any]]:
         with self.lock:
-            return self.injected_faults.as_dicts()
+            graph = self.directory.state()["faults"] if self.directory is not None else []
+            return self.injected_faults.as_dicts() + graph
 
     def transport_fault(self, server: str, endpoint: str) -> str | None:
         with self.lock:
@@ -220,6 +231,11 @@ class Org:
         with self.lock:
             return [b.copy() for b in self._state(server).bindings]
 
+    def scenario_material(self, cert_id: str) -> CertMaterial:
+        """The certificate (with its private key) a scenario id was made into."""
+        with self.lock:
+            return self._materials[cert_id]
+
     def hybrid(self) -> bool:
         return self.scenario.lab.hybrid
 
@@ -237,14 +253,19 @@ class Org:
 
     def new_certificate(self, server: str, *, subject: str, friendly_name: str,
                         domains: list[str], key_size: int, exportable: bool,
-                        services: list[str]) -> StoredCert:
+                        services: list[str], not_before: datetime | None = None,
+                        not_after: datetime | None = None,
+                        signature: str = "sha256") -> StoredCert:
+        """A new certificate in the server's store: Exchange's five years unless the
+        dates are given (New-SelfSignedCertificate on the host endpoint)."""
         with self.lock:
             self._settle()
             now = self.clock.now()
             try:
-                material = make_certificate(subject, not_before=now - timedelta(minutes=5),
-                                            not_after=now + CERT_VALIDITY, sans=domains,
-                                            key_size=key_size, signature="sha256")
+                material = make_certificate(
+                    subject, not_before=not_before or now - timedelta(minutes=5),
+                    not_after=not_after or now + CERT_VALIDITY, sans=domains,
+                    key_size=key_size, signature=signature)
             except ValueError as exc:
                 raise OrgError(str(exc)) from None
             stored = StoredCert(material=material, friendly_name=friendly_name,

@@ -44,7 +44,8 @@ def snapshot(org: Org, now: datetime) -> dict[str, Any]:
                                 for pool, cached in s.pools.items()}
                   for s in org.server_states()},
         "events": [dict(e) for e in org.servicelets.events],
-        "faults": org.injected_faults.as_dicts(),
+        "faults": org.faults(),
+        "entra": None if org.directory is None else org.directory.state(),
     }
 
 

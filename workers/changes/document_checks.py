@@ -31,8 +31,11 @@ KINDS = (
     "import_next",
     "cleanup",
     "repair_backend",
+    "upload_hybrid_key",
 )
-ENDPOINTS = ("exchange", "host", "")  # "" = a step with no remote command (a reminder)
+# "" = a step with no remote command (a reminder); "graph" = Microsoft Graph (the dedicated
+# hybrid application's keys), not PowerShell.
+ENDPOINTS = ("exchange", "host", "graph", "")
 SECRET_REF = re.compile(r"^<[^<>\r\n]{1,200}>$")
 ATTEMPTS = 200  # optimistic retries before giving up on a hot document
 
@@ -178,7 +181,7 @@ def check_step(index: int, step: Any) -> dict[str, Any]:
     if not step["title"]:
         raise OperationError(f"{where}.title: must not be empty")
     if step["endpoint"] not in ENDPOINTS:
-        raise OperationError(f"{where}.endpoint: must be exchange or host")
+        raise OperationError(f"{where}.endpoint: must be exchange, host or graph")
     if not isinstance(step["changes_state"], bool):
         raise OperationError(f"{where}.changes_state: must be true or false")
     if step["state"] not in STEP_STATES:

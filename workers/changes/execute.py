@@ -34,13 +34,24 @@ from config.schema import OrgSettings
 from workers import audit, redis_keys
 from workers.changes import approval, writer_lock
 from workers.changes.operation import Operation, Step, step_ref
-from workers.changes.plan import EXPORTED_FILE_DATA, NEW_THUMBPRINT, effective_date
+from workers.changes.plan import (
+    EXPORTED_FILE_DATA,
+    NEW_THUMBPRINT,
+    NOT_BEFORE_SLACK,
+    effective_date,
+)
 from workers.changes.step_kind import CREATES_CERTIFICATE, StepKind
 from workers.clock import SYSTEM_CLOCK, Clock
 from workers.exchange.client import ExchangeClient
 from workers.exchange.errors import ExchangeError
-from workers.exchange.parsing import facts_from_exchange_certificate, prop
+from workers.exchange.parsing import (
+    der_from_exchange_certificate,
+    facts_from_exchange_certificate,
+    prop,
+)
 from workers.exchange.session import Secret
+from workers.hybrid_app.graph_client import GraphClient
+from workers.hybrid_app.key_updates import remove_stale, upload
 from workers.jobs.queues import CHANGE_TIMEOUT
 from workers.status.collect import collect, org_clock
 from workers.status.findings import is_auth_subject, iso, short
@@ -219,12 +230,23 @@ def resolve(
                 raise StepRefused("no new certificate has been recorded for this step yet")
         elif name == "NewCertificateEffectiveDate":
             value = iso(_effective(op, status))
+        elif name in ("NotBefore", "NotAfter"):
+            value = iso(_validity(step, status)[name == "NotAfter"])
         elif isinstance(value, str) and value.startswith("<secret:") and value.endswith(">"):
             value = Secret(secret(conn, op.id, value[len("<secret:"):-1]))
         elif value == EXPORTED_FILE_DATA:
             value = _export(conn, op, status, client)
         out.append((name or None, value))
     return out
+
+
+def _validity(step: Step, status: OrgStatus) -> tuple[datetime, datetime]:
+    """A certificate's NotBefore/NotAfter when its step runs: the planned lifetime, from
+    the org's time now (a little in the past, so it is valid on every server at once)."""
+    planned = (datetime.fromisoformat(str(step.param("NotAfter")).replace("Z", "+00:00"))
+               - datetime.fromisoformat(str(step.param("NotBefore")).replace("Z", "+00:00")))
+    start = checked_at(status) - NOT_BEFORE_SLACK
+    return start, start + planned
 
 
 def _effective(op: Operation, status: OrgStatus) -> datetime:
@@ -294,7 +316,7 @@ def _created_thumbprint(output: list[Any]) -> str:
             return facts_from_exchange_certificate(item).thumbprint
         except (ValueError, TypeError, AttributeError):
             continue
-    raise StepRefused("New-ExchangeCertificate returned no certificate")
+    raise StepRefused("the step returned no certificate")
 
 
 # --- what is already done -----------------------------------------------------------------
@@ -335,6 +357,11 @@ def already_done(op: Operation, step: Step, status: OrgStatus) -> str | None:
         holders = _holders(status, thumbprint)
         if holders is not None and str(step.param("Server")) not in holders:
             return f"{short(thumbprint)} is no longer on {step.param('Server')}"
+    if kind is StepKind.UPLOAD_HYBRID_KEY:
+        wanted = new if step.param("Add") == NEW_THUMBPRINT else step.param("Add")
+        section = status.hybrid_app
+        if wanted and section is not None and section.holds(str(wanted)):
+            return f"{short(str(wanted))} is already on the hybrid application"
     if kind in (StepKind.BIND_BACKEND_CERT, StepKind.REMOVE_BACKEND_BINDING):
         backend = status.backend_of(step.server)
         thumbprint, problem = (backend.thumbprint, backend.problem) if backend else (None, None)
@@ -525,6 +552,8 @@ def _run_claimed(
     changed = differences(step.fingerprint or {}, fingerprint(status, op))
     if first and changed:
         raise StepRefused(f"{WORLD_CHANGED}: " + "; ".join(changed))
+    if step.kind in GRAPH_STEPS:
+        return _graph_step(org, op, step, status, client)
     output = invoke(client, step, resolve(conn, op, step, status, client))
     if step.kind in CREATES_CERTIFICATE:
         created = _created_thumbprint(output)
@@ -533,6 +562,51 @@ def _run_claimed(
         return Outcome("done", f"created {created}" + (
             "" if kept == created else f"; {short(kept)} was recorded first and is used"))
     return Outcome("done", "ok")
+
+
+# --- the dedicated hybrid application (Microsoft Graph) ----------------------------------
+
+GRAPH_STEPS = frozenset({StepKind.UPLOAD_HYBRID_KEY, StepKind.REMOVE_STALE_HYBRID_KEYS})
+
+
+def _graph_step(org: OrgSettings, op: Operation, step: Step, status: OrgStatus,
+                client: ExchangeClient) -> Outcome:
+    """Upload a certificate's key, or remove stale keys: each reads the keys fresh just
+    before its PATCH and checks a fresh read after it (workers.hybrid_app.key_updates)."""
+    settings = org.hybrid_app
+    if settings is None:
+        raise StepRefused("[org.hybrid_app] is no longer configured; nothing was sent to Graph")
+    with GraphClient(settings) as graph:
+        if step.kind is StepKind.UPLOAD_HYBRID_KEY:
+            thumbprint = _upload_thumbprint(op, step)
+            return Outcome("done", upload(graph, _certificate_der(client, step.server,
+                                                                   thumbprint)))
+        keep = [cert.thumbprint for cert in status.auth.named()]
+        if not keep:
+            raise StepRefused("AuthConfig names no certificate; no key is removed")
+        return Outcome("done", remove_stale(graph, keep))
+
+
+def _upload_thumbprint(op: Operation, step: Step) -> str:
+    value = step.param("Add")
+    if value == NEW_THUMBPRINT:
+        value = recorded_thumbprint(op, step)
+        if not value:
+            raise StepRefused("no new certificate has been recorded for this step yet")
+    return str(value)
+
+
+def _certificate_der(client: ExchangeClient, server: str, thumbprint: str) -> bytes:
+    """The certificate itself (its public part) from the server's Exchange store."""
+    found = client.exchange(server, "Get-ExchangeCertificate",
+                            [("Server", server), ("Thumbprint", thumbprint)],
+                            select=("RawData", "Thumbprint"))
+    for item in found:
+        try:
+            return der_from_exchange_certificate(item)
+        except ValueError:
+            continue
+    raise StepRefused(f"{short(thumbprint)} is not in the store of {server}")
 
 
 def _before_record(op_id: str, index: int) -> None:

@@ -115,7 +115,8 @@ def start(
     """Persist a new operation for `action` (OperationBusy when the org has one open), with
     everything it starts with in the one write that creates it."""
     moment = clock.now()
-    built = plan_steps(status, action, writer=org.writer, now=checked_at(status))
+    built = plan_steps(status, action, writer=org.writer, now=checked_at(status),
+                       lifetime_days=org.rotation.lifetime_days)
     targets = list(action.servers)
     watched = (targets if action.kind == ActionKind.REPAIR_BACKEND
                else [_writer_fqdn(status, org)])
@@ -282,12 +283,23 @@ def batch(op: Operation, index: int) -> list[int]:
 
 def _gate(op: Operation, step: Step, status: OrgStatus) -> execute.Outcome | None:
     """A state-changing step that must not be asked for yet (or is pointless)."""
+    if step.kind is StepKind.REMOVE_STALE_HYBRID_KEYS:
+        section = status.hybrid_app
+        if section is not None and section.read and not section.stale():
+            return _after_publication(op, status) or execute.Outcome(
+                "skipped", "the hybrid application holds no stale key")
+        return _after_publication(op, status)
     if step.kind is not StepKind.REMOVE_OLD_AUTH_CERT:
         return None
     thumbprint = step.param("Thumbprint")
     current = status.auth.current.thumbprint if status.auth.current else None
     if thumbprint == current:
         return execute.Outcome("skipped", "never remove the current Auth Certificate")
+    return _after_publication(op, status)
+
+
+def _after_publication(op: Operation, status: OrgStatus) -> execute.Outcome | None:
+    """Old certificates and their keys go only once the new one has been current 24 h."""
     published = op.recorded.get(execute.PUBLISHED_AT_KEY)
     if published:
         ready = datetime.fromisoformat(published) + OLD_CERT_GRACE  # on the org's clock

@@ -30,6 +30,7 @@ from workers.status.report_model import (
     AuthCert,
     AuthStatus,
     BackendProblem,
+    HybridAppStatus,
     OrgStatus,
 )
 
@@ -61,7 +62,7 @@ class Step:
 
     title: str
     server: str  # fqdn the command runs against
-    endpoint: str  # "exchange" | "host"
+    endpoint: str  # "exchange" | "host" | "graph" (Microsoft Graph, not PowerShell)
     cmdlet: str
     parameters: tuple[tuple[str, Any], ...]
     changes_state: bool
@@ -173,14 +174,25 @@ class _Org:
     hybrid: bool
     auth: AuthStatus
     backend: dict[str, BackendProblem | None]
+    hybrid_app: HybridAppStatus | None = None
+    lifetime_days: int | None = None  # [org.rotation]: new Auth Certificates' lifetime
+    now: datetime | None = None
 
     def cert(self, which: str) -> AuthCert | None:
         """AuthConfig's `current`, `next` or `previous` certificate (None when not set)."""
         cert: AuthCert | None = getattr(self.auth, which)
         return cert
 
+    @property
+    def app_id(self) -> str | None:
+        """The dedicated hybrid application exauth keeps in step (a configured hybrid org)."""
+        section = self.hybrid_app
+        return section.app_id if self.hybrid and section is not None and section.configured \
+            else None
 
-def _org(status: OrgStatus, writer: str) -> _Org:
+
+def _org(status: OrgStatus, writer: str, lifetime_days: int | None = None,
+         now: datetime | None = None) -> _Org:
     in_scope = tuple(s.fqdn for s in status.in_scope())
     found = status.server(writer) if writer else None
     resolved = found.fqdn if found is not None else writer
@@ -189,7 +201,8 @@ def _org(status: OrgStatus, writer: str) -> _Org:
         reachable = [s.fqdn for s in status.servers if s.reachable and s.fqdn in in_scope]
         resolved = (reachable or list(in_scope) or ["<writer>"])[0]
     backend = {entry.server: entry.problem for entry in status.backend}
-    return _Org(resolved, in_scope, status.hybrid, status.auth, backend)
+    return _Org(resolved, in_scope, status.hybrid, status.auth, backend, status.hybrid_app,
+                lifetime_days, now)
 
 
 def _thumbprint(cert: AuthCert | None) -> str | None:
@@ -216,7 +229,37 @@ def _reread(org: _Org, note: str) -> Step:
                 kind=StepKind.REREAD_AUTH_CONFIG)
 
 
+# New-SelfSignedCertificate's key as Exchange keeps its own: RSA in the legacy CSP,
+# exportable (the certificate servicelet copies it to the other servers).
+SELF_SIGNED_PROVIDER = "Microsoft RSA SChannel Cryptographic Provider"
+NOT_BEFORE_SLACK = timedelta(minutes=10)
+
+
 def _new_auth_cert(org: _Org, note: str) -> Step:
+    if org.lifetime_days is not None:
+        start = (org.now or datetime.now().astimezone()) - NOT_BEFORE_SLACK
+        return Step(
+            f"Create the new Auth Certificate on the writer ({org.lifetime_days}-day lifetime)",
+            org.writer, "host", "New-SelfSignedCertificate",
+            (
+                ("Subject", f"CN={AUTH_NAME}"),
+                ("FriendlyName", AUTH_NAME),
+                ("CertStoreLocation", CERT_STORE),
+                ("KeyAlgorithm", "RSA"),
+                ("KeyLength", 2048),
+                ("HashAlgorithm", "SHA256"),
+                ("KeyExportPolicy", "Exportable"),
+                ("KeySpec", "KeyExchange"),
+                ("Provider", SELF_SIGNED_PROVIDER),
+                ("NotBefore", iso(start)),
+                ("NotAfter", iso(start + timedelta(days=org.lifetime_days))),
+            ),
+            True,
+            note + f" [org.rotation] lifetime_days = {org.lifetime_days}: New-ExchangeCertificate"
+            " cannot set a lifetime, so Windows makes it in the machine store, which is "
+            "Exchange's; the dates are recomputed when the step runs.",
+            kind=StepKind.CREATE_AUTH_CERT_WITH_LIFETIME,
+        )
     return Step(
         "Create the new Auth Certificate on the writer",
         org.writer, "exchange", "New-ExchangeCertificate",
@@ -297,6 +340,41 @@ def _post_publish(org: _Org) -> list[Step]:
     return [_clear_previous(org), *_recycle(org.in_scope), *_hcw(org)]
 
 
+def graph_request(app_id: str) -> str:
+    """The "cmdlet" of a Graph step: the request it sends, for people and the audit log."""
+    return f"PATCH /v1.0/applications(appId='{app_id}')"
+
+
+def _upload_key(org: _Org, thumbprint: str, which: str) -> list[Step]:
+    """Issue 13: the key must be on the dedicated hybrid application before the
+    certificate is published (none for an org exauth does not keep in step)."""
+    if org.app_id is None:
+        return []
+    return [Step(
+        f"Upload the {which} Auth Certificate to the hybrid application", org.writer, "graph",
+        graph_request(org.app_id),
+        (("Keep", "every key it holds, unchanged"), ("Add", thumbprint)), True,
+        "Graph's PATCH replaces the whole keyCredentials collection: the keys are read just "
+        "before, sent back with this certificate's public key (AsymmetricX509Cert, Verify, "
+        f"its own dates, thumbprint as identifier; read from {org.writer}), and read again "
+        "after: anything else gone fails the step.",
+        kind=StepKind.UPLOAD_HYBRID_KEY,
+    )]
+
+
+def _remove_stale_keys(org: _Org, note: str) -> list[Step]:
+    if org.app_id is None:
+        return []
+    return [Step(
+        "Remove stale keys from the hybrid application", org.writer, "graph",
+        graph_request(org.app_id),
+        (("Keep", "the keys of the current, next and previous Auth Certificates"),
+         ("Remove", "every other key")), True,
+        note + " The keys of the current, next and previous Auth Certificates always stay.",
+        kind=StepKind.REMOVE_STALE_HYBRID_KEYS,
+    )]
+
+
 def _get_cert(server: str, thumbprint: str, title: str, kind: StepKind, note: str = "") -> Step:
     return Step(
         title, server, "exchange", "Get-ExchangeCertificate",
@@ -316,9 +394,10 @@ def _remove_cert(server: str, thumbprint: str, note: str) -> Step:
 # --- the steps of each action ------------------------------------------------------------
 
 
-def steps(status: OrgStatus, action: Action, *, writer: str, now: datetime) -> list[Step]:
-    """The steps of one action of `status`, in order."""
-    org = _org(status, writer)
+def steps(status: OrgStatus, action: Action, *, writer: str, now: datetime,
+          lifetime_days: int | None = None) -> list[Step]:
+    """The steps of one action of `status`, in order (`lifetime_days`: [org.rotation])."""
+    org = _org(status, writer, lifetime_days, now)
     servers = list(action.servers)
     reason = action.reason
     builders: dict[ActionKind, Callable[[], list[Step]]] = {
@@ -329,6 +408,7 @@ def steps(status: OrgStatus, action: Action, *, writer: str, now: datetime) -> l
         ActionKind.IMPORT_NEXT: lambda: _import(org, "next", servers),
         ActionKind.REPAIR_BACKEND: lambda: _repair_backend(org, servers),
         ActionKind.CLEANUP: lambda: _cleanup(org, servers),
+        ActionKind.UPLOAD_HYBRID_KEY: lambda: _upload_hybrid_key(org, reason),
         ActionKind.WAIT_REPLICATION: lambda: _wait_replication(org, servers, reason),
         ActionKind.WAIT_FOR_PUBLISH: lambda: _wait_for_publish(org, reason),
         ActionKind.BLOCKED: lambda: _blocked(org, servers, reason),
@@ -337,12 +417,14 @@ def steps(status: OrgStatus, action: Action, *, writer: str, now: datetime) -> l
     return builders[action.kind]()
 
 
-def plan(status: OrgStatus, *, writer: str, now: datetime) -> list[dict[str, Any]]:
+def plan(status: OrgStatus, *, writer: str, now: datetime,
+         lifetime_days: int | None = None) -> list[dict[str, Any]]:
     """Every action of the status with its steps, JSON-able (`exauth plan --json`)."""
     return [
         {
             **item.model_dump(mode="json"),
-            "steps": [step.to_dict() for step in steps(status, item, writer=writer, now=now)],
+            "steps": [step.to_dict() for step in steps(status, item, writer=writer, now=now,
+                                                       lifetime_days=lifetime_days)],
         }
         for item in status.actions
     ]
@@ -364,6 +446,7 @@ def _stage_new(org: _Org, now: datetime) -> list[Step]:
                             "thumbprint before the next step so a retry reuses it."),
         _stage(org, effective, f"Effective {iso(effective)} (recomputed from the time the "
                                "step runs; it must lie in the future)."),
+        *_upload_key(org, NEW_THUMBPRINT, "next"),
         *[
             _get_cert(server, NEW_THUMBPRINT, f"Verify the new certificate reached {server}",
                       StepKind.VERIFY_NEW_CERT_REACHED,
@@ -382,6 +465,8 @@ def _stage_new(org: _Org, now: datetime) -> list[Step]:
                                       "have been current for 24 h.")
             for server in (current.present_on if current else [])
         ]
+    out += _remove_stale_keys(org, f"Not before {cleanup_after}: the new certificate must have "
+                                   "been current for 24 h.")
     return out
 
 
@@ -395,6 +480,7 @@ def _replace_now(org: _Org, now: datetime) -> list[Step]:
         _new_auth_cert(org, "Only on the writer, under the org's writer lock. Record the new "
                             "thumbprint before the next step. " + fallback),
         _stage(org, effective, "Effective one minute after the step runs. " + fallback),
+        *_upload_key(org, NEW_THUMBPRINT, "new"),
         _publish(org, fallback),
         _clear_previous(org, fallback),
         Step("Restart MSExchangeServiceHost on the writer", org.writer, "host",
@@ -417,6 +503,7 @@ def _publish_next(org: _Org) -> list[Step]:
     return [
         _reread(org, f"Stop unless the next certificate is still {thumbprint} and present on "
                      "every server."),
+        *_upload_key(org, (nxt.thumbprint if nxt else "") or NEW_THUMBPRINT, "next"),
         _publish(org),
         *_post_publish(org),
     ]
@@ -509,6 +596,18 @@ def _cleanup(org: _Org, servers: list[str]) -> list[Step]:
                                            "for 24 h.")
             for server in servers
         ]
+    out += _remove_stale_keys(org, "Only after the new certificate has been current for 24 h.")
+    return out
+
+
+def _upload_hybrid_key(org: _Org, reason: str) -> list[Step]:
+    """`fix` for a hybrid application that lacks the current (or staged next) certificate."""
+    section = org.hybrid_app
+    out = [_reread(org, reason or "Stop if AuthConfig changed.")]
+    for which in ("current", "next"):
+        cert = org.cert(which)
+        if cert and section is not None and getattr(section, f"{which}_on_app") is False:
+            out += _upload_key(org, cert.thumbprint, which)
     return out
 
 

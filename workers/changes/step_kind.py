@@ -36,6 +36,9 @@ class StepKind(StrEnum):
     WAIT_FOR_SERVER = "wait_for_server"
     # State-changing: each runs after its own approval, re-validated just before.
     CREATE_AUTH_CERT = "create_auth_cert"  # recorded before use; a retry reuses or adopts
+    # The same with `[org.rotation] lifetime_days`: New-SelfSignedCertificate on the
+    # writer's host endpoint (New-ExchangeCertificate has no lifetime); dates at run time.
+    CREATE_AUTH_CERT_WITH_LIFETIME = "create_auth_cert_with_lifetime"
     STAGE_NEXT = "stage_next"
     PUBLISH_NEXT = "publish_next"
     CLEAR_PREVIOUS = "clear_previous"
@@ -47,12 +50,16 @@ class StepKind(StrEnum):
     REMOVE_BACKEND_BINDING = "remove_backend_binding"
     BIND_BACKEND_CERT = "bind_backend_cert"
     RESTART_IIS = "restart_iis"
+    # The dedicated hybrid application in Entra ID (Microsoft Graph, endpoint "graph").
+    UPLOAD_HYBRID_KEY = "upload_hybrid_key"  # every key it holds + this one, verified after
+    REMOVE_STALE_HYBRID_KEYS = "remove_stale_hybrid_keys"  # waits 24 h after publication
     # No kind-specific handling: the cmdlet runs as written. Only `legacy_kind` gives it,
     # to a step of an old document it does not recognise (the old code's fall-through).
     COMMAND = "command"
 
 
-CREATES_CERTIFICATE = frozenset({StepKind.CREATE_AUTH_CERT, StepKind.CREATE_BACKEND_CERT})
+CREATES_CERTIFICATE = frozenset({StepKind.CREATE_AUTH_CERT, StepKind.CREATE_AUTH_CERT_WITH_LIFETIME,
+                                 StepKind.CREATE_BACKEND_CERT})
 
 
 def kind_of(step: Mapping[str, Any]) -> StepKind:

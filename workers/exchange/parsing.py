@@ -102,6 +102,16 @@ def facts_from_exchange_certificate(obj: Any) -> CertFacts:
     return facts_from_der(_as_bytes(raw))
 
 
+def der_from_exchange_certificate(obj: Any) -> bytes:
+    """The DER bytes of one certificate object (its RawData), checked to be a certificate."""
+    raw = prop(obj, "RawData")
+    if raw is None:
+        raise ValueError("certificate object carries no RawData")
+    der = _as_bytes(raw)
+    facts_from_der(der)  # raises ValueError for bytes that are no certificate
+    return der
+
+
 def _as_bytes(raw: Any) -> bytes:
     if isinstance(raw, bytes | bytearray | memoryview):
         return bytes(raw)
@@ -230,6 +240,21 @@ def _roles(obj: Any) -> tuple[str, ...]:
 def hybrid_from(objs: Iterable[Any]) -> bool:
     """`Get-HybridConfiguration` returns an object exactly when hybrid is configured."""
     return any(obj is not None for obj in objs)
+
+
+def hybrid_app_id_from(objs: Iterable[Any], tenant_id: str = "") -> str | None:
+    """`Get-AuthServer` -> the dedicated hybrid application Exchange uses: the
+    ApplicationIdentifier of its enabled EvoSTS (Type AzureAD) Auth Server, the one for
+    `tenant_id` when there are several; "" when it names none, None when there is none."""
+    evo = [obj for obj in objs if obj is not None
+           and text(prop(obj, "Type")).lower() == "azuread"
+           and text(prop(obj, "Name")).lower().startswith("evosts")
+           and prop(obj, "Enabled") is not False]
+    if len(evo) > 1 and tenant_id:
+        evo = [obj for obj in evo if text(prop(obj, "Realm")).lower() == tenant_id.lower()]
+    if not evo:
+        return None
+    return text(prop(evo[0], "ApplicationIdentifier")).strip().lower()
 
 
 _SITE_IN_XPATH = re.compile(r"@name='((?:[^']|'')*)'")

@@ -49,7 +49,8 @@ def plan_job(org_name: str) -> dict[str, Any]:
     result = _guard_read(org.name, status, org)
     document = _stored(org.name, result.to_json())
     # Plan against the time the org was read, so dates in the steps match the status.
-    actions = _guard(plan, result, writer=org.writer or "", now=checked_at(result))
+    actions = _guard(plan, result, writer=org.writer or "", now=checked_at(result),
+                     lifetime_days=org.rotation.lifetime_days)
     return {"org": org.name, "checked_at": result.checked_at, "actions": actions,
             "status": document}
 

@@ -12,6 +12,10 @@ snap-in when that is broken) and its "Exchange Back End" binding with the store 
 it names (host endpoint, one invocation of two statements). That is one listing of
 certificates per server: it answers presence and duplicates, nothing is asked by thumbprint.
 
+A hybrid org with `[org.hybrid_app]` also has its dedicated Entra application's keys read
+from Microsoft Graph (workers.hybrid_app), on a thread of its own while the servers are
+asked; a Graph failure is recorded as the one line of why, never raised.
+
 Time is the org's own: the writer's host endpoint is asked `Get-Date -Format o` alongside the
 per-server reads, and `checked_at` (which every "days left", "overdue" and "effective in"
 is measured from) is that time; when the writer cannot say, this machine's clock. Exchange
@@ -25,6 +29,7 @@ org cost seconds of client CPU before a single server was asked anything.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -39,6 +44,7 @@ from workers.exchange.parsing import (
     auth_config_from,
     backend_binding_from,
     facts_from_exchange_certificate,
+    hybrid_app_id_from,
     hybrid_from,
     parse_datetime,
     prop,
@@ -46,6 +52,7 @@ from workers.exchange.parsing import (
     text,
 )
 from workers.exchange.target import Statement
+from workers.hybrid_app.graph_client import read_keys
 from workers.status.findings import is_in_scope
 from workers.status.observation import AuthConfigObs, BackendObs, CertFacts, OrgObs, ServerObs
 from workers.status.report import build_status
@@ -69,6 +76,7 @@ SERVER_PROPERTIES = (
     "IsClientAccessServer",
 )
 HYBRID_PROPERTIES = ("Name",)  # an object at all is the answer
+AUTH_SERVER_PROPERTIES = ("Name", "Type", "Realm", "ApplicationIdentifier", "Enabled")
 EXCHANGE_CERTIFICATE_PROPERTIES = ("RawData", "Thumbprint")  # facts come from RawData
 BINDING_PROPERTIES = (
     "protocol",
@@ -109,6 +117,14 @@ def collect(
         client.exchange_any(known, "Get-HybridConfiguration", select=HYBRID_PROPERTIES)
     )
 
+    # A hybrid org's dedicated application is read from Graph while the servers are asked;
+    # an org that is not hybrid, or has no [org.hybrid_app], never calls Graph.
+    graph = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exauth-graph")
+    app_read = graph.submit(read_keys, org.hybrid_app) if hybrid and org.hybrid_app else None
+    graph.shutdown(wait=False)
+    # Exchange records the application it uses on its EvoSTS Auth Server: compared with ours.
+    exchange_app_id = _exchange_app_id(client, known, org) if app_read is not None else None
+
     # Only in-scope servers are asked; the report applies the same rule to what it shows.
     in_scope = [s for s in servers if is_in_scope(s.roles, s.version)]
     # The writer's clock is asked with them (no extra wait), unless the caller fixed the time.
@@ -131,10 +147,23 @@ def collect(
         servers=tuple(observed[s.fqdn.lower()] for s in servers),
         hybrid=hybrid,
         writer=org.writer,
+        hybrid_app=replace(app_read.result(), exchange_app_id=exchange_app_id)
+        if app_read is not None else None,
     )
 
 
 # --- org-wide reads --------------------------------------------------------------------------
+
+
+def _exchange_app_id(client: ExchangeClient, known: list[str], org: OrgSettings
+                     ) -> str | None:
+    """The dedicated hybrid application Exchange's Auth Server names; None when unknown."""
+    tenant = org.hybrid_app.tenant_id if org.hybrid_app else ""
+    try:
+        return hybrid_app_id_from(client.exchange_any(known, "Get-AuthServer",
+                                                      select=AUTH_SERVER_PROPERTIES), tenant)
+    except ExchangeError:
+        return None
 
 
 def _auth_config(objs: list[Any]) -> AuthConfigObs:

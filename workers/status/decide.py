@@ -27,6 +27,10 @@ Choices where DOMAIN.md is silent or open (also in the lead's report):
   does not block by itself.
 - cleanup only when no rotation is in flight (no next staged) and nothing else is due for
   the auth cert.
+- The dedicated hybrid application (issue 13): when its keys lack the current certificate
+  (or a staged next one), `upload_hybrid_key` comes before the auth actions - hybrid is
+  broken now, or breaks at publication - unless an auth action replaces or publishes the
+  current certificate anyway (replace_now and publish_next upload their own).
 """
 
 from __future__ import annotations
@@ -88,6 +92,11 @@ def _decide(obs: OrgObs, scope: list[ServerObs]) -> list[Action]:
             + "): new self-signed certificate, bind it to \"Exchange Back End\" https *:444:, "
             "iisreset /noforce.",
         ))
+    replacing = any(item.kind in (ActionKind.REPLACE_NOW, ActionKind.PUBLISH_NEXT)
+                    for item in auth)
+    upload = None if replacing else _upload_hybrid_key(obs)
+    if upload is not None:
+        out.append(upload)
     out += auth
     if expiring:
         out.append(action(
@@ -103,6 +112,21 @@ def _decide(obs: OrgObs, scope: list[ServerObs]) -> list[Action]:
         out.append(action(ActionKind.NONE, [], "Auth Certificate and back end certificates are "
                                       "healthy; nothing to do."))
     return out
+
+
+def _upload_hybrid_key(obs: OrgObs) -> Action | None:
+    read = obs.hybrid_app
+    if not obs.hybrid or read is None or read.keys is None:
+        return None
+    held = {key.thumbprint for key in read.keys}
+    missing = [(which, thumbprint) for which, thumbprint in
+               (("current", obs.auth.current), ("next", obs.auth.next))
+               if thumbprint and thumbprint.upper() not in held]
+    if not missing:
+        return None
+    what = " and ".join(f"the {which} Auth Certificate {short(t)}" for which, t in missing)
+    return action(ActionKind.UPLOAD_HYBRID_KEY, [], f"The dedicated hybrid application lacks "
+                  f"{what}: upload it (every other key kept).")
 
 
 def _backend(

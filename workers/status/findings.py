@@ -17,8 +17,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from workers.hybrid_app.key_findings import hybrid_app_status
 from workers.status.observation import CertFacts, OrgObs, ServerObs
-from workers.status.report_model import BackendProblem, Finding, FindingCode, Severity
+from workers.status.report_model import (
+    BackendProblem,
+    Finding,
+    FindingCode,
+    HybridAppStatus,
+    Severity,
+)
 
 AUTH_SUBJECT = "CN=Microsoft Exchange Server Auth Certificate"
 WARNING_DAYS = 60  # HealthChecker yellow below this
@@ -165,7 +172,17 @@ def findings(obs: OrgObs) -> list[Finding]:
             "Hybrid is configured: after the Auth Certificate changes, re-run the Hybrid "
             "Configuration Wizard (hybrid Free/Busy and archive policies break until then).",
         ))
+    found += hybrid_app_part(obs)[1]
     return sorted(found, key=lambda item: item.severity.rank)
+
+
+def hybrid_app_part(obs: OrgObs) -> tuple[HybridAppStatus | None, list[Finding]]:
+    """The status's `hybrid_app` part and its findings (workers.hybrid_app)."""
+    auth = obs.auth
+    return hybrid_app_status(
+        obs.hybrid_app, hybrid=obs.hybrid, configured=obs.hybrid_app is not None,
+        current=auth.current, next_=auth.next, previous=auth.previous,
+        next_effective=auth.next_effective, now=obs.checked_at)
 
 
 def _names(obs: OrgObs) -> dict[str, str]:

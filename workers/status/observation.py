@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from workers.hybrid_app.key_findings import HybridAppRead
+
 
 @dataclass(frozen=True)
 class CertFacts:
@@ -71,3 +73,6 @@ class OrgObs:
     servers: tuple[ServerObs, ...]
     hybrid: bool = False
     writer: str | None = None  # fqdn of the org's writer server (config)
+    # The dedicated hybrid application's keys (workers.hybrid_app); None when the org is
+    # not hybrid or has no [org.hybrid_app] (then Graph is never called).
+    hybrid_app: HybridAppRead | None = None

@@ -16,6 +16,7 @@ from workers.status.findings import (
     cert_view,
     days_left,
     findings,
+    hybrid_app_part,
     in_scope_servers,
     iso,
 )
@@ -69,6 +70,7 @@ def build_status(obs: OrgObs) -> OrgStatus:
             previous=_cert(obs, obs.auth.previous),
         ),
         backend=[_backend(obs, server) for server in scope],
+        hybrid_app=hybrid_app_part(obs)[0],
         findings=findings(obs),
         actions=actions(obs),
     )

@@ -26,6 +26,7 @@ class Severity(StrEnum):
 
     CRITICAL = "critical"
     WARNING = "warning"
+    UNKNOWN = "unknown"  # could not be judged (the hybrid application unreadable)
     INFO = "info"
 
     @property
@@ -69,12 +70,22 @@ class FindingCode(StrEnum):
     BACKEND_EXPIRED = "BACKEND_EXPIRED"
     BACKEND_EXPIRING = "BACKEND_EXPIRING"
     HYBRID_DETECTED = "HYBRID_DETECTED"
+    # The dedicated hybrid application in Entra ID (issue 13; README "Status findings").
+    HYBRID_APP_CURRENT_MISSING = "HYBRID_APP_CURRENT_MISSING"
+    HYBRID_APP_NEXT_MISSING = "HYBRID_APP_NEXT_MISSING"
+    HYBRID_APP_STALE_KEY = "HYBRID_APP_STALE_KEY"
+    HYBRID_APP_UNREADABLE = "HYBRID_APP_UNREADABLE"
+    HYBRID_APP_NOT_CONFIGURED = "HYBRID_APP_NOT_CONFIGURED"
+    HYBRID_APP_ID_MISMATCH = "HYBRID_APP_ID_MISMATCH"
 
 
 class ActionKind(StrEnum):
     """DOMAIN.md section 4's actions, declared in the order to do them."""
 
     BLOCKED = "blocked"
+    # The dedicated hybrid application lacks the current (or staged next) key: hybrid is
+    # broken now, or breaks at publication (workers.status.decide).
+    UPLOAD_HYBRID_KEY = "upload_hybrid_key"
     REPLACE_NOW = "replace_now"
     PUBLISH_NEXT = "publish_next"
     IMPORT_CURRENT = "import_current"
@@ -170,6 +181,48 @@ class BackendStatus(_Part):
     problem: BackendProblem | None
 
 
+class KeyRole(StrEnum):
+    """What a key of the dedicated hybrid application is to the org's AuthConfig."""
+
+    CURRENT = "current"
+    NEXT = "next"
+    PREVIOUS = "previous"
+    STALE = "stale"  # none of those: the clean-up removes it
+
+
+class HybridAppKey(_Part):
+    """One keyCredential of the dedicated hybrid application."""
+
+    thumbprint: str
+    key_id: str
+    display_name: str
+    not_before: str | None
+    not_after: str | None
+    role: KeyRole
+
+
+class HybridAppStatus(_Part):
+    """The dedicated hybrid application in Entra ID (workers.hybrid_app); null on an org
+    that is not hybrid. `configured`: [org.hybrid_app] is set; `read`: Graph answered
+    (else `error` is Graph's reason); `exchange_app_id`: what Exchange's EvoSTS Auth Server
+    names (null unknown)."""
+
+    configured: bool
+    app_id: str | None
+    read: bool
+    error: str | None
+    exchange_app_id: str | None
+    keys: list[HybridAppKey]
+    current_on_app: bool | None
+    next_on_app: bool | None
+
+    def stale(self) -> list[HybridAppKey]:
+        return [key for key in self.keys if key.role is KeyRole.STALE]
+
+    def holds(self, thumbprint: str) -> bool:
+        return self.read and any(k.thumbprint == thumbprint.upper() for k in self.keys)
+
+
 class Finding(_Part):
     code: FindingCode
     severity: Severity
@@ -195,6 +248,9 @@ class OrgStatus(_Part):
     servers: list[ServerStatus]
     auth: AuthStatus
     backend: list[BackendStatus]
+    # Issue 13: only a hybrid org's status has this key (DESIGN's keys stay exactly as they
+    # are for every other org): absent and None are the same.
+    hybrid_app: HybridAppStatus | None = None
     findings: list[Finding]
     actions: list[Action]
 
@@ -204,8 +260,10 @@ class OrgStatus(_Part):
         return parse_time(self.checked_at)
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON document of DESIGN.md (plain dicts, lists, strings; key order kept)."""
-        return self.model_dump(mode="json")
+        """The JSON document of DESIGN.md (plain dicts, lists, strings; key order kept);
+        `hybrid_app` only for a hybrid org."""
+        return self.model_dump(mode="json",
+                               exclude={"hybrid_app"} if self.hybrid_app is None else None)
 
     def in_scope(self) -> list[ServerStatus]:
         return [server for server in self.servers if server.in_scope]
