@@ -36,7 +36,14 @@ from workers.rehearsal.run_through import REHEARSAL_APPROVER, rehearse
 
 __all__ = ["bot", "slack"]  # fixtures used below
 
-READS = ("Get-", "Select-Object", "Add-PSSnapin")
+# Exchange reads, and the Graph stand-in's reads of a hybrid org (a token, then GETs).
+READS = ("Get-", "Select-Object", "Add-PSSnapin", "GET ")
+
+
+def is_read(call: dict[str, Any]) -> bool:
+    command = str(call["command"])
+    return command.startswith(READS) or (command.startswith("POST /")
+                                         and command.endswith("/oauth2/v2.0/token"))
 # What each built-in org's status recommends, and whether carrying it out on the replica
 # goes as its plan says (None: the status recommends no change, nothing is run).
 EXPECTED: dict[str, tuple[str | None, bool]] = {
@@ -89,8 +96,8 @@ def test_a_rehearsal_never_reaches_the_real_org(
     report = rehearse(org_of(real), conn, progress=progress)
 
     assert len(real.org.calls()) == seen["calls"], "a call reached the org after the snapshot"
-    assert all(c["command"].startswith(READS) for c in real.org.calls()), [
-        c["command"] for c in real.org.calls() if not c["command"].startswith(READS)]
+    assert all(is_read(c) for c in real.org.calls()), [
+        c["command"] for c in real.org.calls() if not is_read(c)]
     assert state_of(real) == before
     # Its clock only ticked with the wall clock: the replica's waits were hours and days.
     assert clock_of(real) - clock < timedelta(minutes=10)
@@ -152,7 +159,7 @@ def test_a_named_action_is_rehearsed_where_the_status_wants_none(
     assert report["kind"] == "stage_new" and report["ok"], report["differences"]
     approved = [s for s in report["steps"] if s["changes_state"]]
     assert approved and all(s["state"] == "done" for s in approved)
-    assert all(c["command"].startswith(READS) for c in real.org.calls())
+    assert all(is_read(c) for c in real.org.calls())
     table = exauth("--config", str(config), "rehearse", "--action", "stage_new", cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     assert "Watch for publication" in table.stdout and "Differed from the plan" in table.stdout
@@ -164,7 +171,7 @@ def test_without_a_replica_server_a_rehearsal_says_so(
     real = make_lab("expiring-sha1")
     with pytest.raises(replica_server.NoReplicaServer, match="cannot serve a replica"):
         rehearse(org_of(real), conn)
-    assert all(c["command"].startswith(READS) for c in real.org.calls())
+    assert all(is_read(c) for c in real.org.calls())
 
 
 def test_the_rehearsal_approver_is_nobody_in_the_org() -> None:
@@ -189,7 +196,7 @@ def test_slash_rehearse_then_the_real_card_says_so(
     [thread] = [c for c in slack.calls_of("chat.postMessage")
                 if c.params.get("thread_ts") == placeholder.response["ts"]]
     assert "Watch for publication" in json.dumps(thread.params)
-    assert not [c for c in env.handle.org.calls() if not c["command"].startswith(READS)]
+    assert not [c for c in env.handle.org.calls() if not is_read(c)]
 
     assert slash(app, slack, "fix") == 200
     wait_until(lambda: changes.count == 1)
@@ -199,3 +206,20 @@ def test_slash_rehearse_then_the_real_card_says_so(
              and "stage_new" in str(c.params.get("text"))]
     assert cards and "rehearsed " in json.dumps(cards[-1].params) and ": ok" in json.dumps(
         cards[-1].params)
+
+
+def test_the_hybrid_application_is_rehearsed_on_the_replicas_graph(
+        make_lab: Callable[..., LabHandle], conn: redis.Redis) -> None:
+    """A hybrid org's rotation uploads the new key to the dedicated Entra application: on
+    the replica's own Graph stand-in (a lab tenant), never on the org's."""
+    real = make_lab("hybrid")
+    seen: dict[str, int] = {}
+    report = rehearse(org_of(real), conn, kind="stage_new",
+                      progress=lambda event, _: seen.setdefault(event, len(real.org.calls())))
+    assert report["ok"], (report["verdict"], report["differences"])
+    uploads = [s for s in report["steps"] if s["title"].startswith("Upload the next Auth")]
+    assert uploads and all(s["state"] == "done" for s in uploads)
+    assert len(real.org.calls()) == seen["snapshot"]
+    assert all(is_read(c) for c in real.org.calls())
+    assert [f["code"] for f in report["status_after"]["findings"]
+            if f["code"].startswith("HYBRID_APP_")] == []
