@@ -69,6 +69,9 @@ def main(ctx: click.Context, config_file: str | None) -> None:
     """exauth: keep Exchange's Auth Certificate and back end certificates healthy."""
     if config_file is not None:  # also the config of every job and callback this process runs
         use_config(config_file)
+    from bot import replica_lab
+
+    replica_lab.install()  # rehearsals (here or in `exauth worker`) serve replicas in-process
     ctx.obj = Context(config=config_file)
 
 
@@ -270,6 +273,26 @@ def lab_serve(scenario: str, host: str, port: int, latency_ms: int, open_ms: int
                         password_file=password_file, url_host=url_host))
 
 
+@lab_group.command("snapshot")
+@click.option("--org", "org_name", default=None, help="The org to copy (default: the only one).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the scenario TOML.")
+@click.pass_obj
+def lab_snapshot(ctx: Context, org_name: str | None, out: str) -> None:
+    """Write a lab scenario that reproduces the org as status reads it (stand-in certificates)."""
+    from workers.rehearsal.replica import snapshot
+
+    settings = configured(ctx, org_name)
+    orgs = selected_orgs(settings, org_name)
+    if len(orgs) > 1:
+        fail(f"{len(orgs)} orgs are configured; name one with --org "
+             f"({', '.join(o.name for o in orgs)})")
+    obs = guarded(snapshot, orgs[0], out)
+    click.echo(f"exauth: wrote {out}: a replica of {orgs[0].name} as read at "
+               f"{obs.checked_at.isoformat()}; serve it with "
+               f"`exauth lab serve --scenario {out}`", err=True)
+
+
 @lab_group.command("scenarios")
 def lab_scenarios() -> None:
     """List the built-in scenarios."""
@@ -324,6 +347,39 @@ def worker_command(ctx: Context, burst: bool) -> None:
     from workers.jobs.worker_process import run
 
     sys.exit(guarded(run, configured(ctx), burst=burst))
+
+
+@main.command("rehearse")
+@click.option("--org", "org_name", default=None, help="The org (default: the only one).")
+@click.option("--action", "kind", default=None,
+              type=click.Choice(["stage_new", "replace_now", "publish_next", "import_current",
+                                 "import_next", "cleanup", "repair_backend"]),
+              help="The change to rehearse (default: the one the status recommends).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def rehearse_command(ctx: Context, org_name: str | None, kind: str | None,
+                     as_json: bool) -> None:
+    """Try a change on a fresh replica of the org first (nothing reaches the org but the
+    snapshot's reads): every step, its outcome and time on the replica's clock."""
+    import getpass
+
+    from bot.render.terminal import print_rehearsal
+    from workers.jobs.queues import connect
+    from workers.rehearsal.run_through import rehearse
+
+    settings = configured(ctx, org_name)
+    orgs = selected_orgs(settings, org_name)
+    if len(orgs) > 1:
+        fail(f"{len(orgs)} orgs are configured; name one with --org "
+             f"({', '.join(o.name for o in orgs)})")
+    conn = connect(settings.redis.url)
+    report = guarded(rehearse, orgs[0], conn, kind=kind,
+                     requester=f"local:{getpass.getuser()}")
+    if as_json:
+        emit_json([report])
+    else:
+        print_rehearsal(report)
+    sys.exit(0 if report.get("ok") else 1)
 
 
 @main.command("fix")

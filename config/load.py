@@ -12,8 +12,10 @@ Every problem is a `ConfigError` whose text is one line naming the file and the 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import threading
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,11 +76,35 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         raise ConfigError(source, "", "no such file") from None
     except OSError as exc:
         raise ConfigError(source, "", f"cannot read ({exc.strerror})") from None
+    # Jobs load their settings each time they run (see the module docstring); a fleet's
+    # config of hundreds of orgs costs tens of ms of CPU to parse and validate, more than
+    # the sweep of one org itself. The same text and environment validate the same way
+    # (the models are frozen), so the last result is kept per process and reused until
+    # either changes; the file is still read every time, so an edit is seen at once.
+    # Relative paths in the file count from where it lies: its place and ours are keys too.
+    key = (source, str(chosen.absolute().resolve()), os.getcwd(),
+           hashlib.sha256(text.encode()).digest(), _environment_digest())
+    with _LAST_LOCK:
+        if _LAST and _LAST[0] == key:
+            return _LAST[1]
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "", f"not valid TOML: {exc}") from None
-    return settings_from_dict(data, source=source)
+    settings = settings_from_dict(data, source=source)
+    with _LAST_LOCK:
+        _LAST[:] = [key, settings]
+    return settings
+
+
+_LAST_LOCK = threading.Lock()
+_LAST: list[Any] = []  # [key, Settings] of the last load_settings(), when there was one
+
+
+def _environment_digest() -> bytes:
+    """The environment counts too: it wins over the file for secrets and Redis."""
+    items = "\0".join(f"{k}={v}" for k, v in sorted(os.environ.items()))
+    return hashlib.sha256(items.encode()).digest()
 
 
 def settings_from_dict(data: dict[str, Any], *, source: str = DEFAULT_FILE) -> Settings:

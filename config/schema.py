@@ -465,8 +465,13 @@ class RedisSettings(_EnvFirst):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f'must be a redis://, rediss:// or unix:// URL (got "{value}")')
+        scheme = urlsplit(value).scheme
+        if scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
+            raise ValueError("must be a redis://, rediss://, unix:// or redis+sentinel:// URL "
+                             f'(got "{value}")')
+        if scheme == "redis+sentinel" and "/" not in value.split("://", 1)[1].strip("/"):
+            raise ValueError("a redis+sentinel:// URL names its master after the Sentinel "
+                             "hosts: redis+sentinel://host1,host2,host3/<master name>[/<db>]")
         return value
 
 

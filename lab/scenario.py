@@ -155,7 +155,7 @@ class AuthConfigSpec:
 @dataclass(frozen=True)
 class BackendSpec:
     server: str
-    certificate: str  # certificate id, or "" for a binding without a certificate
+    certificate: str  # certificate id, "thumbprint:<HEX>" (in no store), or "" (none)
 
 
 @dataclass(frozen=True)

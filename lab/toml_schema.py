@@ -270,13 +270,10 @@ class BackendFile(_Table):
 
     check_server = field_validator("server")(_known_server)
 
-    @field_validator("certificate")
-    @classmethod
-    def known_certificate(cls, certificate: str, info: ValidationInfo) -> str:
-        ids = known(info).ids
-        if certificate and ids is not None and certificate not in ids:
-            raise problem(f"unknown certificate id {certificate!r}")
-        return certificate
+    # "" (a binding without a certificate), a certificate id, or "thumbprint:<hex>": a
+    # binding naming a certificate no store holds (a snapshot of an org where it was
+    # deleted keeps the hash the binding names).
+    check_certificate = field_validator("certificate")(_cert_ref)
 
 
 class FaultFile(_Table):

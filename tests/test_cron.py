@@ -22,7 +22,7 @@ import redis
 from config.load import load_settings
 from config.schema import Settings
 from workers.jobs.cron import LOCK_KEY, SweepScheduler, enqueue_slot, run
-from workers.jobs.queues import READ_QUEUE, queue
+from workers.jobs.queues import SWEEP_QUEUE, queue
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2025, 3, 1, 7, 59, 50, tzinfo=UTC)
@@ -56,7 +56,7 @@ def write_config(tmp_path: Path, redis_url: str, crons: dict[str, str]) -> Path:
 
 def run_ids(conn: redis.Redis) -> list[str]:
     return [str(job.meta["org"]) + "@" + str(job.meta["run_id"])
-            for job in queue(READ_QUEUE, conn).get_jobs()]
+            for job in queue(SWEEP_QUEUE, conn).get_jobs()]
 
 
 def wait_until(check: object, timeout: float = 10.0) -> None:

@@ -160,7 +160,8 @@ def test_killed_worker_turns_the_placeholder_into_one_line(
     [entry] = wait_until(lambda: conn.zrange(started.key, 0, -1), 30,
                          "the worker started the status job")
     job = Job.fetch(entry.decode().split(":", 1)[0], connection=conn, serializer=SERIALIZER)
-    assert job.get_status() == JobStatus.STARTED
+    # rq records the job in the registry a moment before it marks the job started.
+    wait_until(lambda: job.get_status() == JobStatus.STARTED, 10, "the job marked started")
 
     os.killpg(worker.pid, signal.SIGKILL)  # the worker and its scheduler, mid-job
     worker.wait(timeout=10)

@@ -24,9 +24,11 @@ from workers.jobs import registry
 from workers.jobs.deadline import NotStarted
 from workers.jobs.queues import (
     CHANGE_QUEUE,
+    QUEUE_NAMES,
     READ_QUEUE,
     READ_RETRY_INTERVALS,
     SERIALIZER,
+    SWEEP_QUEUE,
     enqueue_change,
     enqueue_read,
     queue,
@@ -42,7 +44,7 @@ CALLBACKS = "bot.callbacks.job_results"
 def test_queues_use_json_never_pickle(redis_url: str) -> None:
     connection = redis.Redis.from_url(redis_url)
     assert SERIALIZER is JSONSerializer
-    for name in (READ_QUEUE, CHANGE_QUEUE):
+    for name in QUEUE_NAMES:
         assert queue(name, connection).serializer is JSONSerializer
 
 
@@ -133,3 +135,22 @@ def test_a_redis_url_in_a_message_never_shows_its_password(url: str, expected: s
     assert scrub_text(url) == expected
     assert unreachable(url, OSError(f"cannot connect to {url}")) == (
         f"Redis at {expected} is not reachable (cannot connect to {expected})")
+
+
+def test_a_worker_takes_changes_then_what_people_asked_then_sweeps(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sweeps queued first still run after a status asked for later: a person never waits
+    behind a fleet's sweep (the order is the worker's queue order, not arrival)."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setitem(registry.JOBS, "time.time_ns", "time.time_ns")
+    settings = settings_from_dict({}, source="test.toml")
+    connection = redis.Redis.from_url(redis_url)
+    sweeps = [queue(SWEEP_QUEUE, connection).enqueue("time.time_ns") for _ in range(3)]
+    status = queue(READ_QUEUE, connection).enqueue("time.time_ns")
+    change = queue(CHANGE_QUEUE, connection).enqueue("time.time_ns")
+    assert run(settings, burst=True) == 0
+    ran = {}
+    for name, job in [("change", change), ("status", status)] + [
+            (f"sweep{i}", job) for i, job in enumerate(sweeps)]:
+        ran[name] = Job.fetch(job.id, connection=connection, serializer=SERIALIZER).return_value()
+    assert sorted(ran, key=ran.__getitem__) == ["change", "status", "sweep0", "sweep1", "sweep2"]

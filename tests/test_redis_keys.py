@@ -44,6 +44,7 @@ PINNED = [
     (redis_keys.audit_stream(), "exauth:audit"),
     (redis_keys.org_audit_stream("contoso"), "exauth:audit:contoso"),
     (redis_keys.slack_delivery("1234.5678.abcd"), "exauth:dedupe:1234.5678.abcd"),
+    (redis_keys.rehearsal("contoso", "stage_new"), "exauth:rehearsal:contoso:stage_new"),
     (redis_keys.last_status("contoso"), "exauth:status:contoso"),
     (redis_keys.job_durations("status"), "exauth:metrics:jobs:status"),
     (redis_keys.job_duration_kinds(), "exauth:metrics:job_kinds"),

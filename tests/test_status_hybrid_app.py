@@ -128,3 +128,43 @@ def test_slack_report_and_terminal_table_show_the_application(
     assert report.hybrid_app is not None
     assert f"Hybrid application {report.hybrid_app.app_id}" in out
     assert "current: MISSING" in out and "stale" in out
+
+
+def test_an_unreadable_application_makes_the_overall_unknown_not_ok(
+        make_lab: Callable[..., LabHandle], tmp_path: Any) -> None:
+    """Could not be judged is not ok: `exauth status` exits 3 (could not check), the Slack
+    report says UNKNOWN; a known warning still outranks it."""
+    import json
+
+    from bot.render.messages import status_message
+    from tests.test_cli import exauth
+    from workers.status.collect import status
+    from workers.status.last_check import overall_state
+    from workers.status.report import overall
+    from workers.status.report_model import Overall
+
+    handle = make_lab("hybrid")
+    control(handle, "POST", "faults", {"endpoint": "graph", "kind": "forbidden",
+                                       "operation": "read"})
+    config = handle.write_config(tmp_path / "exauth.toml")
+    result = exauth("--config", str(config), "status", "--json", cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    report = json.loads(result.stdout)
+    assert [(f["code"], f["severity"]) for f in report["findings"]
+            if f["severity"] != "info"] == [("HYBRID_APP_UNREADABLE", "unknown")]
+    typed = status(lab_org(handle), now=handle.org.now())
+    assert overall(typed) is Overall.UNKNOWN
+    assert overall_state(typed.to_json()) == ("unknown", 3)  # /metrics and the Home tab
+    assert "UNKNOWN" in json.dumps(status_message(typed, overall(typed)))
+
+    control(handle, "POST", "faults", {"clear": True})
+    assert overall(status(lab_org(handle), now=handle.org.now())) is Overall.OK
+
+    other = "0d1e2f3a-4b5c-4d6e-8f70-112233445566"
+    handle = make_lab(hybrid_variant(lambda d: d["entra"].update(exchange_app_id=other)))
+    control(handle, "POST", "faults", {"endpoint": "graph", "kind": "forbidden",
+                                       "operation": "read"})
+    typed = status(lab_org(handle), now=handle.org.now())
+    assert {f.code.value for f in typed.findings} >= {"HYBRID_APP_UNREADABLE",
+                                                      "HYBRID_APP_ID_MISMATCH"}
+    assert overall(typed) is Overall.WARNING

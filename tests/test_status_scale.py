@@ -40,6 +40,9 @@ class WholeObjects(ExchangeClient):
                      select: Sequence[str] | None = None, **kwargs: Any) -> list[Any]:
         return super().exchange_any(servers, cmdlet, params, **kwargs)
 
+    def exchange_statements(self, fqdn: str, statements: Sequence[Statement]) -> list[Any]:
+        return super().exchange_statements(fqdn, [s.whole() for s in statements])
+
     def host_statements(self, fqdn: str, statements: Sequence[Statement]) -> list[Any]:
         return super().host_statements(fqdn, [s.whole() for s in statements])
 
@@ -77,14 +80,19 @@ def test_each_server_is_asked_once_per_endpoint_for_only_what_is_read(
     calls = handle.org.calls()
     in_scope = [handle.org.server_info(n) for n in handle.org.server_names()]
     in_scope = [i for i in in_scope if is_in_scope(tuple(i["roles"]), i["version"])]
+    certificate_calls = [c for c in calls if c["command"] == "Get-ExchangeCertificate"]
     for info in in_scope:
         name = info["name"]
         mine = [c for c in calls if c["server"] == name]
         by_command = [c["command"] for c in mine]
-        assert by_command.count("Get-ExchangeCertificate") == 1
         assert by_command.count("Get-WebBinding") == 1
         assert by_command.count("Get-ChildItem") == 1
-    certificate_calls = [c for c in calls if c["command"] == "Get-ExchangeCertificate"]
+        # Every store is listed once, through the one Exchange session of the org-wide reads.
+        listed = [c for c in certificate_calls
+                  if str(c["parameters"].get("Server", "")).lower() == info["fqdn"].lower()]
+        assert len(listed) == 1
+        assert listed[0]["endpoint"] == "exchange"
+    assert {c["server"] for c in certificate_calls} == {lab_org(handle).writer.split(".")[0]}
     # One listing per server answers presence and duplicates: nothing asked by thumbprint.
     assert not any("Thumbprint" in c["parameters"] for c in certificate_calls)
     # Every read went through Select-Object: one per Get-* call, right after it.
@@ -125,3 +133,24 @@ def test_server_entries_read_the_same_from_selected_text_or_objects(site: Any) -
            "AdminDisplayVersion": "Version 15.2 (Build 1544.4)"}
     assert server_from(obj) == ("EX1", "ex1.contoso.lab", "Site-A",
                                 "Version 15.2 (Build 1544.4)", ("Mailbox", "ClientAccess"))
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_the_one_session_listing_gives_the_same_status_as_asking_each_server(
+    name: str, make_lab: Callable[..., LabHandle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every store listed through one Exchange session (workers.status.listing) says what
+    each server's own Exchange endpoint says, in every built-in scenario: broken endpoints,
+    unreachable servers and missing certificates included."""
+    from workers.status import collect as collect_module
+
+    handle = make_lab(name)
+    now = handle.org.now()
+    listed = report(handle, ExchangeClient, now)
+    calls = len(handle.org.calls())
+    monkeypatch.setattr(collect_module.listing, "list_all", lambda *args, **kwargs: None)
+    alone = report(handle, ExchangeClient, now)
+    per_server = [c for c in handle.org.calls()[calls:]
+                  if c["command"] == "Get-ExchangeCertificate"]
+    assert per_server, "each server was asked on its own endpoints"
+    assert listed == alone

@@ -136,6 +136,13 @@ def slack_delivery(trigger_id: str) -> str:
     return f"{ROOT}dedupe:{trigger_id}"
 
 
+def rehearsal(org: str, kind: str) -> str:
+    """`exauth:rehearsal:<org>:<operation kind>`: the last rehearsal of that kind of change
+    on a replica of the org (workers.rehearsal.rehearsal_record: when, ok, what went wrong);
+    a string, JSON, expiring after workers.rehearsal.rehearsal_record.RECORD_TTL (7 days)."""
+    return f"{ROOT}rehearsal:{org}:{kind}"
+
+
 def last_status(org: str) -> str:
     """`exauth:status:<org>`: the org's last check (workers.status.last_check): the last
     status JSON read from Exchange and when, and the last attempt's outcome (ok/failed,

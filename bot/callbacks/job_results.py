@@ -33,7 +33,8 @@ REPOST_ERRORS = frozenset({"message_not_found", "cant_update_message", "edit_win
 
 # The read jobs' callbacks by dotted path (RQ resolves them in the worker: workers.jobs.queues).
 ON_SUCCESS = {"status": "bot.callbacks.job_results.status_ready",
-              "plan": "bot.callbacks.job_results.plan_ready"}
+              "plan": "bot.callbacks.job_results.plan_ready",
+              "rehearse": "bot.callbacks.job_results.rehearsal_ready"}
 ON_FAILURE = "bot.callbacks.job_results.job_failed"
 
 
@@ -73,6 +74,21 @@ def upload_timeline(channel: str, ts: str, status: Any) -> None:
 def plan_ready(job: Job, connection: Redis, result: Any) -> None:
     _deliver(job, lambda: messages.plan_message(result))
     home_tab.refresh_if_changed(connection, job.meta or {})
+
+
+def rehearsal_ready(job: Job, connection: Redis, result: Any) -> None:
+    """One message (the placeholder, replaced) and the steps in its thread."""
+    reply = (job.meta or {}).get("reply") or {}
+    _deliver(job, lambda: messages.rehearsal_message(result))
+    if not reply.get("channel") or not reply.get("ts") or not result.get("steps"):
+        return
+    try:
+        steps = messages.rehearsal_steps(result)
+        callback_client().chat_postMessage(channel=reply["channel"], thread_ts=reply["ts"],
+                                           text=steps["text"], blocks=steps["blocks"])
+    except Exception as exc:  # the summary is in the channel; the thread is extra
+        log.warning("job %s: the rehearsal's steps were not posted: %s", job.id,
+                    type(exc).__name__)
 
 
 def job_failed(job: Job, connection: Redis, exc_type: type[BaseException] | None,

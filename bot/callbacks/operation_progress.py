@@ -23,6 +23,7 @@ from bot.slack import callback_client
 from workers.changes import operation
 from workers.changes.operation import Operation
 from workers.jobs.read_jobs import failure_reason
+from workers.rehearsal import rehearsal_record
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,8 @@ def publish(conn: Redis, summary: dict[str, Any], *, reply_channel: str | None =
     op = Operation.fetch(conn, summary["op_id"])
     if op is None:
         return
-    message = operation_card.operation_card(op)
+    message = operation_card.operation_card(
+        op, rehearsal_record.for_operation(conn, op.org, op.kind))
     card = op.card
     slack = callback_client()
     if card is None:

@@ -6,7 +6,7 @@ enqueue. It is pure so every answer (usage, unknown org, unowned channel) is uni
 
 Decisions written down here:
 - `help` and `orgs` work in any channel (they reveal no certificate data).
-- `status` / `plan` run only in the channel the org is configured for: reports carry
+- `status` / `plan` / `rehearse` run only in the channel the org is configured for: reports carry
   thumbprints and server names, so they stay in the org's own channel. Naming another
   org's name from a foreign channel gets a pointer to that org's channel instead.
 - With no org named, the org is the one mapped to the channel; if several orgs share the
@@ -23,17 +23,19 @@ from dataclasses import dataclass
 
 from bot.render.messages import escape
 
-JOB_SUBCOMMANDS = ("status", "plan")
+JOB_SUBCOMMANDS = ("status", "plan", "rehearse")
 OP_SUBCOMMANDS = ("fix", "rotate", "backend", "ops", "audit", "resume")
 SUBCOMMANDS = ("help", "orgs", *JOB_SUBCOMMANDS, *OP_SUBCOMMANDS)
 
 USAGE = (
-    "Usage: `/exauth help` | `status [org]` | `plan [org]` | `orgs` | `fix [org] [override]` "
+    "Usage: `/exauth help` | `status [org]` | `plan [org]` | `rehearse [org]` | `orgs` | "
+    "`fix [org] [override]` "
     "| `rotate [org]` | `backend [org] [server]` | `ops [org]` | `audit [org]` | "
     "`resume <op>`\n"
     "`status` checks the Exchange Auth Certificate and back end certificates; `plan` shows "
-    "what a fix would run; `fix`, `rotate` and `backend` start an operation whose changing "
-    "steps each wait for an approver. The org defaults to this channel's org."
+    "what a fix would run; `rehearse` runs it first on a replica of the org; `fix`, `rotate` "
+    "and `backend` start an operation whose changing steps each wait for an approver. The "
+    "org defaults to this channel's org."
 )
 
 
@@ -48,7 +50,7 @@ class Reply:
 class RunJob:
     """Post a placeholder in the channel and enqueue a read job for one org."""
 
-    kind: str  # "status" | "plan"
+    kind: str  # "status" | "plan" | "rehearse"
     org: str
 
 

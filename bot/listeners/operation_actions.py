@@ -41,6 +41,7 @@ from workers.changes import approval, lifecycle, operation
 from workers.changes.operation import Operation
 from workers.jobs import change_jobs
 from workers.jobs.queues import ANSWER_TIMEOUT, connect
+from workers.rehearsal import rehearsal_record
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,8 @@ class Approvals:
         card = op.card or {}
         if not card.get("channel"):
             return
-        message = operation_card.operation_card(op)
+        message = operation_card.operation_card(
+            op, rehearsal_record.for_operation(self.conn, op.org, op.kind))
         try:
             self.client.chat_update(channel=card["channel"], ts=card["ts"],
                                     text=message["text"], blocks=message["blocks"])

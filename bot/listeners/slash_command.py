@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 COMMAND = "/exauth"
 
-READ_JOBS = {"status": read_jobs.status_job, "plan": read_jobs.plan_job}
+READ_JOBS = {"status": read_jobs.status_job, "plan": read_jobs.plan_job,
+             "rehearse": read_jobs.rehearse_job}
 
 
 def register(app: App, after_ack: AfterAck, approvals: Approvals,

@@ -3,9 +3,10 @@
 Snooze: approvers only (user ID or member of a listed user group, looked up fresh through
 GroupCache), audited in both outcomes, 7 days, lifted early by the sweep when the warning
 gets worse. Fix: starts the recommended operation exactly as `/exauth fix` does (operators
-only, one operation per org); its approval card follows in the channel. A user group Slack
-cannot list fails closed for that group only, and the answer names it; when Redis does not
-answer, the clicker hears that in one line.
+only, one operation per org), or for a warning about the hybrid application its upload
+(`upload_hybrid_key`, workers.warnings.rules.fix_kind); its approval card follows in the
+channel. A user group Slack cannot list fails closed for that group only, and the answer
+names it; when Redis does not answer, the clicker hears that in one line.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from workers.changes.approval import GroupCache
 from workers.clock import SYSTEM_CLOCK, Clock
 from workers.jobs.queues import ANSWER_TIMEOUT, connect
 from workers.warnings import warning_state
+from workers.warnings.rules import fix_kind
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +122,12 @@ def handle_fix(settings: Settings, conn: Redis, client: WebClient, body: dict[st
     if isinstance(click, str):
         _tell(client, body, click)
         return "invalid"
-    org, _key, user, channel, _ts = click
-    _tell(client, body, operation_actions.fix(conn, handlers, org, user, channel, []))
+    org, key, user, channel, _ts = click
+    kind = fix_kind(key)
+    if kind is None:
+        _tell(client, body, operation_actions.fix(conn, handlers, org, user, channel, []))
+    else:  # a warning about one thing (the hybrid application) fixes that thing
+        _tell(client, body, operation_actions.start(conn, handlers, org, user, channel, kind))
     return "started"
 
 

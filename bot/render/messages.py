@@ -241,19 +241,27 @@ def _fallback(status: OrgStatus, org: str, label: str) -> str:
 # --- other messages -----------------------------------------------------------------------
 
 
+DOING = {"status": "Checking", "plan": "Planning for",
+         "rehearse": "Rehearsing on a replica of"}
+WHAT = {"status": "check", "plan": "plan for", "rehearse": "rehearse on"}
+
+
 def placeholder_message(org: str, kind: str) -> Message:
     """What the channel sees at once; the worker's callback replaces it in place."""
-    doing = "Checking" if kind == "status" else "Planning for"
-    text = f"{doing} {escape(org)}..."
+    text = f"{DOING.get(kind, 'Checking')} {escape(org)}..."
+    how = ("Reading Exchange over PowerShell Remoting; this message updates when done."
+           if kind != "rehearse" else
+           "Reading Exchange once for a snapshot, then running the change on a lab replica "
+           "(nothing reaches the org); this message updates when done.")
     return {"text": text, "blocks": [
         _section(f":hourglass_flowing_sand: {text}"),
-        _context("Reading Exchange over PowerShell Remoting; this message updates when done."),
+        _context(how),
     ]}
 
 
 def retrying_message(org: str, kind: str, reason: str, attempt: int, delay: int | None) -> Message:
     """One attempt failed and RQ will try again: say so instead of going silent."""
-    doing = "Checking" if kind == "status" else "Planning for"
+    doing = DOING.get(kind, "Checking")
     when = f" in {delay} s" if delay else ""
     text = (f"{doing} {escape(org)}... attempt {attempt} failed "
             f"({escape(_one_line(reason))}); retrying{when}.")
@@ -264,7 +272,7 @@ def retrying_message(org: str, kind: str, reason: str, attempt: int, delay: int 
 
 def failure_message(org: str, kind: str, reason: str) -> Message:
     """The final word on a job that failed: one clear line, never a traceback."""
-    what = "check" if kind == "status" else "plan for"
+    what = WHAT.get(kind, "check")
     text = f"Could not {what} {escape(org)}: {escape(_one_line(reason))}"
     return {"text": _clip(text, MAX_FALLBACK), "blocks": [
         _section(f":x: {text}"),
@@ -325,6 +333,78 @@ def plan_message(document: Mapping[str, Any]) -> Message:
     kinds = ", ".join(str(a.get("kind")) for a in actions) or "nothing to do"
     return {"text": _clip(f"exauth plan {escape(org)}: {kinds}", MAX_FALLBACK),
             "blocks": _fit(blocks)}
+
+
+def rehearsal_message(report: Mapping[str, Any]) -> Message:
+    """The rehearsal in one message: what ran, whether it went as planned, how long it took
+    on the replica's clock, the status after, and what differed (the steps go in its thread)."""
+    org = escape(str(report.get("org") or "?"))
+    kind = str(report.get("kind") or "nothing")
+    ok = bool(report.get("ok"))
+    steps = list(report.get("steps") or [])
+    if not steps:
+        verdict = escape(_one_line(str(report.get("verdict") or "nothing to rehearse")))
+        text = f"Rehearsal on a replica of {org}: {verdict}"
+        return {"text": _clip(text, MAX_FALLBACK), "blocks": [
+            _section(f":performing_arts: {text}"),
+            _context(f"Snapshot read at {_date(report.get('snapshot_at'), with_time=True)}; "
+                     "nothing was run."),
+        ]}
+    icon = ":white_check_mark:" if ok else ":x:"
+    outcome = "ok" if ok else escape(_one_line(str(report.get("verdict") or "failed")))
+    lines = [
+        f"{icon} *{escape(kind)}* rehearsed on a replica of {org}: {outcome}",
+        f"{len(steps)} steps, {sum(1 for s in steps if s.get('changes_state'))} of them "
+        f"approved by the rehearsal; {span(report.get('virtual_seconds'))} on the replica's "
+        f"clock, {report.get('wall_seconds', '?')} s of real time.",
+    ]
+    after = report.get("status_after") or {}
+    kinds = [str(a.get("kind")) for a in after.get("actions") or []]
+    findings = [f for f in after.get("findings") or [] if f.get("severity") != "info"]
+    lines.append("*Status afterwards:* " + (", ".join(escape(k) for k in kinds) or "none")
+                 + (f"; {_count(f.get('severity', '') for f in findings)} finding(s)"
+                    if findings else "; no findings"))
+    differences = list(report.get("differences") or [])
+    if differences:
+        lines.append("*Differed from the plan:*")
+        lines += [f"• {escape(_one_line(str(d)))}" for d in differences[:10]]
+    else:
+        lines.append("Everything went as the plan said.")
+    blocks = [_header(f"{org}: rehearsal of {kind}"), *_sections(lines),
+              _context(f"Snapshot read at {_date(report.get('snapshot_at'), with_time=True)}; "
+                       "nothing reached the org but that read. The steps are in the thread; "
+                       "the real operation's card will say how this went.")]
+    return {"text": _clip(f"Rehearsal of {escape(kind)} on {org}: {outcome}", MAX_FALLBACK),
+            "blocks": _fit(blocks)}
+
+
+def rehearsal_steps(report: Mapping[str, Any]) -> Message:
+    """The thread under the rehearsal: each step, its outcome and its time on the replica."""
+    icons = {"done": ":white_check_mark:", "skipped": ":fast_forward:", "failed": ":x:"}
+    lines = []
+    for step in report.get("steps") or []:
+        icon = icons.get(str(step.get("state")), ":grey_question:")
+        took = step.get("virtual_seconds")
+        lines.append(f"{icon} {int(step.get('index', 0)) + 1}. "
+                     f"{escape(str(step.get('title') or ''))} "
+                     f"({'not reached' if took is None else span(took)}): "
+                     f"{escape(_one_line(str(step.get('outcome') or step.get('state'))))}")
+    return {"text": _clip("Rehearsal steps: " + "; ".join(lines), MAX_FALLBACK),
+            "blocks": _fit(_sections(lines))}
+
+
+def span(seconds: Any) -> str:
+    """A virtual duration an admin reads at a glance: "0 s", "15 min", "24 h 1 min", "30 d"."""
+    if seconds is None:
+        return "?"
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days} d" if days else "", f"{hours} h" if hours else "",
+             f"{minutes} min" if minutes else ""]
+    shown = " ".join(p for p in parts if p)
+    return shown or f"{secs} s"
 
 
 # --- Block Kit building blocks, each within Slack's limits --------------------------------

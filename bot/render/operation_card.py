@@ -71,8 +71,10 @@ def parse_value(value: str) -> tuple[str, int, str | None]:
     return data["op"], data["step"], req if isinstance(req, str) else None
 
 
-def operation_card(op: Operation | dict[str, Any]) -> dict[str, Any]:
-    """{"text", "blocks"} for chat.postMessage / chat.update."""
+def operation_card(op: Operation | dict[str, Any], rehearsed: str | None = None
+                   ) -> dict[str, Any]:
+    """{"text", "blocks"} for chat.postMessage / chat.update; `rehearsed` is the line of
+    the org's last rehearsal of this kind of change ("rehearsed <when>: ok"), if any."""
     op = Operation.of(op)
     denied = denied_step(op) if op.state == OperationState.CANCELLED else None
     state = f"denied {DENIED_MARK}" if denied else OP_STATES.get(op.state, str(op.state))
@@ -113,6 +115,10 @@ def operation_card(op: Operation | dict[str, Any]) -> dict[str, Any]:
     blocks.append(_section(
         f"*Operation* `{op.id}` requested by {mention(op.requester)}\n"
         f"{_clip(escape(op.reason or ''), 1500)}"))
+    if rehearsed:
+        icon = ":performing_arts:" if rehearsed.endswith(": ok") else ":warning:"
+        blocks.append({"type": "context", "elements": [
+            {"type": "mrkdwn", "text": _clip(f"{icon} {escape(rehearsed)}", 2000)}]})
     blocks.append(_section("*Plan*\n" + _plan(op)))
     failed = next((s for s in op.steps if s.state == StepState.FAILED), None)
     if failed is not None and op.state == OperationState.FAILED:

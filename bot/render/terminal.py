@@ -184,6 +184,42 @@ def print_plan(document: dict[str, Any]) -> None:
                 console.print(Text(f"       {step['note']}", style="dim"))
 
 
+def print_rehearsal(report: dict[str, Any]) -> None:
+    """A rehearsal: each step with its outcome and its time on the replica's clock, the
+    status afterwards, and what differed from the plan."""
+    from bot.render.messages import span
+
+    console = _console()
+    ok = bool(report.get("ok"))
+    console.print(Text.assemble(
+        ("exauth rehearse  ", "bold"), (str(report.get("org", "?")), "bold"), "  ",
+        (str(report.get("kind") or "nothing"), "bold"), "  ",
+        ("OK" if ok else "NOT AS PLANNED", "green" if ok else "red"),
+        f"   snapshot {report.get('snapshot_at', '?')}"))
+    if not report.get("steps"):
+        console.print(f"  {report.get('verdict', '')}")
+        return
+    for step in report["steps"]:
+        took = step.get("virtual_seconds")
+        style = {"done": "green", "skipped": "yellow", "failed": "red"}.get(step["state"], "")
+        console.print(Text.assemble(
+            f"  {int(step['index']) + 1:>2}. ", (f"{step['state']:<8}", style),
+            f" {'not reached' if took is None else span(took):>12}  ", step["title"]))
+        if step.get("outcome"):
+            console.print(Text(f"               {step['outcome']}", style="dim"))
+    console.print(f"Replica's clock moved {span(report.get('virtual_seconds'))}; "
+                  f"{report.get('wall_seconds', '?')} s of real time.")
+    after = report.get("status_after") or {}
+    console.print(Text("Status afterwards", style="bold"))
+    for finding in after.get("findings", []):
+        console.print(f"  {finding['severity']:<8} {finding['code']}: {finding['message']}")
+    for action in after.get("actions", []):
+        console.print(f"  {action['kind']}: {action['reason']}")
+    console.print(Text("Differed from the plan", style="bold"))
+    for line in report.get("differences") or ["nothing"]:
+        console.print(f"  {line}")
+
+
 def print_check(rows: list[dict[str, Any]]) -> bool:
     """Print `config check` rows; True when every endpoint answered and authenticated."""
     console = _console()

@@ -84,8 +84,7 @@ def _build(scenario: Scenario, materials: dict[str, CertMaterial]) -> Start:
     auth.named_at = {t: start for t in (auth.current, auth.next) if t}
 
     # Setup binds the server's "Microsoft Exchange" certificate to both sites.
-    backends = {b.server: (by_id[b.certificate].thumbprint if b.certificate else "")
-                for b in scenario.backends}
+    backends = {b.server: ref(b.certificate) for b in scenario.backends}
     for name, state in servers.items():
         state.bindings = [Binding(FRONTEND_SITE, "*:80:", "", "", protocol="http"),
                           Binding(FRONTEND_SITE, FRONTEND_BINDING, backends.get(name, ""))]

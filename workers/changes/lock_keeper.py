@@ -42,8 +42,17 @@ DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def quick_connection(conn: redis.Redis) -> redis.Redis:
-    """A client on the same server as `conn` that fails fast instead of retrying."""
-    kwargs = dict(conn.connection_pool.connection_kwargs)
+    """A client on the same server as `conn` that fails fast instead of retrying (behind
+    Sentinel: on the same service's current master)."""
+    pool = conn.connection_pool
+    manager, service = getattr(pool, "sentinel_manager", None), getattr(pool, "service_name",
+                                                                        None)
+    if manager is not None and service:
+        quick: redis.Redis = manager.master_for(
+            service, socket_timeout=QUICK_TIMEOUT, socket_connect_timeout=QUICK_TIMEOUT,
+            retry=Retry(NoBackoff(), 0))
+        return quick
+    kwargs = dict(pool.connection_kwargs)
     kwargs.update(socket_timeout=QUICK_TIMEOUT, socket_connect_timeout=QUICK_TIMEOUT,
                   retry=Retry(NoBackoff(), 0))
     pool = redis.ConnectionPool(connection_class=conn.connection_pool.connection_class,

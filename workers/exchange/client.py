@@ -78,18 +78,25 @@ class ExchangeClient:
         **kwargs: Any,
     ) -> list[Any]:
         """An Exchange cmdlet on that server: its Exchange endpoint, else host + snap-in."""
+        return self.exchange_statements(
+            fqdn, [Statement.of(cmdlet, params, select=select, **kwargs)]
+        )
+
+    def exchange_statements(self, fqdn: str, statements: Sequence[Statement]) -> list[Any]:
+        """Several Exchange cmdlets in one invocation (one round trip) on that server: its
+        Exchange endpoint, else host + snap-in; outputs in order, in one list."""
+        # The fallback rule looks at one verb: a batch may move only when all of it reads.
+        verb = statements[0].cmdlet if all(s.read_only for s in statements) else "Invoke"
         if fqdn.lower() not in self.fallbacks:
             try:
-                return self.session(fqdn, "exchange").run(
-                    cmdlet, params, select=select, **kwargs
-                )
+                return self.session(fqdn, "exchange").run_statements(statements)
             except ExchangeError as exc:
-                if not _may_fall_back(exc, cmdlet):
+                if not _may_fall_back(exc, verb):
                     raise
                 self._fall_back(fqdn, exc)
         host = self.session(fqdn, "host")
         host.ensure_snapin()
-        return host.run(cmdlet, params, select=select, **kwargs)
+        return host.run_statements(statements)
 
     def exchange_any(
         self,

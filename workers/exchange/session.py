@@ -27,6 +27,7 @@ from pypsrp.wsman import WSMan
 
 from config.errors import ConfigError
 from config.network_policy import is_loopback, plain_http_to_remote
+from workers.exchange import packed_messages, pipeline_command
 from workers.exchange.errors import (
     ExchangeEndpointBroken,
     ExchangeError,
@@ -76,6 +77,13 @@ class _TolerantSerializer(Serializer):
                     self.tn[ref_id] = [t.text or "" for t in type_list.findall("T")]
         return super().deserialize(element, metadata, clear=False)
 
+    def serialize(self, value: Any, metadata: Any = None, parent: Any = None,
+                  clear: bool = True) -> Any:
+        if clear and metadata is None and parent is None:  # a whole message: maybe sent before
+            return packed_messages.PACKED.serialize(
+                value, lambda v: super(_TolerantSerializer, self).serialize(v))
+        return super().serialize(value, metadata, parent, clear)
+
 
 
 def _runspace_pool(target: Target) -> RunspacePool:
@@ -95,8 +103,15 @@ def _settle_environment(pool: RunspacePool) -> None:
     pypsrp builds the HTTP session with the environment's proxy settings already resolved
     for this one endpoint URL (NO_PROXY included); leaving `trust_env` on makes requests
     scan the whole environment again for every WS-Man message, a few ms of CPU each, which
-    adds up to seconds over a large org."""
-    session = getattr(getattr(pool.connection, "transport", None), "session", None)
+    adds up to seconds over a large org. Done before the pool opens (pypsrp would build the
+    HTTP session lazily on the first message, and scan the environment for each message of
+    the open too), so only the one scan that resolves this endpoint's proxy is ever made."""
+    transport = getattr(pool.connection, "transport", None)
+    if transport is not None and getattr(transport, "session", None) is None:
+        build = getattr(transport, "_build_session", None)
+        if callable(build):
+            transport.session = build()
+    session = getattr(transport, "session", None)
     if isinstance(session, requests.Session):
         session.trust_env = False
 
@@ -154,12 +169,12 @@ class Session:
         what = f"opening the {self.target.label}"
         try:
             pool = _runspace_pool(self.target)
+            _settle_environment(pool)
             pool.open()
         except (ExchangeError, ConfigError):
             raise
         except Exception as exc:
             raise classify(exc, self.target, what) from None
-        _settle_environment(pool)
         self._pool = pool
         self._stats.opened()
         log.debug("opened %s of %s at %s", self.target.label, self.target.server, self.target.url)
@@ -234,17 +249,19 @@ class Session:
         if any(isinstance(value, Secret) for s in statements for _, value in s.params):
             self._pool.exchange_keys()  # SecureStrings need the session key (once per pool)
         ps = PowerShell(self._pool)
+        version = self._pool.protocol_version or ""
         for index, statement in enumerate(statements):
             if index:
                 ps.add_statement()
-            ps.add_cmdlet(statement.cmdlet)
+            ps.add_command(pipeline_command.command(statement.cmdlet, version))
             for name, value in statement.params:
                 if name:
                     ps.add_parameter(name, *_parameter_value(value))
                 else:  # positional, e.g. iisreset /noforce
                     ps.add_argument(*_parameter_value(value))
             if statement.select:
-                ps.add_cmdlet("Select-Object").add_parameter("Property", list(statement.select))
+                ps.add_command(pipeline_command.command("Select-Object", version))
+                ps.add_parameter("Property", list(statement.select))
         deadline = time.monotonic() + self.target.operation_timeout
         self._stats.begin()
         try:

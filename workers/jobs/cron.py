@@ -53,9 +53,9 @@ from workers.jobs.deadline import expire_unstarted, reap_abandoned
 from workers.jobs.interruption_notice import notice_interrupted
 from workers.jobs.queues import (
     FAILURE_TTL,
-    READ_QUEUE,
     READ_TIMEOUT,
     RESULT_TTL,
+    SWEEP_QUEUE,
     connect,
     connect_riding_out,
     unreachable,
@@ -133,7 +133,7 @@ class SweepCronJob(CronJob):
         self._enqueue = enqueue
         self.org = org
         super().__init__(
-            queue_name=READ_QUEUE, func_name=func_name, args=(org,), cron=expression,
+            queue_name=SWEEP_QUEUE, func_name=func_name, args=(org,), cron=expression,
             job_timeout=READ_TIMEOUT, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
             name=f"exauth-sweep:{org}",
         )

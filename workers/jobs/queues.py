@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
-from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.backoff import ExponentialBackoff, ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as RedisRetry
@@ -28,11 +28,20 @@ from rq.queue import EnqueueData
 from rq.serializers import JSONSerializer
 
 from workers.audit import scrub_text
+from workers.jobs import sentinel
 from workers.jobs.registry import RegisteredJob
 
 READ_QUEUE = "exauth-read"  # status, plan: safe to repeat
 CHANGE_QUEUE = "exauth-change"  # rotations and repairs: never retried blindly
-QUEUE_NAMES = (READ_QUEUE, CHANGE_QUEUE)
+# The warnings sweeps (workers.warnings.sweep): a whole fleet at once from `exauth cron`, so
+# a queue of their own that every worker takes from last - a person's /exauth status never
+# waits behind hundreds of queued sweeps, only (at most) behind the one sweep per worker
+# already running.
+SWEEP_QUEUE = "exauth-sweep"
+QUEUE_NAMES = (READ_QUEUE, CHANGE_QUEUE, SWEEP_QUEUE)
+# The order a worker takes jobs in (rq asks its queues in order every time it takes one):
+# an approved change first, then what a person asked for, then sweeps.
+WORKER_QUEUES = (CHANGE_QUEUE, READ_QUEUE, SWEEP_QUEUE)
 
 SERIALIZER = JSONSerializer
 
@@ -63,9 +72,29 @@ UNREACHABLE_ERRORS = (RedisConnectionError, RedisTimeoutError)
 QUEUE_DOWN = "The job queue (Redis) is not reachable right now; try again in a minute."
 
 
+# Behind Sentinel, workers, cron and the CLI wait out a failover (the Sentinels notice the
+# master is down, elect, promote: seconds) by retrying with backoff, up to about a minute.
+FAILOVER_RETRIES = 30
+FAILOVER_BACKOFF_BASE = 0.2  # seconds: the first wait
+FAILOVER_BACKOFF_CAP = 2.0  # seconds: the longest wait
+
+
 def connect(url: str, *, timeout: float | None = None) -> Redis:
-    """A Redis client. Workers, cron and the CLI keep redis-py's defaults (they may wait);
-    `timeout` (ANSWER_TIMEOUT for the bot) bounds connect and each read, with no retry."""
+    """A Redis client: the one way every exauth process (bot, worker, cron, CLI) connects.
+
+    `url` is redis://, rediss://, unix:// or redis+sentinel:// (workers.jobs.sentinel).
+    Workers, cron and the CLI keep redis-py's defaults (they may wait), and behind Sentinel
+    retry through a failover; `timeout` (ANSWER_TIMEOUT for the bot) bounds connect and each
+    read, with no retry: a person gets QUEUE_DOWN during a failover, and the next request
+    finds the new master."""
+    if sentinel.is_sentinel(url):
+        if timeout is None:
+            backoff = ExponentialWithJitterBackoff(cap=FAILOVER_BACKOFF_CAP,
+                                                   base=FAILOVER_BACKOFF_BASE)
+            retry = RedisRetry(backoff, FAILOVER_RETRIES)
+            return sentinel.client(url, retry=retry)
+        return sentinel.client(url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                               retry=RedisRetry(NoBackoff(), 0))
     if timeout is None:
         return Redis.from_url(url)
     return Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
@@ -81,10 +110,13 @@ RIDE_OUT_POLL = 1.0
 
 
 def connect_riding_out(url: str) -> Redis:
-    """A Redis client for workers and cron: waits out an outage of up to RIDE_OUT_S."""
-    retries = int(RIDE_OUT_S / RIDE_OUT_POLL)
-    return Redis.from_url(url, retry=RedisRetry(ExponentialBackoff(cap=RIDE_OUT_POLL,
-                                                                   base=0.05), retries),
+    """A Redis client for workers and cron: waits out an outage of up to RIDE_OUT_S (a
+    Sentinel failover included)."""
+    retry = RedisRetry(ExponentialBackoff(cap=RIDE_OUT_POLL, base=0.05),
+                       int(RIDE_OUT_S / RIDE_OUT_POLL))
+    if sentinel.is_sentinel(url):
+        return sentinel.client(url, retry=retry)
+    return Redis.from_url(url, retry=retry,
                           retry_on_error=[RedisConnectionError, RedisTimeoutError])
 
 

@@ -55,6 +55,18 @@ def plan_job(org_name: str) -> dict[str, Any]:
             "status": document}
 
 
+def rehearse_job(org_name: str) -> dict[str, Any]:
+    """`/exauth rehearse`: the recommended change tried on a fresh replica of the org
+    (workers.rehearsal.run_through); the only calls to the org itself are the snapshot's
+    reads. Its operation lives and ends under the replica's own name."""
+    from workers.jobs.queues import connect
+    from workers.rehearsal.run_through import rehearse
+
+    org = _org(org_name)
+    conn = connect(load_settings().redis.url)
+    return dict(_guard(rehearse, org, conn, requester="exauth"))
+
+
 def failure_reason(exc_type: type[BaseException] | None, exc: BaseException | None,
                    timeout: int | None = None) -> str:
     """One readable line for a failed job; the user never sees a traceback."""

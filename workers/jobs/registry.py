@@ -34,6 +34,7 @@ JOBS: dict[str, str] = {
     for name in (
         "workers.jobs.read_jobs.status_job",
         "workers.jobs.read_jobs.plan_job",
+        "workers.jobs.read_jobs.rehearse_job",
         "workers.jobs.change_jobs.start_operation_job",
         "workers.jobs.change_jobs.run_step_job",
         "workers.jobs.change_jobs.advance_job",
@@ -49,6 +50,7 @@ CALLBACKS: dict[str, str] = {
     for name in (
         "bot.callbacks.job_results.status_ready",
         "bot.callbacks.job_results.plan_ready",
+        "bot.callbacks.job_results.rehearsal_ready",
         "bot.callbacks.job_results.job_failed",
         "bot.callbacks.operation_progress.operation_updated",
         "bot.callbacks.operation_progress.operation_job_failed",

@@ -1,4 +1,4 @@
-"""`exauth worker`: one RQ worker process for both exauth queues.
+"""`exauth worker`: one RQ worker process for every exauth queue.
 
 Worker class: rq's `SimpleWorker`, which runs each job in the worker process itself.
 RQ's default `Worker` forks a fresh child per job (and `SpawnWorker` starts a new
@@ -10,8 +10,10 @@ with it; the container restart policy brings it back and RQ's abandoned-job hand
 re-queues the job. Job timeouts still apply (SimpleWorker uses SIGALRM in the main thread;
 workers.jobs.deadline makes them a JobDeadline that the job's own error handling cannot catch).
 
-The change queue is listed first so an approved rotation never waits behind a burst of
-status checks. The scheduler is on because read-job retries are scheduled with delays.
+Queues in `WORKER_QUEUES` order: the change queue first so an approved rotation never
+waits behind a burst of status checks, the sweep queue last so a person's status never
+waits behind a fleet's warnings sweep. The scheduler is on because read-job retries are
+scheduled with delays.
 """
 
 from __future__ import annotations
@@ -27,9 +29,8 @@ from workers import log_filter
 from workers.exchange.session import close_all
 from workers.jobs.deadline import Worker
 from workers.jobs.queues import (
-    CHANGE_QUEUE,
-    READ_QUEUE,
     SERIALIZER,
+    WORKER_QUEUES,
     connect,
     connect_riding_out,
     queue,
@@ -54,7 +55,7 @@ def run(settings: Settings, burst: bool = False) -> int:
         first.close()
     # ... while a running one rides out an outage (workers.jobs.queues.connect_riding_out)
     connection = connect_riding_out(settings.redis.url)
-    queues = [queue(CHANGE_QUEUE, connection), queue(READ_QUEUE, connection)]
+    queues = [queue(name, connection) for name in WORKER_QUEUES]
     worker = Worker(queues, connection=connection, serializer=SERIALIZER)
     _process_logging(settings)
     try:

@@ -6,11 +6,16 @@ one line of why, certificates None), never guessed.
 
 Order of work: the org-wide reads (Get-AuthConfig, Get-ExchangeServer,
 Get-HybridConfiguration) go to the writer's Exchange endpoint, falling back to other known
-servers, then to host endpoint + snap-in. Then every in-scope server is asked concurrently
-(bounded) on its own endpoints: its Exchange certificate store (Exchange endpoint, or host +
-snap-in when that is broken) and its "Exchange Back End" binding with the store certificate
-it names (host endpoint, one invocation of two statements). That is one listing of
-certificates per server: it answers presence and duplicates, nothing is asked by thumbprint.
+servers, then to host endpoint + snap-in. Then, concurrently (bounded): every in-scope
+server's Exchange certificate store, listed in one invocation through that same Exchange
+session (`Get-ExchangeCertificate -Server X` is answered from any endpoint:
+workers.status.listing), and on each server's host endpoint its "Exchange Back End" binding
+with the store certificate it names (one invocation of two statements). A server whose own
+Exchange endpoint shows a reason to be broken (back end unclean, current Auth certificate
+not in its store) or that the listing did not answer is then asked on its own endpoints
+(Exchange endpoint, or host + snap-in when that is broken), exactly as before, so its
+status says what is wrong with it. That is one listing of certificates per server: it
+answers presence and duplicates, nothing is asked by thumbprint.
 
 A hybrid org with `[org.hybrid_app]` also has its dedicated Entra application's keys read
 from Microsoft Graph (workers.hybrid_app), on a thread of its own while the servers are
@@ -29,6 +34,7 @@ org cost seconds of client CPU before a single server was asked anything.
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -53,10 +59,13 @@ from workers.exchange.parsing import (
 )
 from workers.exchange.target import Statement
 from workers.hybrid_app.graph_client import read_keys
+from workers.status import listing
 from workers.status.findings import is_in_scope
 from workers.status.observation import AuthConfigObs, BackendObs, CertFacts, OrgObs, ServerObs
 from workers.status.report import build_status
 from workers.status.report_model import OrgStatus
+
+log = logging.getLogger(__name__)
 
 # What each read needs: the properties `workers.exchange.parsing` reads, nothing else.
 AUTH_CONFIG_PROPERTIES = (
@@ -87,7 +96,7 @@ BINDING_PROPERTIES = (
 )
 STORE_PROPERTIES = ("Thumbprint", "RawData", "PSChildName", "Subject", "NotBefore", "NotAfter")
 
-Part = Literal["clock", "certificates", "backend"]
+Part = Literal["clock", "listing", "certificates", "backend"]
 CLOCK = Statement.of("Get-Date", Format="o")  # ISO 8601 with offset, in PowerShell 5.1 too
 
 
@@ -129,16 +138,33 @@ def collect(
     in_scope = [s for s in servers if is_in_scope(s.roles, s.version)]
     # The writer's clock is asked with them (no extra wait), unless the caller fixed the time.
     writer_clock: list[tuple[str, Part]] = [] if now else [(org.writer, "clock")]
-    jobs = writer_clock + [
-        (server.fqdn, part) for server in in_scope for part in ("certificates", "backend")
-    ]
+    # Every store is listed through the writer's Exchange session (workers.status.listing),
+    # alongside the per-server IIS reads on the host endpoints.
+    fqdns = [server.fqdn for server in in_scope]
+    jobs = writer_clock + [(org.writer, "listing")] + [(fqdn, "backend") for fqdn in fqdns]
     asked_at = clock.now()
-    results = client.map(lambda job: _ask(client, *job), jobs)
+    results = client.map(lambda job: _ask(client, *job, fqdns=fqdns), jobs)
     told = results.pop(0) if writer_clock else None
     checked_at = (now or (told if isinstance(told, datetime) else asked_at)).astimezone(UTC)
+    listed = results.pop(0)
     observed = {s.fqdn.lower(): s for s in servers}
-    for (fqdn, part), result in zip(jobs[len(writer_clock):], results, strict=True):
-        observed[fqdn.lower()] = _merge(observed[fqdn.lower()], part, result, client)
+    for fqdn, result in zip(fqdns, results, strict=True):
+        observed[fqdn.lower()] = _merge(observed[fqdn.lower()], "backend", result, client)
+    # A server is answered by the listing when nothing that breaks its own Exchange endpoint
+    # shows: its back end reads clean and its store holds the current Auth certificate
+    # (without it, serialization signing fails there). Any other server is asked on its own
+    # endpoints as before, so a broken or unreachable one is reported the same way.
+    alone: list[str] = []
+    for fqdn in fqdns:
+        facts = _listed_facts(listed, fqdn)
+        if isinstance(facts, tuple) and _endpoint_sound(observed[fqdn.lower()].backend,
+                                                        facts, auth.current):
+            observed[fqdn.lower()] = _merge(observed[fqdn.lower()], "certificates", facts, client)
+        else:
+            alone.append(fqdn)
+    own = client.map(lambda fqdn: _certificates(client, fqdn), alone)
+    for fqdn, result in zip(alone, own, strict=True):
+        observed[fqdn.lower()] = _merge(observed[fqdn.lower()], "certificates", result, client)
 
     return OrgObs(
         org=org.name,
@@ -187,12 +213,37 @@ def org_clock(client: ExchangeClient, fqdn: str) -> datetime | None:
 # --- per server ------------------------------------------------------------------------------
 
 
-def _ask(client: ExchangeClient, fqdn: str, part: Part) -> Any:
+def _ask(client: ExchangeClient, fqdn: str, part: Part, *, fqdns: list[str]) -> Any:
     if part == "clock":
         return org_clock(client, fqdn)
+    if part == "listing":
+        try:
+            return listing.list_all(client, fqdn, fqdns, EXCHANGE_CERTIFICATE_PROPERTIES)
+        except (ExchangeError, ValueError) as exc:
+            log.debug("one-session certificate listing failed (%s); asking each server", exc)
+            return None
     if part == "certificates":
         return _certificates(client, fqdn)
     return _backend(client, fqdn)
+
+
+def _listed_facts(listed: Any, fqdn: str) -> tuple[CertFacts, ...] | ExchangeError | None:
+    """That server's certificates from the listing; None when the listing did not come."""
+    if not isinstance(listed, dict) or fqdn.lower() not in listed:
+        return None
+    try:
+        return tuple(_facts(obj, fqdn) for obj in listed[fqdn.lower()] if obj is not None)
+    except ExchangeError as exc:
+        return exc
+
+
+def _endpoint_sound(backend: BackendObs | None, facts: tuple[CertFacts, ...],
+                    current: str | None) -> bool:
+    """Nothing seen that breaks this server's Exchange endpoint: the back end binding names
+    a certificate its store holds, and the current Auth certificate is installed there."""
+    clean = backend is not None and backend.error is None and backend.has_binding and \
+        backend.cert is not None
+    return clean and current is not None and any(f.thumbprint == current for f in facts)
 
 
 def _certificates(client: ExchangeClient, fqdn: str) -> tuple[CertFacts, ...]:

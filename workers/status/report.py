@@ -108,7 +108,14 @@ def _backend(obs: OrgObs, server: ServerObs) -> BackendStatus:
 
 
 def overall(status: OrgStatus) -> Overall:
-    """ok | warning | critical, or unknown when no in-scope server could be asked at all."""
+    """ok | warning | critical | unknown: the monitoring-plugin states (README "Commands").
+
+    unknown when no in-scope server could be asked at all. Otherwise the worst finding,
+    where a finding that could not be judged (severity unknown: the hybrid application
+    unreadable) ranks below a known critical or warning and above ok, as monitoring
+    plugins combine states (CRITICAL > WARNING > UNKNOWN > OK): part of the org could not
+    be checked, so it is not known to be ok, and exit code 3 says exactly that; a known
+    problem still speaks louder than an unknown one."""
     in_scope = status.in_scope()
     if not in_scope or not any(server.reachable for server in in_scope):
         return Overall.UNKNOWN
@@ -117,6 +124,8 @@ def overall(status: OrgStatus) -> Overall:
         return Overall.CRITICAL
     if Severity.WARNING in severities:
         return Overall.WARNING
+    if Severity.UNKNOWN in severities:
+        return Overall.UNKNOWN
     return Overall.OK
 
 

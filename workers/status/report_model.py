@@ -36,7 +36,8 @@ class Severity(StrEnum):
 
 
 class Overall(StrEnum):
-    """The org's state for monitoring; `unknown` when no in-scope server answered."""
+    """The org's state for monitoring; `unknown` when no in-scope server answered, or when
+    a finding could not be judged and none is known to be warning or critical."""
 
     OK = "ok"
     WARNING = "warning"

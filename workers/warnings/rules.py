@@ -7,7 +7,9 @@ Three steps, all pure (the sweep does the I/O around them):
    is a new subject and a renewed one drops out:
        auth:current:<thumbprint>   auth:next:<thumbprint>   backend:<server>:<thumbprint>
        overdue:<thumbprint>        missing:<thumbprint>:<server>   unreachable:<server>
-   ("unreachable:org" when no server answered at all).
+       hybrid_app:current:<thumbprint>   hybrid_app:next:<thumbprint>   hybrid_app:unreadable
+   ("unreachable:org" when no server answered at all; the hybrid_app keys are the dedicated
+   hybrid application in Entra ID lacking a certificate's key, or Graph not answering).
 2. `band_for(days_left, bands)`: which warning band a certificate is in; a band is the
    smallest configured number of days that is still >= days left (61 -> none, 59 -> 60,
    29 -> 30, expired -> the smallest band).
@@ -29,7 +31,13 @@ The rules (issue 6), and choices where it is silent:
   effective before the current one expires is "info" and not repeated daily: the
   rotation is on track, and the overdue/missing subjects speak up if it stalls.
 - Subjects on servers that could not be asked this time are neither resolved nor
-  forgotten (unknown is not gone).
+  forgotten (unknown is not gone). The same holds for the hybrid application's missing
+  keys while Graph cannot be read: `unknown_servers` then names `GRAPH_SOURCE`.
+- The hybrid application (issue 13): its lacking the current certificate's key is
+  critical and reminded daily (hybrid fails now); lacking the staged next one is a warning
+  that turns critical near the effective date (a "new" message then, like any rise in
+  severity); Graph not answering is one warning (no daily repeat: nothing is known to be
+  broken), resolved once Graph answers. Fix on any of them starts `upload_hybrid_key`.
 """
 
 from __future__ import annotations
@@ -59,6 +67,10 @@ UNREACHABLE_AFTER_FAILURES = 2  # consecutive failed sweeps before a server is r
 AUTH_CRITICAL_DAYS = 30  # HealthChecker red
 BACKEND_CRITICAL_DAYS = 7
 ORG_SERVER = "org"  # the "server" of unreachable:org (no server answered at all)
+# The "server" of the hybrid application's subjects: unknown while Graph cannot be read (no
+# fqdn has parentheses, so it never names a real server).
+GRAPH_SOURCE = "(graph)"
+HYBRID_APP_PREFIX = "hybrid_app"
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 EMOJI = {"info": ":information_source:", "warning": ":warning:", "critical": ":rotating_light:"}
@@ -70,6 +82,7 @@ class Subject:
 
     key: str
     kind: str  # auth_current | auth_next | backend | broken | overdue | missing | unreachable
+    #            | hybrid_app
     title: str  # short name for people: "Auth Certificate `ABCD1234…`"
     message: str  # what, why it matters, what to do (one paragraph, mrkdwn)
     severity: str
@@ -176,7 +189,52 @@ def subjects(status: OrgStatus) -> list[Subject]:
             message=f"*{org}*: {item.message}", severity=severity, server=server,
             repeats=item.severity == Severity.CRITICAL,
         ))
+    out += _hybrid_app(org, status, current, nxt)
     return out
+
+
+def _hybrid_app(org: str, status: OrgStatus, current: AuthCert | None,
+                nxt: NextAuthCert | None) -> list[Subject]:
+    """The dedicated hybrid application's findings as subjects, keyed by the certificate
+    whose key it lacks (a new certificate is a new subject; uploading it resolves it)."""
+    section = status.hybrid_app
+    if section is None or not section.configured:
+        return []
+    fix = f" Press Fix (or `/exauth fix {org}`) to upload it; every other key is kept."
+    out: list[Subject] = []
+    wanted = ((FindingCode.HYBRID_APP_CURRENT_MISSING, "current", current),
+              (FindingCode.HYBRID_APP_NEXT_MISSING, "next", nxt))
+    for code, which, cert in wanted:
+        for item in _with_code(status.findings, code):
+            if cert is None:
+                continue
+            thumb = cert.thumbprint.upper()
+            out.append(Subject(
+                key=f"{HYBRID_APP_PREFIX}:{which}:{thumb}", kind="hybrid_app",
+                title=f"Hybrid application key of the {which} Auth Certificate "
+                      f"`{short(thumb)}`",
+                message=f"*{org}*: {_sentence(item.message)}{fix}",
+                severity=str(item.severity), server=GRAPH_SOURCE,
+                repeats=item.severity == Severity.CRITICAL,
+            ))
+    for item in _with_code(status.findings, FindingCode.HYBRID_APP_UNREADABLE):
+        out.append(Subject(
+            key=f"{HYBRID_APP_PREFIX}:unreadable", kind="hybrid_app",
+            title=f"Dedicated hybrid application {section.app_id or ''}".rstrip(),
+            message=f"*{org}*: {_sentence(item.message)} Whether it holds the current and "
+                    "next Auth Certificate is unknown until it can be read. Check exauth's "
+                    "Entra application (its secret or certificate, the permission "
+                    "Application.ReadWrite.OwnedBy and its ownership of the hybrid "
+                    f"application; README \"Entra ID\") with `exauth config check`.",
+            severity="warning", repeats=False,
+        ))
+    return out
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 def org_unreachable(org: str, reason: str) -> Subject:
@@ -193,6 +251,8 @@ def unknown_servers(status: OrgStatus) -> set[str]:
     """Servers whose certificates could not be read this time (their subjects are unknown)."""
     unknown = {s.fqdn for s in status.servers if not s.reachable}
     unknown |= {b.server for b in status.backend if b.problem == BackendProblem.UNKNOWN}
+    if status.hybrid_app is not None and not status.hybrid_app.read:
+        unknown.add(GRAPH_SOURCE)  # its keys are unknown, not fixed
     return unknown
 
 
@@ -462,9 +522,20 @@ def resolved_text(key: str, state: WarnState) -> str:
         why = "is present now"
     elif kind == "unreachable":
         why = "answers again"
+    elif key == f"{HYBRID_APP_PREFIX}:unreadable":
+        why = "can be read through Microsoft Graph again"
+    elif kind == HYBRID_APP_PREFIX:
+        why = "is on the application now (or the certificate is no longer staged)"
     else:
         why = "needs no attention any more"
     return f":white_check_mark: Resolved: {title} {why}."
+
+
+def fix_kind(key: str) -> str | None:
+    """The operation a warning's Fix button starts: `upload_hybrid_key` for the hybrid
+    application's subjects, else None (the first change the status recommends, as
+    `/exauth fix`)."""
+    return "upload_hybrid_key" if key.split(":", 1)[0] == HYBRID_APP_PREFIX else None
 
 
 def key_server(key: str) -> str | None:
@@ -476,6 +547,8 @@ def key_server(key: str) -> str | None:
         return parts[-1]
     if parts[0] == "unreachable" and len(parts) >= 2:
         return ":".join(parts[1:])
+    if parts[0] == HYBRID_APP_PREFIX and parts[1:2] in (["current"], ["next"]):
+        return GRAPH_SOURCE
     return None
 
 

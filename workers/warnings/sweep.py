@@ -32,9 +32,9 @@ from workers.jobs import change_jobs
 from workers.jobs.queues import (
     CALLBACK_TIMEOUT,
     FAILURE_TTL,
-    READ_QUEUE,
     READ_TIMEOUT,
     RESULT_TTL,
+    SWEEP_QUEUE,
     connect,
     queue,
 )
@@ -166,9 +166,9 @@ def follow_up_operations(org: OrgSettings, status: OrgStatus | None, conn: redis
 
 def enqueue_sweep(conn: redis.Redis, org_name: str, *, run_id: str | None = None,
                   job_id: str | None = None) -> Any:
-    """Put one sweep on the read queue (JSON serializer) with the Slack callbacks."""
+    """Put one sweep on the sweep queue (JSON serializer) with the Slack callbacks."""
     run = run_id or _run_id()
-    return queue(READ_QUEUE, conn).enqueue_call(
+    return queue(SWEEP_QUEUE, conn).enqueue_call(
         SWEEP_FUNC,
         args=(org_name, run),
         timeout=READ_TIMEOUT,

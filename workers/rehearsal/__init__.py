@@ -1,0 +1,1 @@
+"""Rehearsal: a lab replica of a real org (`replica`), and a change tried on it first."""
