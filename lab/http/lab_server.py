@@ -35,6 +35,11 @@ class LabServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    # socketserver's listen backlog is 5: when a client opens sessions to dozens of servers
+    # at once (a status of a large org) the kernel drops the connections beyond it and the
+    # client's TCP retries them a second later, a stall no real IIS (backlog in the
+    # thousands) shows.
+    request_queue_size = 128
 
     def __init__(
         self,

@@ -27,7 +27,7 @@ from pypsrp.wsman import WSMan
 
 from config.errors import ConfigError
 from config.network_policy import is_loopback, plain_http_to_remote
-from workers.exchange import packed_messages, pipeline_command
+from workers.exchange import packed_messages, pipeline_command, primitive_values
 from workers.exchange.errors import (
     ExchangeEndpointBroken,
     ExchangeError,
@@ -68,13 +68,19 @@ class _TolerantSerializer(Serializer):
             self._clear()
             if isinstance(element, str):
                 try:
-                    element = ET.fromstring(element)
+                    tree = ET.fromstring(element)
                 except ET.ParseError:
                     return super().deserialize(element, metadata, clear=False)
-            for type_list in element.iter("TN"):
+            else:
+                tree = element
+            for type_list in tree.iter("TN"):
                 ref_id = type_list.attrib.get("RefId")
                 if ref_id is not None:
                     self.tn[ref_id] = [t.text or "" for t in type_list.findall("T")]
+            # The text as it came: pypsrp parses it again (cheap, in C) rather than writing
+            # the parsed tree back to text (ET.tostring of the whole message, slow Python).
+        elif isinstance(element, ET.Element) and primitive_values.is_primitive(element):
+            return primitive_values.read(self, element, metadata)
         return super().deserialize(element, metadata, clear=False)
 
     def serialize(self, value: Any, metadata: Any = None, parent: Any = None,
