@@ -377,20 +377,14 @@ class Operation(_Document):
         """End it (done, failed or cancelled); frees the org for the next one."""
         if state not in CLOSED_STATES:
             raise OperationError(f"an operation closes as one of {', '.join(CLOSED_STATES)}")
-        for _ in range(ATTEMPTS):
-            if self.state == state:
-                return self
-            draft = self.model_copy(deep=True)
-            draft.end(state, now=now)
-            try:
-                draft.save(conn, now=now)
-            except StaleOperation:
-                self.reload(conn)
-                continue
-            self._adopt(draft)
+        if self.state == state:
             return self
-        raise OperationError(f"operation {self.id} is being changed by too many writers; "
-                             "try again")
+
+        def end(draft: Operation) -> None:
+            if draft.state != state:  # another writer may have closed it meanwhile
+                draft.end(state, now=now)
+
+        return self.change(conn, end, now=now)
 
 
 def _enum(enum: Any, value: Any) -> Any:
