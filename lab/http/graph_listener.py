@@ -1,9 +1,9 @@
 """The Graph stand-in's own HTTPS server: identity platform and Microsoft Graph on one port.
 
 Separate from the WS-Man port because Graph is always HTTPS (with a lab CA of its own, see
-`tls_certificate.make_certificates`) while the WS-Man port is plain HTTP unless asked. Like
-the WS-Man server it runs a thread per request, tracks connections so `stop` can end
-keep-alive ones, and answers a lab bug with 500 rather than a dropped connection.
+`tls_certificate.make_certificates`) while the WS-Man port is plain HTTP unless asked. How it
+holds connections is the WS-Man server's (lab.http.threaded_server); a lab bug is answered
+with 500 rather than a dropped connection.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import logging
 import socket
 import ssl
 import tempfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from lab.http.graph_endpoint import Dropped, serve_graph
+from lab.http.threaded_server import ThreadedServer
 from lab.http.tls_certificate import make_certificates
 from lab.org import Org
 
@@ -29,12 +29,10 @@ log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024
 
 
-class GraphServer(ThreadingHTTPServer):
+class GraphServer(ThreadedServer):
     """Serves `/{tenant}/...` (sign-in, discovery) and `/v1.0/...` (Graph) for one org."""
 
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
+    thread_name = "exauth-lab-graph"
 
     def __init__(self, org: Org, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.org = org
@@ -43,9 +41,6 @@ class GraphServer(ThreadingHTTPServer):
         self.ca_file = made.ca_file
         self.ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.ssl_context.load_cert_chain(made.cert_file, made.key_file)
-        self._connections: set[Any] = set()
-        self._connections_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
         super().__init__((host, port), GraphRequestHandler)
 
     @property
@@ -58,44 +53,10 @@ class GraphServer(ThreadingHTTPServer):
         """The folder of the CA file (kept while the server runs)."""
         return Path(self._tmp.name)
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="exauth-lab-graph", daemon=True)
-        self._thread.start()
-
     def stop(self) -> None:
-        if self._thread is not None:
-            self.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-        self.server_close()
+        self.stop_accepting()
+        self.end_connections()
         self._tmp.cleanup()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        try:
-            request = self.ssl_context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            log.debug("TLS handshake with %s failed: %s", client_address, exc)
-            return
-        super().finish_request(request, client_address)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("graph connection from %s ended with an error", client_address, exc_info=True)
 
 
 class GraphRequestHandler(BaseHTTPRequestHandler):

@@ -7,20 +7,17 @@ context, the open connections (so `stop` can end keep-alive ones) and the open s
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import ssl
 import tempfile
 import threading
 import time
-from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 from lab import psrp
 from lab.http.negotiate_auth import Authenticator, AuthMode, channel_binding
 from lab.http.request_handler import LabRequestHandler
+from lab.http.threaded_server import ThreadedServer
 from lab.http.tls_certificate import make_certificates
 from lab.org import Org
 
@@ -29,17 +26,8 @@ log = logging.getLogger(__name__)
 IDLE_SHELL_TIMEOUT = 7200.0  # WinRM's default shell IdleTimeOut: forgotten shells go away
 
 
-class LabServer(ThreadingHTTPServer):
+class LabServer(ThreadedServer):
     """The server object: the org, credentials, timing knobs and the open shells."""
-
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-    # socketserver's listen backlog is 5: when a client opens sessions to dozens of servers
-    # at once (a status of a large org) the kernel drops the connections beyond it and the
-    # client's TCP retries them a second later, a stall no real IIS (backlog in the
-    # thousands) shows.
-    request_queue_size = 128
 
     def __init__(
         self,
@@ -64,8 +52,6 @@ class LabServer(ThreadingHTTPServer):
         self.shells: dict[str, psrp.Shell] = {}
         self.shells_lock = threading.Lock()
         self.stopping = threading.Event()
-        self._connections: set[Any] = set()
-        self._connections_lock = threading.Lock()
         self.ssl_context: ssl.SSLContext | None = None
         self.ca_file: Path | None = None
         # The host name in the URLs the lab hands out: Kerberos needs a name with a service
@@ -84,7 +70,6 @@ class LabServer(ThreadingHTTPServer):
             keytab=keytab, tls_binding=binding,
         )
         super().__init__((host, port), LabRequestHandler)
-        self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -99,58 +84,19 @@ class LabServer(ThreadingHTTPServer):
         host = f"[{self.url_host}]" if ":" in self.url_host else self.url_host
         return f"{self.scheme}://{host}:{self.port}"
 
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self.serve_forever, kwargs={"poll_interval": 0.2}, name="exauth-lab", daemon=True
-        )
-        self._thread.start()
-
     def stop(self) -> None:
         """Stop accepting, end every shell (waking long polls) and free the port."""
         self.stopping.set()
-        if self._thread is not None:
-            self.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
+        self.stop_accepting()
         with self.shells_lock:
             shells = list(self.shells.values())
             self.shells.clear()
         for shell in shells:
             shell.close()
-        # Keep-alive connections would otherwise go on being served by their threads.
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-        self.server_close()
+        self.end_connections()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        # The TLS handshake happens here, on the request's own thread, so a slow or
-        # broken client cannot stall the accept loop.
-        if self.ssl_context is not None:
-            try:
-                request = self.ssl_context.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError) as exc:
-                log.debug("TLS handshake with %s failed: %s", client_address, exc)
-                return
-        super().finish_request(request, client_address)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("connection from %s ended with an error", client_address, exc_info=True)
 
     def add_shell(self, shell: psrp.Shell) -> None:
         now = time.monotonic()

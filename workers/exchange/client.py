@@ -38,7 +38,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-
 class ExchangeClient:
     """Exchange and host cmdlets on the servers of one org, with the host fallback."""
 
@@ -171,13 +170,11 @@ class ExchangeClient:
         log.info("%s; using its host endpoint with the Exchange snap-in", line)
 
 
-
 def _answered(exc: ExchangeError) -> bool:
     """Exchange ran the cmdlet and said no (not a connection or endpoint problem)."""
     return exc.error_id is not None and not isinstance(
         exc, ExchangeUnreachable | ExchangeEndpointBroken
     )
-
 
 
 def _may_fall_back(exc: ExchangeError, cmdlet: str) -> bool:

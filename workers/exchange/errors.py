@@ -26,7 +26,6 @@ from workers.exchange.target import Endpoint, Target
 Kind = Literal["missing", "unreachable", "auth", "endpoint_broken", "nolanguage", "error"]
 
 
-
 class ExchangeError(ExauthError):
     """One failure talking to Exchange; str() is a single readable line.
 
@@ -78,7 +77,6 @@ class ExchangeError(ExauthError):
         )
 
 
-
 class ExchangeUnreachable(ExchangeError):
     """No answer from the server or its WinRM/IIS port, or Exchange cannot reach the server
     (RPC unavailable); a later attempt may find it up."""
@@ -86,7 +84,6 @@ class ExchangeUnreachable(ExchangeError):
     kind = "unreachable"
     hint = "is the server up and its WinRM/IIS port reachable from here?"
     permanent = False
-
 
 
 class ExchangeAuthFailed(ExchangeError):
@@ -101,7 +98,6 @@ class ExchangeAuthFailed(ExchangeError):
     permanent = True
 
 
-
 class ExchangeEndpointBroken(ExchangeError):
     """The server's Exchange endpoint itself cannot work (Cafe-SendFailure: a broken back end
     binding; serialization signing without its auth certificate); the host endpoint with the
@@ -110,7 +106,6 @@ class ExchangeEndpointBroken(ExchangeError):
     kind = "endpoint_broken"
     hint = "its Exchange Back End binding or auth certificate is likely broken"
     permanent = False
-
 
 
 class NoLanguageRefused(ExchangeError):
@@ -122,13 +117,11 @@ class NoLanguageRefused(ExchangeError):
     permanent = True
 
 
-
 class ExchangeObjectMissing(ExchangeError):
     """Exchange ran the cmdlet and found no such object (a certificate by thumbprint)."""
 
     kind = "missing"
     permanent = True
-
 
 
 class ExchangeFailed(ExchangeError):
@@ -138,7 +131,6 @@ class ExchangeFailed(ExchangeError):
 
     kind = "error"
     permanent = True
-
 
 
 def classify(
@@ -196,7 +188,6 @@ def classify(
     return make(ExchangeFailed, f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
-
 def _connection_detail(text: str) -> str:
     low = text.lower()
     if "refused" in low:
@@ -212,10 +203,8 @@ def _connection_detail(text: str) -> str:
     return "cannot connect"
 
 
-
 # Said instead of the raw text, whose request ids and timestamps are noise in a one-liner.
 _CAFE_DETAIL = "endpoint fails with Cafe-SendFailure (front end cannot reach the back end on 444)"
-
 
 
 def from_error_record(record: Any, target: Target, what: str) -> ExchangeError:
@@ -245,7 +234,6 @@ def from_error_record(record: Any, target: Target, what: str) -> ExchangeError:
     )
 
 
-
 def _record_message(record: Any) -> str:
     exception = getattr(record, "exception", None)
     for holder in ("adapted_properties", "extended_properties"):
@@ -262,7 +250,6 @@ def _record_message(record: Any) -> str:
         return ""
 
 
-
 # A terminal colour/format sequence (ESC [ ... final byte): formatting, not text.
 _ANSI_SEQUENCE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 
@@ -270,7 +257,6 @@ _ANSI_SEQUENCE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 CONTROL_SHOWN_AS = "\ufffd"
-
 
 
 def one_line(text: str, limit: int = 400) -> str:

@@ -47,7 +47,6 @@ _RECEIVE_WAIT = 20
 _ADD_SNAPIN = Statement("Add-PSSnapin", (("Name", SNAPIN),))
 
 
-
 class _TolerantSerializer(Serializer):
     """pypsrp's deserializer, able to read every object Exchange sends.
 
@@ -91,7 +90,6 @@ class _TolerantSerializer(Serializer):
         return super().serialize(value, metadata, parent, clear)
 
 
-
 def _runspace_pool(target: Target) -> RunspacePool:
     pool = RunspacePool(_wsman(target), configuration_name=target.configuration)
     serializer = _TolerantSerializer()
@@ -100,7 +98,6 @@ def _runspace_pool(target: Target) -> RunspacePool:
     pool._serializer = serializer
     pool._fragmenter.serializer = serializer
     return pool
-
 
 
 def _settle_environment(pool: RunspacePool) -> None:
@@ -120,7 +117,6 @@ def _settle_environment(pool: RunspacePool) -> None:
     session = getattr(transport, "session", None)
     if isinstance(session, requests.Session):
         session.trust_env = False
-
 
 
 def _wsman(target: Target) -> WSMan:
@@ -153,7 +149,6 @@ def _wsman(target: Target) -> WSMan:
         encryption="never" if (not ssl and target.auth == "basic") else "auto",
         no_proxy=loopback,
     )
-
 
 
 class Session:
@@ -305,7 +300,6 @@ class Session:
             _quietly(pool.connection.close)
 
 
-
 @dataclass(frozen=True)
 class Secret:
     """A secret parameter value (an export password).
@@ -321,7 +315,6 @@ class Secret:
         return "Secret(***)"
 
 
-
 def _parameter_value(value: Any) -> tuple[Any, ...]:
     """None is a switch (no value). Everything else is sent as given - True as a [bool]
     (`-PrivateKeyExportable $true` needs the value; a switch accepts `-Force:$true` too),
@@ -335,13 +328,11 @@ def _parameter_value(value: Any) -> tuple[Any, ...]:
     return (value,)
 
 
-
 def _select_refused(exc: ExchangeError) -> bool:
     """The endpoint does not know Select-Object (the cmdlet itself never ran)."""
     return "commandnotfound" in (exc.error_id or "").lower() and "select-object" in (
         exc.detail.lower()
     )
-
 
 
 def _session_broken(exc: ExchangeError) -> bool:
@@ -351,13 +342,11 @@ def _session_broken(exc: ExchangeError) -> bool:
     )
 
 
-
 def _quietly(fn: Callable[[], Any]) -> None:
     try:
         fn()
     except Exception as exc:  # cleanup must never hide the real outcome
         log.debug("ignored during cleanup: %s", one_line(str(exc)))
-
 
 
 class Stats:
@@ -385,7 +374,6 @@ class Stats:
     def reset_peak(self) -> None:
         with self._lock:
             self.peak_in_flight = self.in_flight
-
 
 
 class SessionCache:
@@ -423,9 +411,7 @@ class SessionCache:
             return len(self._sessions)
 
 
-
 SESSIONS = SessionCache()
-
 
 
 def close_all() -> None:

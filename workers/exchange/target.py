@@ -30,7 +30,6 @@ SNAPIN = "Microsoft.Exchange.Management.PowerShell.SnapIn"
 READ_ONLY_VERBS = ("get-", "test-")
 
 
-
 @dataclass(frozen=True)
 class Target:
     """One endpoint of one server, and how to log on to it."""
@@ -58,7 +57,6 @@ class Target:
         return "Exchange endpoint" if self.endpoint == "exchange" else "host endpoint"
 
 
-
 def exchange_target(org: OrgSettings, fqdn: str) -> Target:
     ex = org.exchange
     return Target(
@@ -74,7 +72,6 @@ def exchange_target(org: OrgSettings, fqdn: str) -> Target:
     )
 
 
-
 def host_target(org: OrgSettings, fqdn: str) -> Target:
     ex = org.exchange
     return Target(
@@ -88,7 +85,6 @@ def host_target(org: OrgSettings, fqdn: str) -> Target:
         operation_timeout=ex.operation_timeout,
         password=org.host_password,
     )
-
 
 
 @dataclass(frozen=True)
