@@ -12,10 +12,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -30,8 +28,9 @@ from bot.app import create_app
 from bot.render import operation_card
 from config.load import load_settings
 from lab.serve import LabHandle
+from tests.conftest import _free_port
 from tests.slack_mock import BOT_TOKEN, SIGNING_SECRET, Call, SlackMock
-from tests.test_approvals_slack import CHANNEL, click, slash
+from tests.test_approvals_slack import CHANNEL, click, slash, wait_until
 from tests.test_operations_lab import APPROVER, auth_creations, make_config
 from workers import audit
 from workers.changes import operation, writer_lock
@@ -45,24 +44,6 @@ CHANGING = ("New-ExchangeCertificate", "Set-AuthConfig", "Import-ExchangeCertifi
 VOLATILE = ("NewCertificateEffectiveDate", "FileData", "Password")
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0,
-               what: str = "condition reached") -> Any:
-    """The first truthy value of `predicate`, polled until `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class RedisProcess:
     """A redis-server of one test, on its own port, keeping its data across a stop and a
     start (append-only file, fsync'd on every write) as a restarted production Redis does."""
@@ -71,7 +52,7 @@ class RedisProcess:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("needs `redis-server` on PATH (apt-get install redis-server)")
-        self.binary, self.workdir, self.port = binary, workdir, free_port()
+        self.binary, self.workdir, self.port = binary, workdir, _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
